@@ -1,0 +1,1 @@
+"""The engine: channel-agnostic and server-agnostic support-bot core."""

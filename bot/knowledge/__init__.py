@@ -1,0 +1,1 @@
+"""Operators' knowledge files: parsing, validation, and keeping the index in step with them."""

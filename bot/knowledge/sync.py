@@ -1,0 +1,50 @@
+"""Keeps the index serving what is in the knowledge directory, now and whenever an operator edits it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+from watchfiles import Change, awatch
+
+from bot.embedding import Progress
+from bot.index import KnowledgeIndex, SyncReport
+from bot.knowledge.loader import is_knowledge_file, read_knowledge_dir
+
+log = logging.getLogger(__name__)
+
+
+class KnowledgeSync:
+    def __init__(self, directory: Path, index: KnowledgeIndex) -> None:
+        self.directory = directory
+        self.index = index
+
+    def run(self, progress: Progress | None = None) -> SyncReport:
+        """Apply the directory as it is now. Broken files are logged and their last good version kept."""
+        report = self.index.sync(read_knowledge_dir(self.directory), progress)
+        for file in report.rejected:
+            for problem in file.problems:
+                log.warning("knowledge file not applied (last good version stays served): %s", problem)
+        if report.changed or report.rejected:
+            log.info("knowledge synced: %s", report.summary())
+        return report
+
+    async def watch(self, stop: anyio.Event, debounce_ms: int = 200) -> None:
+        """Re-sync after each burst of edits until `stop` is set."""
+
+        def relevant(change: Change, path: str) -> bool:
+            return is_knowledge_file(Path(path))
+
+        async for _changes in awatch(
+            self.directory,
+            watch_filter=relevant,
+            debounce=debounce_ms,
+            step=min(50, debounce_ms),
+            stop_event=stop,
+        ):
+            try:
+                await anyio.to_thread.run_sync(self.run)
+            except Exception:
+                log.exception("knowledge sync failed; the index keeps serving its current content")

@@ -1,0 +1,85 @@
+"""How the bot decides what kind of answer a message gets.
+
+The same decision serves live conversations and `bot eval`, so evaluation measures what users get.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+from bot.config import AnsweringSettings
+from bot.guard import InputProblem, guard_input
+from bot.handoff import asks_for_human
+from bot.index import Hit, KnowledgeIndex
+from bot.smalltalk import SmallTalk, classify_smalltalk
+
+
+class DecisionKind(StrEnum):
+    ANSWER = "answer"  # a knowledge item is confidently the answer
+    NOT_SURE = "not_sure"  # nothing matched well enough: say so, suggest, offer a person
+    SMALLTALK = "smalltalk"
+    HANDOFF = "handoff"  # the customer asked for a person
+    INVALID = "invalid"  # empty, too long or unreadable input
+
+
+@dataclass(frozen=True)
+class Decision:
+    kind: DecisionKind
+    text: str  # the message as the engine read it (cleaned)
+    answer: Hit | None = None
+    candidates: tuple[Hit, ...] = ()  # best first, whatever the decision
+    smalltalk: SmallTalk | None = None
+    problem: InputProblem | None = None
+    original_length: int = 0
+    retrieval_ms: float = 0.0
+
+    @property
+    def confidence(self) -> float:
+        if self.answer is not None:
+            return self.answer.score
+        return self.candidates[0].score if self.candidates else 0.0
+
+
+class ResponsePolicy:
+    """guard input -> a person? -> small talk? -> retrieve -> answer or admit uncertainty."""
+
+    def __init__(self, index: KnowledgeIndex, settings: AnsweringSettings, human_button_label: str) -> None:
+        self._index = index
+        self._settings = settings
+        self._human_button_label = human_button_label
+
+    def decide(self, raw_text: str) -> Decision:
+        guarded = guard_input(raw_text, self._settings.max_message_chars)
+        if guarded.problem is not None:
+            return Decision(DecisionKind.INVALID, guarded.text, problem=guarded.problem, original_length=guarded.length)
+        text = guarded.text
+        if asks_for_human(text, self._human_button_label):
+            return Decision(DecisionKind.HANDOFF, text)
+        smalltalk = classify_smalltalk(text)
+        if smalltalk is not None:
+            return Decision(DecisionKind.SMALLTALK, text, smalltalk=smalltalk)
+
+        started = time.perf_counter()
+        candidates = self.rank(text)
+        retrieval_ms = (time.perf_counter() - started) * 1000
+        best = candidates[0] if candidates else None
+        if best is not None and self._confident(best, candidates[1:2]):
+            return Decision(DecisionKind.ANSWER, text, best, tuple(candidates), retrieval_ms=retrieval_ms)
+        return Decision(DecisionKind.NOT_SURE, text, None, tuple(candidates), retrieval_ms=retrieval_ms)
+
+    def rank(self, text: str) -> list[Hit]:
+        """Candidates best first, each kind judged against its own threshold."""
+        k = max(self._settings.suggestions, 3)
+        hits = self._index.search(self._index.embedder.embed_one(text), k * 2)
+        return sorted(hits, key=lambda h: h.score - self._threshold(h), reverse=True)[:k]
+
+    def _threshold(self, hit: Hit) -> float:
+        return self._settings.faq_threshold if hit.kind == "faq" else self._settings.passage_threshold
+
+    def _confident(self, best: Hit, runner_up: list[Hit]) -> bool:
+        if best.score < self._threshold(best):
+            return False
+        margin = best.score - runner_up[0].score if runner_up else 1.0
+        return margin >= self._settings.min_margin

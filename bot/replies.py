@@ -1,0 +1,69 @@
+"""Turns a decision into the words the customer sees."""
+
+from __future__ import annotations
+
+from bot.config import AnsweringSettings, MessagesSettings
+from bot.guard import InputProblem
+from bot.index import Hit
+from bot.policy import Decision, DecisionKind
+from bot.smalltalk import SmallTalk
+from bot.types import AnsweredBy, Citation, Reply
+
+
+def citation_for(hit: Hit) -> Citation:
+    return Citation(id=hit.item_id, kind=hit.kind, title=hit.title, source=hit.file, line=hit.line)
+
+
+def compose_reply(decision: Decision, messages: MessagesSettings, settings: AnsweringSettings) -> Reply:
+    kind = decision.kind
+    if kind is DecisionKind.ANSWER and decision.answer is not None:
+        hit = decision.answer
+        return Reply(
+            text=hit.body,
+            answered_by=AnsweredBy.KNOWLEDGE,
+            confidence=round(hit.score, 4),
+            citations=(citation_for(hit),),
+            source_id=hit.item_id,
+            reason=hit.kind,
+        )
+    if kind is DecisionKind.SMALLTALK:
+        text = {
+            SmallTalk.GREETING: messages.greeting,
+            SmallTalk.THANKS: messages.thanks,
+            SmallTalk.GOODBYE: messages.goodbye,
+        }[decision.smalltalk or SmallTalk.GREETING]
+        return Reply(text=text, answered_by=AnsweredBy.FALLBACK, reason=str(decision.smalltalk))
+    if kind is DecisionKind.HANDOFF:
+        return Reply(text=messages.handoff, answered_by=AnsweredBy.FALLBACK, handoff=True, reason="handoff")
+    if kind is DecisionKind.INVALID:
+        problem = decision.problem or InputProblem.UNREADABLE
+        if problem is InputProblem.TOO_LONG:
+            text = messages.too_long.format(length=decision.original_length, limit=settings.max_message_chars)
+        elif problem is InputProblem.EMPTY:
+            text = messages.empty
+        else:
+            text = messages.unreadable
+        return Reply(text=text, answered_by=AnsweredBy.FALLBACK, reason=str(problem))
+    return _not_sure(decision, messages, settings)
+
+
+def _not_sure(decision: Decision, messages: MessagesSettings, settings: AnsweringSettings) -> Reply:
+    suggestions = [hit.title for hit in decision.candidates if hit.score >= settings.suggestion_min_score][
+        : settings.suggestions
+    ]
+    lines = [messages.not_sure]
+    if suggestions:
+        lines.append(messages.suggestions_intro)
+        lines.extend(f"- {title}" for title in suggestions)
+    lines.append(messages.offer_human)
+    return Reply(
+        text="\n".join(lines),
+        answered_by=AnsweredBy.FALLBACK,
+        confidence=round(decision.confidence, 4),
+        quick_replies=(*suggestions, messages.talk_to_human_button),
+        reason="not_sure",
+    )
+
+
+def error_reply(messages: MessagesSettings) -> Reply:
+    return Reply(text=messages.error, answered_by=AnsweredBy.FALLBACK, reason="error")

@@ -1,0 +1,171 @@
+"""Conversation store: every turn, with who answered, from which source, how confidently and how fast.
+
+SQLite, embedded. The user's turn is written before any answering starts, so a failure later in
+the pipeline never loses what the customer said.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bot.guard import storable
+from bot.types import Message, Reply
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id          TEXT PRIMARY KEY,
+    channel     TEXT NOT NULL,
+    user_id     TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL,
+    handoff     INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS turns (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation_id TEXT NOT NULL REFERENCES conversations(id),
+    role            TEXT NOT NULL CHECK (role IN ('user', 'bot')),
+    text            TEXT NOT NULL,
+    created_at      REAL NOT NULL,
+    answered_by     TEXT,
+    source_id       TEXT,
+    confidence      REAL,
+    reason          TEXT,
+    citations       TEXT,   -- JSON list of citations
+    timings         TEXT,   -- JSON object of milliseconds per step
+    metadata        TEXT    -- JSON object from the channel
+);
+CREATE INDEX IF NOT EXISTS turns_by_conversation ON turns (conversation_id, id);
+"""
+
+
+@dataclass(frozen=True)
+class Turn:
+    id: int
+    conversation_id: str
+    role: str
+    text: str
+    created_at: float
+    answered_by: str | None
+    source_id: str | None
+    confidence: float | None
+    reason: str | None
+    citations: list[dict[str, Any]]
+    timings: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: str
+    channel: str
+    user_id: str
+    created_at: float
+    updated_at: float
+    handoff: bool
+
+
+class ConversationStore:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    @classmethod
+    async def open(cls, path: Path) -> ConversationStore:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path)
+        db.row_factory = aiosqlite.Row
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
+        await db.execute("PRAGMA foreign_keys=ON")
+        await db.executescript(_SCHEMA)
+        await db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        await db.commit()
+        return cls(db)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def record_user_turn(self, message: Message) -> int:
+        now = time.time()
+        await self._db.execute(
+            "INSERT INTO conversations (id, channel, user_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at",
+            (message.conversation_id, message.channel, storable(message.user_id), now, now),
+        )
+        cursor = await self._db.execute(
+            "INSERT INTO turns (conversation_id, role, text, created_at, metadata) VALUES (?, 'user', ?, ?, ?)",
+            (
+                message.conversation_id,
+                storable(message.text),
+                message.received_at,
+                json.dumps(dict(message.metadata)),
+            ),
+        )
+        await self._db.commit()
+        return int(cursor.lastrowid or 0)
+
+    async def record_bot_turn(self, conversation_id: str, reply: Reply, timings: dict[str, float]) -> int:
+        now = time.time()
+        cursor = await self._db.execute(
+            "INSERT INTO turns (conversation_id, role, text, created_at, answered_by, source_id, confidence, "
+            "reason, citations, timings) VALUES (?, 'bot', ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                conversation_id,
+                reply.text,
+                now,
+                str(reply.answered_by),
+                reply.source_id,
+                reply.confidence,
+                reply.reason,
+                json.dumps([asdict(c) for c in reply.citations]),
+                json.dumps({k: round(v, 3) for k, v in timings.items()}),
+            ),
+        )
+        if reply.handoff:
+            await self._db.execute("UPDATE conversations SET handoff = 1 WHERE id = ?", (conversation_id,))
+        await self._db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
+        await self._db.commit()
+        return int(cursor.lastrowid or 0)
+
+    async def conversation(self, conversation_id: str) -> Conversation | None:
+        async with self._db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        return Conversation(
+            id=row["id"],
+            channel=row["channel"],
+            user_id=row["user_id"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            handoff=bool(row["handoff"]),
+        )
+
+    async def turns(self, conversation_id: str, limit: int = 200) -> list[Turn]:
+        """The most recent `limit` turns, oldest first."""
+        async with self._db.execute(
+            "SELECT * FROM (SELECT * FROM turns WHERE conversation_id = ? ORDER BY id DESC LIMIT ?) ORDER BY id",
+            (conversation_id, limit),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [
+            Turn(
+                id=row["id"],
+                conversation_id=row["conversation_id"],
+                role=row["role"],
+                text=row["text"],
+                created_at=row["created_at"],
+                answered_by=row["answered_by"],
+                source_id=row["source_id"],
+                confidence=row["confidence"],
+                reason=row["reason"],
+                citations=json.loads(row["citations"] or "[]"),
+                timings=json.loads(row["timings"] or "{}"),
+            )
+            for row in rows
+        ]

@@ -1,0 +1,34 @@
+"""Turns pydantic validation errors into (path, reason) pairs that read well next to a file and line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    path: tuple[str | int, ...]  # where in the document, as keys and list indexes
+    reason: str
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(str(part) for part in self.path) or "(top level)"
+
+
+def field_problems(err: ValidationError) -> list[FieldProblem]:
+    problems = []
+    for detail in err.errors(include_url=False):
+        path = tuple(detail["loc"])
+        kind = detail["type"]
+        if kind == "extra_forbidden":
+            reason = "unknown key"
+        elif kind == "missing":
+            reason = "required key is missing"
+        else:
+            reason = str(detail["msg"])
+            if "input" in detail and not isinstance(detail["input"], dict | list):
+                reason += f" (got {detail['input']!r})"
+        problems.append(FieldProblem(path, reason))
+    return problems

@@ -1,0 +1,1 @@
+"""Middle floor: one small module per channel, translating native traffic to Messages and Replies."""

@@ -1,0 +1,1 @@
+"""Top floor: wires the engine and the channels together and runs them."""

@@ -1,0 +1,104 @@
+"""The HTTP application: health, the chat API, and one place where errors become responses."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from bot.config import Config
+from bot.embedding import Embedder
+from bot.pipeline import Pipeline
+from connectors.web import chat_router
+from serving.runtime import Bot, running_bot
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    config: Config,
+    embedder: Embedder | None = None,
+    watch: bool | None = None,
+    on_ready: Callable[[Bot], None] | None = None,
+) -> FastAPI:
+    """The app owns a running bot for its lifetime (index synced, store open, knowledge watched)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        live = config.knowledge.watch if watch is None else watch
+        async with running_bot(config, embedder, watch=live) as bot:
+            app.state.bot = bot
+            if on_ready is not None:
+                on_ready(bot)
+            yield
+
+    app = FastAPI(title=config.bot_name, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+
+    def current_pipeline() -> Pipeline:
+        bot: Bot = app.state.bot
+        return bot.pipeline
+
+    @app.get("/health")
+    async def health() -> dict[str, object]:
+        bot: Bot = app.state.bot
+        return {"status": "ok", "knowledge_records": len(bot.engine.index)}
+
+    app.include_router(chat_router(current_pipeline))
+    _install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=config.server.max_body_bytes)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for error in exc.errors():
+            if error.get("type") == "json_invalid":
+                reason = error.get("ctx", {}).get("error", "malformed JSON")
+                problems.append(f"request body is not valid JSON: {reason}")
+                continue
+            field = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+            problems.append(f"{field}: {error.get('msg', 'invalid value')}")
+        return JSONResponse(
+            status_code=422,
+            content={"error": "invalid_request", "detail": "; ".join(problems), "problems": problems},
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, content={"error": "http_error", "detail": exc.detail})
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(status_code=500, content={"error": "internal_error", "detail": "something went wrong"})
+
+
+class BodySizeLimit:
+    """Refuses request bodies over the limit before reading them, so a huge upload costs nothing."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            length = headers.get(b"content-length")
+            chunked = b"chunked" in headers.get(b"transfer-encoding", b"")
+            too_big = length is not None and (not length.isdigit() or int(length) > self.max_bytes)
+            if too_big or chunked:
+                status = 413 if too_big else 411
+                detail = f"request body over {self.max_bytes} bytes" if too_big else "send a Content-Length header"
+                await JSONResponse(status_code=status, content={"error": "http_error", "detail": detail})(
+                    scope, receive, send
+                )
+                return
+        await self.app(scope, receive, send)

@@ -1,0 +1,219 @@
+"""The `bot` command: serve, chat, kb check | index, eval."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import typer
+
+from bot.config import Config, ConfigError, load_config
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models are local files; never reach for a hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(help="Customer-support bot grounded in your knowledge base.", no_args_is_help=True)
+kb_app = typer.Typer(help="Check and index the knowledge base.", no_args_is_help=True)
+app.add_typer(kb_app, name="kb")
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option("--config", "-c", envvar="BOT_CONFIG", help="Path to config.yml.", dir_okay=False),
+]
+KnowledgeOption = Annotated[
+    Path | None,
+    typer.Option("--knowledge", help="Knowledge directory (default: knowledge.path from config).", file_okay=False),
+]
+
+
+def _config(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        typer.echo(f"configuration error:\n{err}", err=True)
+        raise typer.Exit(2) from err
+
+
+def _logging(default: str) -> None:
+    logging.basicConfig(
+        level=os.environ.get("BOT_LOG_LEVEL", default).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def serve(
+    config: ConfigOption = Path("config.yml"),
+    host: Annotated[str | None, typer.Option(help="Override server.host.")] = None,
+    port: Annotated[int | None, typer.Option(help="Override server.port.")] = None,
+    watch: Annotated[bool | None, typer.Option("--watch/--no-watch", help="Apply knowledge edits live.")] = None,
+) -> None:
+    """Index the knowledge base and serve the HTTP API, applying knowledge edits live."""
+    import uvicorn
+
+    from serving.app import create_app
+    from serving.runtime import Bot
+
+    _logging("info")
+    settings = _config(config)
+    bind_host = host or settings.server.host
+    bind_port = settings.server.port if port is None else port
+
+    def announce(bot: Bot) -> None:
+        report = bot.startup_sync
+        typer.echo(f"knowledge: {report.summary()}", err=True)
+        for file in report.rejected:
+            for problem in file.problems:
+                typer.echo(f"  not applied: {problem}", err=True)
+        url = f"http://{bind_host}:{bind_port}"
+        typer.echo(
+            f"\nSupport bot ready. Chat with it:\n"
+            f"  curl -s {url}/api/chat -H 'content-type: application/json' \\\n"
+            f"       -d '{{\"text\": \"How do I track my order?\"}}'\n"
+            f"  or in a terminal: .venv/bin/bot chat --config {config}\n"
+            f"  API docs: {url}/docs   health: {url}/health\n",
+            err=True,
+        )
+
+    application = create_app(settings, watch=watch, on_ready=announce)
+    uvicorn.run(application, host=bind_host, port=bind_port, log_level="warning")
+
+
+@app.command()
+def chat(config: ConfigOption = Path("config.yml")) -> None:
+    """Chat with the bot in this terminal (Ctrl-D or /quit to leave)."""
+    from connectors.terminal import run_terminal_chat
+    from serving.runtime import running_bot
+
+    _logging("warning")
+    settings = _config(config)
+
+    async def main() -> None:
+        async with running_bot(settings) as bot:
+            if sys.stdin.isatty():
+                typer.echo(f"{settings.bot_name}: ask me anything (Ctrl-D or /quit to leave).")
+            await run_terminal_chat(bot.pipeline, sys.stdin, sys.stdout)
+
+    anyio.run(main)
+
+
+@kb_app.command("check")
+def kb_check(config: ConfigOption = Path("config.yml"), knowledge: KnowledgeOption = None) -> None:
+    """Validate every knowledge file; report each problem with file, line and reason."""
+    from bot.knowledge.loader import read_knowledge_dir, vet
+    from bot.knowledge.model import FaqEntry
+
+    settings = _config(config)
+    directory = knowledge or settings.knowledge.path
+    try:
+        files = read_knowledge_dir(directory)
+    except FileNotFoundError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from err
+    vetting = vet(files)
+    for problem in vetting.problems:
+        typer.echo(f"{directory / problem.file}:{problem.line}: {problem.message}")
+    items = [item for f in vetting.accepted for item in f.items]
+    faqs = sum(isinstance(i, FaqEntry) for i in items)
+    summary = f"{len(files)} files: {faqs} FAQ entries, {len(items) - faqs} passages"
+    if vetting.problems:
+        typer.echo(f"{summary}; {len(vetting.problems)} problems in {len(vetting.rejected)} files", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{summary}; no problems")
+
+
+class _ProgressPrinter:
+    """Prints embedding progress at most every two seconds, and at the end."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - self._last >= 2.0:
+            self._last = now
+            typer.echo(f"  embedded {done}/{total} texts ({done * 100 // max(total, 1)}%)", err=True)
+
+
+@kb_app.command("index")
+def kb_index(config: ConfigOption = Path("config.yml"), knowledge: KnowledgeOption = None) -> None:
+    """Bring the index in line with the knowledge files (only changed texts are embedded)."""
+    from serving.runtime import build_engine
+
+    _logging("warning")
+    settings = _config(config)
+    engine = build_engine(settings, knowledge_dir=knowledge)
+    report = engine.sync.run(_ProgressPrinter())
+    typer.echo(
+        f"added {len(report.added)}, updated {len(report.updated)}, removed {len(report.removed)}, "
+        f"unchanged {report.unchanged}; embedded {report.texts_embedded} texts in {report.seconds:.2f}s"
+    )
+    for label, ids in (("added", report.added), ("updated", report.updated), ("removed", report.removed)):
+        if ids:
+            typer.echo(f"  {label}: {', '.join(ids[:20])}{' …' if len(ids) > 20 else ''}")
+    for file in report.rejected:
+        for problem in file.problems:
+            typer.echo(f"not applied (last good version kept): {problem}", err=True)
+    if report.rejected:
+        raise typer.Exit(1)
+
+
+@app.command("eval")
+def eval_command(
+    config: ConfigOption = Path("config.yml"),
+    knowledge: KnowledgeOption = None,
+    cases: Annotated[Path | None, typer.Option(help="CSV of text,expected (default: eval.cases).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write figures and every case here.")] = None,
+    min_accuracy: Annotated[float | None, typer.Option(help="Exit 1 if top-1 accuracy is below this.")] = None,
+) -> None:
+    """Measure answer selection on labelled messages, like `rasa test nlu`."""
+    from bot.evaluation import CaseFileError, evaluate, load_cases
+    from serving.runtime import build_engine, eval_index_path
+
+    _logging("warning")
+    settings = _config(config)
+    try:
+        eval_cases = load_cases(cases or settings.eval.cases)
+    except CaseFileError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from err
+    index_path = eval_index_path(settings, knowledge) if knowledge is not None else None
+    engine = build_engine(settings, knowledge_dir=knowledge, index_path=index_path)
+    sync = engine.sync.run(_ProgressPrinter())
+    for file in sync.rejected:
+        for problem in file.problems:
+            typer.echo(f"not applied: {problem}", err=True)
+    engine.index.embedder.load()
+    report = evaluate(engine.policy.decide, eval_cases, set(engine.index.owners()))
+
+    figures = report.figures()
+    typer.echo(f"cases: {figures['n_cases']}  (knowledge: {engine.sync.directory}, index sync {sync.seconds:.1f}s)")
+    typer.echo(f"top-1 accuracy:       {figures['top1_accuracy']:.2%}")
+    typer.echo(f"top-3 accuracy:       {figures['top3_accuracy']:.2%}")
+    typer.echo(f"in-scope accuracy:    {figures['in_scope_accuracy']:.2%}")
+    typer.echo(f"out-of-scope prec.:   {figures['oos_precision']:.2%}")
+    typer.echo(f"out-of-scope recall:  {figures['oos_recall']:.2%}")
+    typer.echo(f"latency p50 / p95:    {figures['latency_ms_p50']:.1f} ms / {figures['latency_ms_p95']:.1f} ms")
+    confused = report.confused_pairs()
+    if confused:
+        typer.echo("most confused (expected -> predicted):")
+        for expected, predicted, count in confused:
+            typer.echo(f"  {count:3d}  {expected} -> {predicted}")
+    if report.unknown_expected:
+        typer.echo(f"warning: expected ids not in the knowledge base: {', '.join(report.unknown_expected)}", err=True)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if min_accuracy is not None and report.top1_accuracy < min_accuracy:
+        typer.echo(f"top-1 accuracy {report.top1_accuracy:.2%} is below --min-accuracy {min_accuracy:.2%}", err=True)
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()

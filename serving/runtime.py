@@ -1,0 +1,82 @@
+"""Builds the engine from configuration and runs its long-lived parts."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+from bot.config import Config
+from bot.embedding import Embedder
+from bot.index import KnowledgeIndex, SyncReport
+from bot.knowledge.sync import KnowledgeSync
+from bot.pipeline import Pipeline
+from bot.policy import ResponsePolicy
+from bot.store import ConversationStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Everything needed to decide answers for one knowledge directory."""
+
+    config: Config
+    index: KnowledgeIndex
+    sync: KnowledgeSync
+    policy: ResponsePolicy
+
+
+def build_engine(
+    config: Config,
+    embedder: Embedder | None = None,
+    knowledge_dir: Path | None = None,
+    index_path: Path | None = None,
+) -> Engine:
+    """Open the index (not yet synced). Defaults come from config; overrides serve `bot eval --knowledge`."""
+    embedder = embedder or Embedder(config.index.embedding_model, threads=config.index.threads)
+    index = KnowledgeIndex.open(index_path or config.index.path, config.index.collection, embedder)
+    policy = ResponsePolicy(index, config.answering, config.messages.talk_to_human_button)
+    return Engine(config, index, KnowledgeSync(knowledge_dir or config.knowledge.path, index), policy)
+
+
+def eval_index_path(config: Config, knowledge_dir: Path) -> Path:
+    """A private index per evaluated directory, beside (never inside) the configured one; reused across runs."""
+    digest = hashlib.sha256(str(knowledge_dir.resolve()).encode()).hexdigest()[:12]
+    return config.index.path.parent / "eval-indexes" / digest
+
+
+@dataclass(frozen=True)
+class Bot:
+    engine: Engine
+    store: ConversationStore
+    pipeline: Pipeline
+    startup_sync: SyncReport
+
+
+@asynccontextmanager
+async def running_bot(config: Config, embedder: Embedder | None = None, watch: bool = False) -> AsyncIterator[Bot]:
+    """A ready bot: index synced with the knowledge directory, store open, and (optionally) live reload."""
+    engine = build_engine(config, embedder)
+    await anyio.to_thread.run_sync(engine.index.embedder.load)
+    report = await anyio.to_thread.run_sync(engine.sync.run)
+    store = await ConversationStore.open(config.store.path)
+    pipeline = Pipeline(engine.policy, store, config.messages, config.answering)
+    try:
+        async with anyio.create_task_group() as tasks:
+            stop = anyio.Event()
+            if watch:
+                tasks.start_soon(engine.sync.watch, stop, config.knowledge.watch_debounce_ms)
+                log.info("watching %s for edits", engine.sync.directory)
+            try:
+                yield Bot(engine, store, pipeline, report)
+            finally:
+                stop.set()
+    finally:
+        await store.close()

@@ -1,0 +1,129 @@
+"""Shared fixtures: the real embedding model, loaded once; demo knowledge copied per test; real servers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from bot.config import Config, load_config
+from bot.embedding import Embedder
+from bot.index import KnowledgeIndex
+from bot.knowledge.loader import read_knowledge_dir
+from serving.app import create_app
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_KNOWLEDGE = REPO / "knowledge"
+DEMO_CASES = REPO / "evals" / "demo-cases.csv"
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    """The real all-MiniLM-L6-v2, loaded once for the whole session."""
+    model = Embedder(threads=1)
+    model.load()
+    return model
+
+
+@pytest.fixture(scope="session")
+def demo_index_template(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Path:
+    """The demo knowledge base indexed once per session; tests get copies of this Chroma folder."""
+    path = tmp_path_factory.mktemp("demo-index") / "chroma"
+    index = KnowledgeIndex.open(path, "knowledge", embedder)
+    report = index.sync(read_knowledge_dir(DEMO_KNOWLEDGE))
+    assert not report.rejected, [str(p) for f in report.rejected for p in f.problems]
+    return path
+
+
+@pytest.fixture
+def knowledge_dir(tmp_path: Path) -> Path:
+    """A private, editable copy of the demo knowledge base."""
+    target = tmp_path / "knowledge"
+    shutil.copytree(DEMO_KNOWLEDGE, target)
+    return target
+
+
+ConfigFactory = Callable[..., Path]
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, knowledge_dir: Path, demo_index_template: Path) -> ConfigFactory:
+    """Writes a config.yml pointing at the test's knowledge copy and private data paths."""
+
+    index_path = tmp_path / "data" / "chroma"
+    shutil.copytree(demo_index_template, index_path)
+
+    def write(**sections: dict[str, object]) -> Path:
+        data: dict[str, object] = {
+            "knowledge": {"path": str(knowledge_dir), "watch_debounce_ms": 50},
+            "index": {"path": str(index_path)},
+            "store": {"path": str(tmp_path / "data" / "conversations.sqlite3")},
+            "eval": {"cases": str(DEMO_CASES)},
+        }
+        for name, values in sections.items():
+            merged = dict(data.get(name, {}))  # type: ignore[call-overload]
+            merged.update(values)
+            data[name] = merged
+        path = tmp_path / "config.yml"
+        path.write_text(yaml.safe_dump(data), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def config(write_config: ConfigFactory) -> Config:
+    return load_config(write_config())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LiveServer:
+    """The real app under uvicorn on a loopback port, in a background thread."""
+
+    def __init__(self, config: Config, embedder: Embedder, watch: bool = False) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        app = create_app(config, embedder=embedder, watch=watch)
+        self.app = app
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        )
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self._thread.start()
+        deadline = time.monotonic() + 60
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)
+
+
+@pytest.fixture
+def live_server(config: Config, embedder: Embedder) -> Iterator[LiveServer]:
+    with LiveServer(config, embedder) as server:
+        yield server

@@ -1,0 +1,125 @@
+"""What the customer gets: cited knowledge answers, honest uncertainty, small talk, and a person on request."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.config import Config
+from bot.embedding import Embedder
+from bot.guard import InputProblem, guard_input
+from bot.handoff import asks_for_human
+from bot.policy import DecisionKind
+from bot.replies import compose_reply
+from bot.smalltalk import SmallTalk, classify_smalltalk
+from bot.types import AnsweredBy, Reply
+from serving.runtime import Engine, build_engine
+
+
+@pytest.fixture
+def engine(config: Config, embedder: Embedder) -> Engine:
+    return build_engine(config, embedder)
+
+
+def reply_to(engine: Engine, text: str) -> Reply:
+    config = engine.config
+    return compose_reply(engine.policy.decide(text), config.messages, config.answering)
+
+
+def test_faq_question_gets_the_faq_answer_with_citation(engine: Engine) -> None:
+    reply = reply_to(engine, "how can i track my order")
+    assert reply.answered_by is AnsweredBy.KNOWLEDGE
+    assert reply.source_id == "track-order"
+    (citation,) = reply.citations
+    assert (citation.id, citation.kind, citation.source) == ("track-order", "faq", "faq/orders.yml")
+    assert "tracking" in reply.text.lower()
+    assert reply.confidence > 0.9
+
+
+def test_policy_question_gets_the_passage_with_its_heading_path(engine: Engine) -> None:
+    reply = reply_to(engine, "how long do you keep my personal data")
+    assert reply.answered_by is AnsweredBy.KNOWLEDGE
+    (citation,) = reply.citations
+    assert citation.source == "policies/privacy.md"
+    assert citation.id == "policies/privacy#data-retention-periods"
+    assert " › " in citation.title and citation.line > 1
+
+
+def test_unrelated_question_is_declined_with_suggestions_and_an_offer_of_a_person(engine: Engine) -> None:
+    reply = reply_to(engine, "what will the weather be like in Berlin tomorrow")
+    assert reply.answered_by is AnsweredBy.FALLBACK and reply.reason == "not_sure"
+    assert reply.citations == ()
+    assert reply.text.startswith(engine.config.messages.not_sure)
+    assert reply.quick_replies[-1] == engine.config.messages.talk_to_human_button
+
+
+def test_vague_question_suggests_the_closest_topics(engine: Engine) -> None:
+    reply = reply_to(engine, "problem with my refund thing")
+    if reply.answered_by is AnsweredBy.FALLBACK:
+        assert len(reply.quick_replies) >= 2  # topics plus the talk-to-a-person button
+        assert any("refund" in q.lower() for q in reply.quick_replies)
+    else:
+        assert reply.source_id is not None and "refund" in reply.source_id
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("Hi!", SmallTalk.GREETING),
+        ("hello there", SmallTalk.GREETING),
+        ("thanks a lot!", SmallTalk.THANKS),
+        ("thank you, bye", SmallTalk.GOODBYE),
+        ("Goodbye", SmallTalk.GOODBYE),
+        ("hi, where is my order?", None),
+        ("thanks but my parcel never arrived", None),
+    ],
+)
+def test_small_talk_is_recognised_only_when_the_whole_message_is_small_talk(text: str, kind: SmallTalk | None) -> None:
+    assert classify_smalltalk(text) == kind
+
+
+def test_greeting_and_thanks_get_their_configured_replies(engine: Engine) -> None:
+    assert reply_to(engine, "hello").text == engine.config.messages.greeting
+    assert reply_to(engine, "thanks!").text == engine.config.messages.thanks
+
+
+@pytest.mark.parametrize(
+    "text", ["Can I talk to a human?", "I want to speak with a real person", "agent", "Talk to a person"]
+)
+def test_asking_for_a_person_hands_the_conversation_over(engine: Engine, text: str) -> None:
+    assert asks_for_human(text, "Talk to a person")
+    reply = reply_to(engine, text)
+    assert reply.handoff and reply.text == engine.config.messages.handoff
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", InputProblem.EMPTY),
+        ("   \n\t ", InputProblem.EMPTY),
+        ("x" * 100_000, InputProblem.TOO_LONG),
+        ("\x00\x01\x02\x03\x04\x05 \x06\x07\x08 \x0e\x0f", InputProblem.UNREADABLE),
+        ("!!!???...", InputProblem.UNREADABLE),
+        ("\ud800\udfff\ud801", InputProblem.UNREADABLE),
+        ("Где мой заказ? where is my order 注文はどこ", None),
+    ],
+)
+def test_input_guard(text: str, problem: InputProblem | None) -> None:
+    assert guard_input(text, 2000).problem == problem
+
+
+def test_bad_inputs_get_polite_replies(engine: Engine) -> None:
+    messages = engine.config.messages
+    assert reply_to(engine, "").text == messages.empty
+    assert reply_to(engine, "a" * 100_000).text == messages.too_long.format(length=100_000, limit=2000)
+    assert reply_to(engine, "\x00\x01\x02\x03\x04\x05").text == messages.unreadable
+
+
+def test_mixed_script_message_is_answered_normally(engine: Engine) -> None:
+    decision = engine.policy.decide("Hola! how long does delivery take to España? 配送")
+    assert decision.kind in (DecisionKind.ANSWER, DecisionKind.NOT_SURE)
+    assert decision.candidates  # it was searched, not rejected
+
+
+def test_ordinary_questions_do_not_trigger_handoff() -> None:
+    assert not asks_for_human("how do I talk my way into a discount", "Talk to a person")
+    assert not asks_for_human("where is my order?", "Talk to a person")

@@ -1,0 +1,49 @@
+"""config.yml: validated at start-up, errors name the file, line and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_shipped_config_is_valid_and_paths_resolve_next_to_it() -> None:
+    config = load_config(REPO / "config.yml")
+    assert config.knowledge.path == REPO / "knowledge"
+    assert config.index.path == REPO / ".data" / "chroma"
+    assert config.eval.cases == REPO / "evals" / "demo-cases.csv"
+
+
+def test_unknown_key_names_file_line_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text("knowledge:\n  path: kb\nanswering:\n  faq_treshold: 0.5\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"{path}:4: answering.faq_treshold: unknown key"
+
+
+def test_bad_values_are_all_reported(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text("answering:\n  faq_threshold: 1.5\nserver:\n  port: http\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith(f"{path}:2: answering.faq_threshold: Input should be less than or equal to 1")
+    assert "(got 1.5)" in lines[0]
+    assert lines[1].startswith(f"{path}:4: server.port: ") and "'http'" in lines[1]
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text("server:\n  port: 80\n  host: [oops\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:\d: invalid YAML"):
+        load_config(path)
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "nope.yml")

@@ -1,0 +1,126 @@
+"""The index follows the knowledge files incrementally and keeps the last good version of broken files."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from bot.embedding import Embedder
+from bot.index import KnowledgeIndex
+from bot.knowledge.loader import read_knowledge_dir
+
+FAQ = """\
+- id: opening-hours
+  question: When is customer service open?
+  alternates:
+    - What are your support hours?
+  answer: Monday to Friday, 9:00 to 17:00.
+"""
+OTHER = """\
+- id: gift-wrap
+  question: Do you offer gift wrapping?
+  answer: Yes, for 3 euros per order.
+"""
+
+
+def open_index(path: Path, embedder: Embedder) -> KnowledgeIndex:
+    return KnowledgeIndex.open(path, "knowledge", embedder)
+
+
+def top(index: KnowledgeIndex, embedder: Embedder, text: str) -> tuple[str, str]:
+    hit = index.search(embedder.embed_one(text), 1)[0]
+    return hit.item_id, hit.body
+
+
+def test_unchanged_files_are_not_re_embedded(tmp_path: Path, embedder: Embedder) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "hours.yml").write_text(FAQ)
+    (kb / "gifts.yml").write_text(OTHER)
+    index = open_index(tmp_path / "chroma", embedder)
+
+    first = index.sync(read_knowledge_dir(kb))
+    assert (first.added, first.texts_embedded) == (("gift-wrap", "opening-hours"), 3)
+
+    again = index.sync(read_knowledge_dir(kb))
+    assert (again.added, again.updated, again.removed, again.unchanged, again.texts_embedded) == (
+        (),
+        (),
+        (),
+        2,
+        0,
+    )
+
+    # Edit one question in one file: only that text is embedded; the other file costs nothing.
+    before = embedder.texts_embedded
+    (kb / "hours.yml").write_text(FAQ.replace("When is customer service open?", "When can I call you?"))
+    edited = index.sync(read_knowledge_dir(kb))
+    assert edited.updated == ("opening-hours",) and edited.unchanged == 1
+    assert edited.texts_embedded == 1 and embedder.texts_embedded - before == 1
+
+
+def test_answer_only_edit_changes_the_reply_without_embedding(tmp_path: Path, embedder: Embedder) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "hours.yml").write_text(FAQ)
+    index = open_index(tmp_path / "chroma", embedder)
+    index.sync(read_knowledge_dir(kb))
+    (kb / "hours.yml").write_text(FAQ.replace("9:00 to 17:00", "8:00 to 20:00"))
+    report = index.sync(read_knowledge_dir(kb))
+    assert report.updated == ("opening-hours",) and report.texts_embedded == 0
+    assert top(index, embedder, "what are your support hours")[1] == "Monday to Friday, 8:00 to 20:00."
+
+
+def test_removed_entries_and_files_disappear(tmp_path: Path, embedder: Embedder) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "hours.yml").write_text(FAQ)
+    (kb / "gifts.yml").write_text(OTHER)
+    index = open_index(tmp_path / "chroma", embedder)
+    index.sync(read_knowledge_dir(kb))
+    (kb / "gifts.yml").unlink()
+    report = index.sync(read_knowledge_dir(kb))
+    assert report.removed == ("gift-wrap",)
+    assert set(index.owners()) == {"opening-hours"}
+    assert top(index, embedder, "can you gift wrap my order")[0] == "opening-hours"
+
+
+def test_a_broken_file_keeps_its_last_good_version_served(tmp_path: Path, embedder: Embedder) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "hours.yml").write_text(FAQ)
+    (kb / "gifts.yml").write_text(OTHER)
+    index = open_index(tmp_path / "chroma", embedder)
+    index.sync(read_knowledge_dir(kb))
+
+    (kb / "hours.yml").write_text(FAQ.replace("  answer: Monday to Friday, 9:00 to 17:00.\n", ""))
+    (kb / "gifts.yml").write_text(OTHER.replace("3 euros", "4 euros"))
+    report = index.sync(read_knowledge_dir(kb))
+    assert [f.path for f in report.rejected] == ["hours.yml"]
+    assert "answer: required key is missing" in str(report.rejected[0].problems[0])
+    assert report.removed == () and report.updated == ("gift-wrap",)  # the good file still applies
+    assert top(index, embedder, "when is customer service open")[1] == "Monday to Friday, 9:00 to 17:00."
+
+
+def test_index_persists_across_a_restart(tmp_path: Path, embedder: Embedder) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "hours.yml").write_text(FAQ)
+    open_index(tmp_path / "chroma", embedder).sync(read_knowledge_dir(kb))
+
+    # A new process would open a copy of the folder with a fresh client.
+    shutil.copytree(tmp_path / "chroma", tmp_path / "restarted")
+    reopened = open_index(tmp_path / "restarted", embedder)
+    assert len(reopened) == 2
+    assert reopened.sync(read_knowledge_dir(kb)).texts_embedded == 0
+    assert top(reopened, embedder, "support hours?")[0] == "opening-hours"
+
+
+def test_demo_knowledge_base_is_fully_indexed(demo_index_template: Path, embedder: Embedder) -> None:
+    index = open_index(demo_index_template, embedder)
+    owners = index.owners()
+    assert len([i for i in owners if "#" not in i]) >= 30  # FAQ entries
+    policy_files = {owners[i] for i in owners if "#" in i}
+    assert {
+        f"policies/{name}.md" for name in ("shipping", "returns", "payments", "privacy", "warranty")
+    } <= policy_files

@@ -1,0 +1,147 @@
+"""Operators' files: every problem is reported with file, line and reason; valid files parse exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from bot.knowledge.faq import parse_faq
+from bot.knowledge.loader import read_knowledge_dir, vet
+from bot.knowledge.model import FaqEntry, Passage
+from bot.knowledge.policy import parse_policy
+from serving.cli import app
+
+GOOD_FAQ = """\
+- id: track-order
+  question: How can I track my order?
+  alternates:
+    - Where is my parcel?
+  answer: Use the tracking link in your shipping email.
+  tags: [orders]
+- id: cancel-order
+  question: Can I cancel my order?
+  answer: Within 30 minutes of ordering.
+"""
+
+
+def messages(problems: object) -> list[str]:
+    return [str(p) for p in problems]  # type: ignore[attr-defined]
+
+
+def test_valid_faq_file_parses_every_field_with_its_line() -> None:
+    parsed = parse_faq("faq/orders.yml", GOOD_FAQ)
+    assert parsed.ok
+    first, second = parsed.items
+    assert isinstance(first, FaqEntry)
+    assert (first.id, first.question, first.alternates, first.tags) == (
+        "track-order",
+        "How can I track my order?",
+        ("Where is my parcel?",),
+        ("orders",),
+    )
+    assert (first.line, second.line) == (1, 7)
+    assert second.alternates == () and second.answer == "Within 30 minutes of ordering."
+
+
+def test_bad_yaml_names_the_line() -> None:
+    parsed = parse_faq("faq/bad.yml", "- id: a\n  question: [unclosed\n  answer: x\n")
+    assert not parsed.ok
+    (problem,) = parsed.problems
+    assert problem.file == "faq/bad.yml" and problem.line in (2, 3)
+    assert "invalid YAML" in problem.message
+
+
+def test_missing_and_empty_fields_and_unknown_keys_are_each_reported() -> None:
+    text = (
+        "- id: ok-entry\n  question: Fine?\n  answer: Yes.\n"
+        "- id: no-answer\n  question: Where is the answer?\n"
+        "- id: empty-answer\n  question: Empty?\n  answer: '   '\n"
+        "- id: extra\n  question: Extra?\n  answer: Yes.\n  colour: red\n"
+    )
+    parsed = parse_faq("faq/x.yml", text)
+    assert parsed.items == ()  # a broken file is unusable as a whole
+    assert messages(parsed.problems) == [
+        "faq/x.yml:4: entry 'no-answer': answer: required key is missing",
+        "faq/x.yml:8: entry 'empty-answer': answer: must not be empty",
+        "faq/x.yml:12: entry 'extra': colour: unknown key",
+    ]
+
+
+def test_duplicate_ids_in_one_file_point_at_both_lines() -> None:
+    text = "- id: a\n  question: One?\n  answer: 1\n- id: a\n  question: Two?\n  answer: '2'\n"
+    parsed = parse_faq("faq/d.yml", text)
+    reasons = messages(parsed.problems)
+    assert "faq/d.yml:3: entry 'a': answer: Input should be a valid string (got 1)" in reasons
+    assert "faq/d.yml:4: duplicate id 'a' (first used on line 1)" in reasons
+
+
+def test_top_level_must_be_a_list() -> None:
+    parsed = parse_faq("faq/m.yml", "id: a\nquestion: q\n")
+    assert messages(parsed.problems) == ["faq/m.yml:1: expected a list of FAQ entries, found a mapping"]
+
+
+def test_policy_splits_at_headings_and_keeps_heading_paths() -> None:
+    text = (
+        "# Shipping policy\n\n## Delivery times\nEU orders arrive in 2-5 days.\n\n"
+        "## Lost parcels\n\n### Reporting damage\nTell us within 48 hours.\n\n"
+        "```\n# not a heading\n```\n"
+    )
+    parsed = parse_policy("policies/shipping.md", text)
+    assert parsed.ok
+    passages = parsed.items
+    assert [p.id for p in passages] == [
+        "policies/shipping#delivery-times",
+        "policies/shipping#reporting-damage",
+    ]
+    damage = passages[1]
+    assert isinstance(damage, Passage)
+    assert damage.heading_path == ("Shipping policy", "Lost parcels", "Reporting damage")
+    assert damage.line == 8
+    assert "# not a heading" in damage.text  # a code block stays inside its passage
+
+
+def test_repeated_headings_get_distinct_ids() -> None:
+    text = "# Doc\n## A\n### Fees\none\n## B\n### Fees\ntwo\n"
+    ids = [p.id for p in parse_policy("p.md", text).items]
+    assert ids == ["p#fees", "p#b-fees"]
+
+
+def test_a_duplicate_id_across_files_rejects_the_later_file_only(tmp_path: Path) -> None:
+    (tmp_path / "a.yml").write_text(GOOD_FAQ)
+    (tmp_path / "b.yml").write_text("- id: track-order\n  question: Again?\n  answer: Dup.\n")
+    (tmp_path / "c.yml").write_text("- id: other\n  question: Other?\n  answer: Fine.\n")
+    vetting = vet(read_knowledge_dir(tmp_path))
+    assert [f.path for f in vetting.accepted] == ["a.yml", "c.yml"]
+    assert messages(vetting.problems) == ["b.yml:1: duplicate id 'track-order': already used in a.yml:1"]
+
+
+def test_non_utf8_file_is_reported_not_crashed(tmp_path: Path) -> None:
+    (tmp_path / "bin.md").write_bytes(b"# Title\n\n## Part\nok\n\xff\xfe garbage")
+    (problem,) = vet(read_knowledge_dir(tmp_path)).problems
+    assert problem.file == "bin.md" and problem.line == 5 and "not UTF-8" in problem.message
+
+
+def test_editor_swap_files_are_ignored(tmp_path: Path) -> None:
+    (tmp_path / "a.yml").write_text(GOOD_FAQ)
+    (tmp_path / ".a.yml.swp").write_text("garbage: [")
+    (tmp_path / "a.yml~").write_text("garbage: [")
+    assert [f.path for f in read_knowledge_dir(tmp_path)] == ["a.yml"]
+
+
+def test_kb_check_reports_every_problem_and_exits_non_zero(tmp_path: Path, write_config: object) -> None:
+    (tmp_path / "kb").mkdir()
+    (tmp_path / "kb" / "good.yml").write_text(GOOD_FAQ)
+    (tmp_path / "kb" / "bad.yml").write_text("- id: x\n  question: q\n")
+    (tmp_path / "kb" / "broken.yml").write_text("- id: y\n  question: 'unterminated\n")
+    config = write_config()  # type: ignore[operator]
+    result = CliRunner().invoke(app, ["kb", "check", "--config", str(config), "--knowledge", str(tmp_path / "kb")])
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'kb' / 'bad.yml'}:1: entry 'x': answer: required key is missing" in result.output
+    assert f"{tmp_path / 'kb' / 'broken.yml'}:" in result.output and "invalid YAML" in result.output
+
+
+def test_kb_check_passes_on_the_demo_knowledge_base(write_config: object) -> None:
+    result = CliRunner().invoke(app, ["kb", "check", "--config", str(write_config())])  # type: ignore[operator]
+    assert result.exit_code == 0, result.output
+    assert "no problems" in result.output
