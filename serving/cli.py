@@ -75,7 +75,7 @@ def serve(
         typer.echo(
             f"\nSupport bot ready. Chat with it:\n"
             f"  curl -s {url}/api/chat -H 'content-type: application/json' \\\n"
-            f"       -d '{{\"text\": \"How do I track my order?\"}}'\n"
+            f'       -d \'{{"text": "How do I track my order?"}}\'\n'
             f"  or in a terminal: .venv/bin/bot chat --config {config}\n"
             f"  API docs: {url}/docs   health: {url}/health\n",
             err=True,

@@ -139,3 +139,17 @@ def test_bad_config_exits_with_the_problem(tmp_path: Path) -> None:
     bad.write_text("answering:\n  faq_threshold: 2\n")
     code, output = run("kb", "check", "--config", str(bad))
     assert code == 2 and f"{bad}:2: answering.faq_threshold" in output
+
+
+def test_demo_eval_cases_match_the_knowledge_base_and_accuracy_does_not_regress(
+    tmp_path: Path, write_config: ConfigFactory
+) -> None:
+    out = tmp_path / "demo.json"
+    code, output = run("eval", "--config", str(write_config()), "--json", str(out))
+    assert code == 0, output
+    report = json.loads(out.read_text())
+    assert report["unknown_expected"] == []  # every expected id exists in the demo knowledge base
+    assert report["n_cases"] >= 100
+    # Regression floor at the accuracy recorded in docs/BENCHMARKS.md (70.5%); the target is 90%.
+    assert report["top1_accuracy"] >= 0.70
+    assert report["oos_recall"] >= 0.70

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"(])")
+_MIN_SENTENCE_CHARS = 20
 
 
 @dataclass(frozen=True)
@@ -63,8 +68,14 @@ class Passage:
         return self.text
 
     def utterances(self) -> tuple[str, ...]:
-        # The heading path gives the embedding the section's topic; the body gives its substance.
-        return (f"{self.title}\n{self.text}",)
+        """The whole section under its heading path, and each sentence under its heading.
+
+        A customer's question usually matches one sentence of a policy better than the whole section,
+        whose embedding averages every topic the section touches.
+        """
+        heading = self.heading_path[-1]
+        sentences = (f"{heading}: {s}" for s in _sentences(self.text) if len(s) >= _MIN_SENTENCE_CHARS)
+        return _unique((f"{self.title}\n{self.text}", *sentences))
 
 
 KnowledgeItem = FaqEntry | Passage
@@ -95,6 +106,16 @@ class KnowledgeFile:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+def _sentences(text: str) -> list[str]:
+    """Sentences and list items of a Markdown passage, with the Markdown markers removed."""
+    plain = re.sub(r"[*_`>#]+", "", text)
+    pieces = []
+    for line in plain.splitlines():
+        line = re.sub(r"^\s*(?:[-+]|\d+[.)])\s+", "", line).strip()
+        pieces.extend(p.strip() for p in _SENTENCE_END.split(line))
+    return [p for p in pieces if p]
 
 
 def _unique(texts: tuple[str, ...]) -> tuple[str, ...]:

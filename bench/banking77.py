@@ -1,0 +1,413 @@
+#!/usr/bin/env python3
+"""Benchmark answer selection on BANKING77 (77 online-banking intents) through `bot eval`.
+
+Each intent becomes one FAQ entry (id = intent name, question = its first training example,
+alternates = the setting's other training examples, a placeholder answer), written as one YAML
+file per intent. The 3,080 test messages become the eval cases (expected = intent). `bot eval`
+then runs as a subprocess per setting and seed, with its own small config in the work directory,
+so nothing under the repository's .data/ index is touched.
+
+Settings:
+  full    every row of train.csv (10,003 examples)
+  10shot  10 examples per intent, drawn with random.Random(seed) for seed in 0..--seeds-1
+
+Usage:
+  python bench/banking77.py [--data DIR] [--work DIR] [--settings full,10shot] [--seeds 1] [--bot PATH]
+
+The data is read in place (default <repo>/../shared/datasets/banking77) and never copied into the
+repository. No network: the subprocess runs with HF_HUB_OFFLINE=1 and TRANSFORMERS_OFFLINE=1.
+BANKING77: Casanueva et al. 2020, https://github.com/PolyAI-LDN/task-specific-datasets, CC BY 4.0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "banking77"
+DEFAULT_WORK = REPO / ".data" / "bench" / "banking77"
+SETTINGS = ("full", "10shot")
+SHOTS = 10
+OUT_OF_SCOPE = "out_of_scope"
+FAQ_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")  # the product's FAQ id rule (bot/knowledge/faq.py)
+FIGURES = (
+    "n_cases",
+    "top1_accuracy",
+    "top3_accuracy",
+    "in_scope_accuracy",
+    "oos_precision",
+    "oos_recall",
+    "latency_ms_p50",
+    "latency_ms_p95",
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="BANKING77 folder (train.csv, test.csv, categories.json)",
+    )
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help=f"work directory (default: {DEFAULT_WORK})")
+    parser.add_argument("--settings", default="full,10shot", help="comma-separated subset of: " + ",".join(SETTINGS))
+    parser.add_argument("--seeds", type=int, default=1, help="10shot runs seeds 0..N-1 (default 1)")
+    parser.add_argument("--bot", type=Path, default=Path(sys.executable).parent / "bot", help="bot executable")
+    parser.add_argument(
+        "--keep-index",
+        action="store_true",
+        help="reuse private indexes from an earlier run (default: delete them, so timings include indexing)",
+    )
+    args = parser.parse_args(argv)
+    args.settings = [s.strip() for s in args.settings.split(",") if s.strip()]
+    unknown = [s for s in args.settings if s not in SETTINGS]
+    if unknown or not args.settings:
+        parser.error(f"--settings: unknown {unknown!r}; choose from {','.join(SETTINGS)}")
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    return args
+
+
+# ---------------------------------------------------------------- data
+
+
+def faq_ids(categories: list[str]) -> dict[str, str]:
+    """Intent label -> FAQ id. One BANKING77 label, 'reverted_card_payment?', has a character FAQ ids
+    may not contain; disallowed characters are dropped (-> 'reverted_card_payment'), collisions are errors."""
+    ids = {c: re.sub(r"[^A-Za-z0-9_.\-]", "", c) for c in categories}
+    bad = [c for c, i in ids.items() if not FAQ_ID.match(i)]
+    if bad or len(set(ids.values())) != len(ids):
+        sys.exit(f"cannot map intent labels to distinct FAQ ids: {bad or ids}")
+    return ids
+
+
+def read_rows(path: Path) -> list[tuple[str, str]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if set(reader.fieldnames or []) != {"text", "category"}:
+            sys.exit(f"{path}: expected columns text,category, found {reader.fieldnames}")
+        return [(row["text"].strip(), row["category"].strip()) for row in reader]
+
+
+def load_data(data: Path) -> tuple[list[str], dict[str, list[str]], list[tuple[str, str]]]:
+    for name in ("train.csv", "test.csv", "categories.json"):
+        if not (data / name).is_file():
+            sys.exit(f"{data / name}: not found (pass --data DIR)")
+    categories = json.loads((data / "categories.json").read_text(encoding="utf-8"))
+    train: dict[str, list[str]] = defaultdict(list)
+    for text, category in read_rows(data / "train.csv"):
+        train[category].append(text)  # kept in file order
+    test = read_rows(data / "test.csv")
+    stray = ({c for c in train} | {c for _, c in test}) - set(categories)
+    missing = [c for c in categories if not train.get(c)]
+    if stray or missing:
+        sys.exit(f"{data}: categories.json disagrees with the CSVs (stray {sorted(stray)}, no training rows {missing})")
+    return categories, dict(train), test
+
+
+def examples_for(
+    setting: str, seed: int | None, categories: list[str], train: dict[str, list[str]]
+) -> dict[str, list[str]]:
+    if setting == "full":
+        return {c: list(train[c]) for c in categories}
+    rng = random.Random(seed)
+    chosen = {}
+    for category in categories:  # fixed order, so a seed always draws the same examples
+        picks = sorted(rng.sample(range(len(train[category])), SHOTS))
+        chosen[category] = [train[category][i] for i in picks]  # train-file order
+    return chosen
+
+
+def write_knowledge(directory: Path, examples: dict[str, list[str]], ids: dict[str, str]) -> int:
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    utterances = 0
+    for category, texts in examples.items():
+        entry = {
+            "id": ids[category],
+            "question": texts[0],
+            "alternates": texts[1:],
+            "answer": f"[{ids[category]}] answer",
+            "tags": ["banking77"],
+        }
+        (directory / f"{ids[category]}.yml").write_text(
+            yaml.safe_dump([entry], allow_unicode=True, sort_keys=False, width=1000), encoding="utf-8"
+        )
+        utterances += len(texts)
+    return utterances
+
+
+def write_cases(path: Path, test: list[tuple[str, str]], ids: dict[str, str]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "expected"])
+        writer.writerows((text, ids[category]) for text, category in test)
+
+
+def write_config(work: Path) -> Path:
+    (work / "dummy.csv").write_text("text,expected\nhello,out_of_scope\n", encoding="utf-8")
+    config = work / "config.yml"
+    config.write_text(
+        "# Written by bench/banking77.py; every other section takes its defaults.\n"
+        + yaml.safe_dump(
+            {"index": {"path": str(work / "chroma")}, "eval": {"cases": str(work / "dummy.csv")}},
+            sort_keys=False,
+        ),
+        encoding="utf-8",
+    )
+    return config
+
+
+# ---------------------------------------------------------------- machine
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    usable: int | None
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    try:
+        mem_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        mem_gib = None
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "memory_gib": mem_gib,
+        "python": platform.python_version(),
+    }
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    mem = f", {m['memory_gib']} GiB RAM" if m["memory_gib"] else ""
+    cores = f"{m['cores']} cores ({m['usable_cores']} usable)"
+    return f"{m['platform']} | {m['cpu']} | {cores}{mem} | Python {m['python']}"
+
+
+# ---------------------------------------------------------------- runs
+
+
+def run_eval(
+    bot: Path, config: Path, knowledge: Path, cases: Path, out: Path, log: Path
+) -> tuple[dict[str, Any], float, float | None]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    env.pop("BOT_CONFIG", None)
+    command = [
+        str(bot),
+        "eval",
+        "--config",
+        str(config),
+        "--knowledge",
+        str(knowledge),
+        "--cases",
+        str(cases),
+        "--json",
+        str(out),
+    ]
+    if out.exists():
+        out.unlink()
+    started = time.perf_counter()
+    proc = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    log.write_text(f"$ {' '.join(command)}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}", encoding="utf-8")
+    if proc.returncode != 0 or not out.is_file():
+        tail = (proc.stdout + proc.stderr)[-3000:]
+        sys.exit(f"bot eval failed (exit {proc.returncode}); full log: {log}\n{tail}")
+    rejected = [line for line in proc.stderr.splitlines() if line.startswith("not applied:")]
+    if rejected:
+        sys.exit(f"bot eval rejected generated knowledge files; see {log}\n" + "\n".join(rejected[:10]))
+    report = json.loads(out.read_text(encoding="utf-8"))
+    if report.get("unknown_expected"):
+        sys.exit(f"expected ids missing from the knowledge base: {report['unknown_expected']}; see {log}")
+    match = re.search(r"index sync ([0-9.]+)s", proc.stdout)
+    return report, seconds, float(match.group(1)) if match else None
+
+
+def summarise(report: dict[str, Any]) -> dict[str, Any]:
+    cases = report["cases"]
+    figures = {key: report[key] for key in FIGURES}
+    figures["abstained"] = round(sum(c["predicted"] == OUT_OF_SCOPE for c in cases) / len(cases), 4) if cases else 0.0
+    figures["confused_pairs"] = report.get("confused_pairs", [])
+    return figures
+
+
+def mean_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = [*FIGURES, "abstained", "seconds"]
+    row = {key: round(statistics.fmean(r[key] for r in rows), 4) for key in keys}
+    row["n_cases"] = rows[0]["n_cases"]
+    row["seconds_stdev"] = round(statistics.stdev(r["seconds"] for r in rows), 2) if len(rows) > 1 else 0.0
+    row["top1_stdev"] = round(statistics.stdev(r["top1_accuracy"] for r in rows), 4) if len(rows) > 1 else 0.0
+    return row
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "setting",
+        "seed",
+        "utterances",
+        "n_cases",
+        "top-1",
+        "top-3",
+        "in-scope",
+        "abstained",
+        "p50 ms",
+        "p95 ms",
+        "index+eval s",
+    )
+    lines = [head]
+    for r in rows:
+        lines.append(
+            (
+                r["setting"],
+                str(r["seed"]),
+                str(r.get("utterances", "")),
+                str(r["n_cases"]),
+                f"{r['top1_accuracy']:.2%}",
+                f"{r['top3_accuracy']:.2%}",
+                f"{r['in_scope_accuracy']:.2%}",
+                f"{r['abstained']:.2%}",
+                f"{r['latency_ms_p50']:.1f}",
+                f"{r['latency_ms_p95']:.1f}",
+                f"{r['seconds']:.1f}",
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    out = [
+        "  ".join(
+            cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in lines
+    ]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    data, work = args.data.resolve(), args.work.resolve()
+    bot = args.bot if args.bot.is_absolute() else args.bot.resolve()
+    if not bot.exists():
+        sys.exit(f"{bot}: bot executable not found (pass --bot PATH)")
+    info = machine()
+    print(f"machine: {machine_line(info)}")
+    print(f"data:    {data}")
+    print(f"work:    {work}")
+    print(f"bot:     {bot}\n", flush=True)
+
+    categories, train, test = load_data(data)
+    work.mkdir(parents=True, exist_ok=True)
+    config = write_config(work)
+    cases = work / "cases.csv"
+    ids = faq_ids(categories)
+    renamed = {c: i for c, i in ids.items() if c != i}
+    if renamed:
+        print(f"labels renamed to valid FAQ ids: {renamed}\n", flush=True)
+    write_cases(cases, test, ids)
+    if not args.keep_index:
+        # Private eval indexes live in <work>/eval-indexes (beside index.path).
+        # Start cold so the timings include indexing.
+        shutil.rmtree(work / "eval-indexes", ignore_errors=True)
+
+    total_started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    for setting in args.settings:
+        seeds: list[int | None] = [None] if setting == "full" else list(range(args.seeds))
+        for seed in seeds:
+            run_dir = work / setting if seed is None else work / setting / f"seed{seed}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            utterances = write_knowledge(run_dir / "knowledge", examples_for(setting, seed, categories, train), ids)
+            label = setting if seed is None else f"{setting} seed {seed}"
+            print(
+                f"running {label}: {len(categories)} intents, {utterances} training utterances, {len(test)} cases ...",
+                flush=True,
+            )
+            report, seconds, sync_seconds = run_eval(
+                bot, config, run_dir / "knowledge", cases, run_dir / "eval.json", run_dir / "eval.log"
+            )
+            row = {
+                "setting": setting,
+                "seed": "-" if seed is None else seed,
+                "utterances": utterances,
+                **summarise(report),
+                "seconds": round(seconds, 2),
+                "index_sync_seconds": sync_seconds,
+                "eval_json": str(run_dir / "eval.json"),
+            }
+            rows.append(row)
+            print(
+                f"  top-1 {row['top1_accuracy']:.2%}  top-3 {row['top3_accuracy']:.2%}  "
+                f"abstained {row['abstained']:.2%}  {row['seconds']:.1f}s (index sync {sync_seconds}s)",
+                flush=True,
+            )
+
+    shown = list(rows)
+    means = {}
+    for setting in args.settings:
+        seeded = [r for r in rows if r["setting"] == setting and r["seed"] != "-"]
+        if len(seeded) > 1:
+            means[setting] = {"setting": setting, "seed": "mean", **mean_row(seeded)}
+            at = max(i for i, r in enumerate(shown) if r["setting"] == setting) + 1
+            shown.insert(at, means[setting])
+    total = time.perf_counter() - total_started
+
+    print()
+    print(f"machine: {machine_line(info)}")
+    print(table(shown))
+    print(
+        "\ntop-1 counts an abstention (predicted out_of_scope) as wrong; BANKING77 has no "
+        "out-of-scope test cases, so in-scope accuracy equals top-1 here.\n"
+        f"total {total:.1f}s; per-run logs and eval.json under {work}"
+    )
+
+    results = {
+        "benchmark": "BANKING77",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": [Path(sys.executable).name, *sys.argv] if argv is None else ["banking77.py", *argv],
+        "machine": info,
+        "data": str(data),
+        "config": str(config),
+        "settings": args.settings,
+        "seeds": args.seeds,
+        "n_intents": len(categories),
+        "renamed_labels": renamed,
+        "total_seconds": round(total, 2),
+        "runs": rows,
+        "means": means,
+    }
+    (work / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {work / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
