@@ -7,7 +7,6 @@ import json
 import re
 from dataclasses import dataclass
 
-
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"(])")
 _MIN_SENTENCE_CHARS = 20
 
