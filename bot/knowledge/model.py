@@ -110,7 +110,7 @@ class KnowledgeFile:
 def _sentences(text: str) -> list[str]:
     """Sentences and list items of a Markdown passage, with the Markdown markers removed."""
     plain = re.sub(r"[*_`>#]+", "", text)
-    pieces = []
+    pieces: list[str] = []
     for line in plain.splitlines():
         line = re.sub(r"^\s*(?:[-+]|\d+[.)])\s+", "", line).strip()
         pieces.extend(p.strip() for p in _SENTENCE_END.split(line))
