@@ -63,6 +63,15 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
 
 
+class WebSettings(_Section):
+    # Origins (scheme://host[:port]) of the sites that embed the widget; "*" allows any. The bot's own
+    # origin (its demo page) is always allowed. Applies to CORS and to the WebSocket origin check.
+    allowed_origins: list[str] = Field(default_factory=list)
+    messages_per_minute_per_conversation: int = Field(default=20, ge=1)
+    messages_per_minute_per_ip: int = Field(default=60, ge=1)
+    max_history_turns: int = Field(default=200, ge=1, le=10_000)
+
+
 class EvalSettings(_Section):
     cases: Path = Path("evals/demo-cases.csv")
 
@@ -82,6 +91,7 @@ class MessagesSettings(_Section):
     too_long: str = "Your message is too long for me ({length} characters). Please keep it under {limit}."
     unreadable: str = "Sorry, I couldn't read that message. Could you type your question in words?"
     error: str = "Sorry, something went wrong on my side. Please try again, or ask for a person."
+    rate_limited: str = "You're sending messages faster than I can read them. Please wait a moment."
 
 
 class Config(_Section):
@@ -91,6 +101,7 @@ class Config(_Section):
     answering: AnsweringSettings = AnsweringSettings()
     store: StoreSettings = StoreSettings()
     server: ServerSettings = ServerSettings()
+    web: WebSettings = WebSettings()
     eval: EvalSettings = EvalSettings()
     messages: MessagesSettings = MessagesSettings()
 

@@ -15,7 +15,7 @@ from typing import Any
 import aiosqlite
 
 from bot.guard import storable
-from bot.types import Message, Reply
+from bot.types import AnsweredBy, Citation, Message, Reply
 
 _SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -38,10 +38,17 @@ CREATE TABLE IF NOT EXISTS turns (
     confidence      REAL,
     reason          TEXT,
     citations       TEXT,   -- JSON list of citations
+    quick_replies   TEXT,   -- JSON list of suggested replies
+    handoff         INTEGER NOT NULL DEFAULT 0,
     timings         TEXT,   -- JSON object of milliseconds per step
-    metadata        TEXT    -- JSON object from the channel
+    metadata        TEXT,   -- JSON object from the channel
+    client_message_id TEXT, -- the sender's id for a user turn, so a resent message is answered once
+    reply_to        INTEGER REFERENCES turns(id)  -- for a bot turn: the user turn it answers
 );
 CREATE INDEX IF NOT EXISTS turns_by_conversation ON turns (conversation_id, id);
+CREATE UNIQUE INDEX IF NOT EXISTS turns_by_client_id ON turns (conversation_id, client_message_id)
+    WHERE client_message_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS turns_by_reply_to ON turns (reply_to) WHERE reply_to IS NOT NULL;
 """
 
 
@@ -57,7 +64,24 @@ class Turn:
     confidence: float | None
     reason: str | None
     citations: list[dict[str, Any]]
+    quick_replies: list[str]
+    handoff: bool
     timings: dict[str, float]
+    client_message_id: str | None
+    reply_to: int | None
+
+    def as_reply(self) -> Reply:
+        """A stored bot turn as the Reply it was."""
+        return Reply(
+            text=self.text,
+            answered_by=AnsweredBy(self.answered_by or AnsweredBy.FALLBACK),
+            confidence=self.confidence or 0.0,
+            citations=tuple(Citation(**c) for c in self.citations),
+            quick_replies=tuple(self.quick_replies),
+            handoff=self.handoff,
+            source_id=self.source_id,
+            reason=self.reason or "",
+        )
 
 
 @dataclass(frozen=True)
@@ -98,22 +122,27 @@ class ConversationStore:
             (message.conversation_id, message.channel, storable(message.user_id), now, now),
         )
         cursor = await self._db.execute(
-            "INSERT INTO turns (conversation_id, role, text, created_at, metadata) VALUES (?, 'user', ?, ?, ?)",
+            "INSERT INTO turns (conversation_id, role, text, created_at, metadata, client_message_id) "
+            "VALUES (?, 'user', ?, ?, ?, ?)",
             (
                 message.conversation_id,
                 storable(message.text),
                 message.received_at,
                 json.dumps(dict(message.metadata)),
+                message.client_message_id,
             ),
         )
         await self._db.commit()
         return int(cursor.lastrowid or 0)
 
-    async def record_bot_turn(self, conversation_id: str, reply: Reply, timings: dict[str, float]) -> int:
+    async def record_bot_turn(
+        self, conversation_id: str, reply: Reply, timings: dict[str, float], reply_to: int | None = None
+    ) -> int:
         now = time.time()
         cursor = await self._db.execute(
             "INSERT INTO turns (conversation_id, role, text, created_at, answered_by, source_id, confidence, "
-            "reason, citations, timings) VALUES (?, 'bot', ?, ?, ?, ?, ?, ?, ?, ?)",
+            "reason, citations, quick_replies, handoff, timings, reply_to) "
+            "VALUES (?, 'bot', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 conversation_id,
                 reply.text,
@@ -123,7 +152,10 @@ class ConversationStore:
                 reply.confidence,
                 reply.reason,
                 json.dumps([asdict(c) for c in reply.citations]),
+                json.dumps(list(reply.quick_replies)),
+                int(reply.handoff),
                 json.dumps({k: round(v, 3) for k, v in timings.items()}),
+                reply_to,
             ),
         )
         if reply.handoff:
@@ -146,12 +178,27 @@ class ConversationStore:
             handoff=bool(row["handoff"]),
         )
 
-    async def turns(self, conversation_id: str, limit: int = 200) -> list[Turn]:
-        """The most recent `limit` turns, oldest first."""
-        async with self._db.execute(
-            "SELECT * FROM (SELECT * FROM turns WHERE conversation_id = ? ORDER BY id DESC LIMIT ?) ORDER BY id",
-            (conversation_id, limit),
-        ) as cursor:
+    async def turns(self, conversation_id: str, limit: int = 200, after: int = 0) -> list[Turn]:
+        """Up to the most recent `limit` turns with an id above `after`, oldest first."""
+        return await self._select(
+            "SELECT * FROM (SELECT * FROM turns WHERE conversation_id = ? AND id > ? ORDER BY id DESC LIMIT ?) "
+            "ORDER BY id",
+            (conversation_id, after, limit),
+        )
+
+    async def user_turn_by_client_id(self, conversation_id: str, client_message_id: str) -> Turn | None:
+        turns = await self._select(
+            "SELECT * FROM turns WHERE conversation_id = ? AND client_message_id = ?",
+            (conversation_id, client_message_id),
+        )
+        return turns[0] if turns else None
+
+    async def reply_to(self, user_turn_id: int) -> Turn | None:
+        turns = await self._select("SELECT * FROM turns WHERE reply_to = ? ORDER BY id LIMIT 1", (user_turn_id,))
+        return turns[0] if turns else None
+
+    async def _select(self, sql: str, params: tuple[object, ...]) -> list[Turn]:
+        async with self._db.execute(sql, params) as cursor:
             rows = await cursor.fetchall()
         return [
             Turn(
@@ -165,7 +212,11 @@ class ConversationStore:
                 confidence=row["confidence"],
                 reason=row["reason"],
                 citations=json.loads(row["citations"] or "[]"),
+                quick_replies=json.loads(row["quick_replies"] or "[]"),
+                handoff=bool(row["handoff"]),
                 timings=json.loads(row["timings"] or "{}"),
+                client_message_id=row["client_message_id"],
+                reply_to=row["reply_to"],
             )
             for row in rows
         ]

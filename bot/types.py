@@ -27,6 +27,9 @@ class Message:
     text: str
     metadata: Mapping[str, str] = field(default_factory=dict)
     received_at: float = field(default_factory=time.time)
+    # The sender's own id for this message. A message resent with the same id (after a dropped
+    # connection, a webhook retry) is answered once; the resend gets the stored reply.
+    client_message_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,39 @@
-"""The HTTP chat API: JSON in, Message to the engine, Reply back as JSON."""
+"""The web channel: the JSON chat API, conversation history, and the widget's live WebSocket.
+
+Conversation ids are issued by the server and are long random strings: holding one is what entitles a
+browser to a conversation's history, so they are never derived from anything guessable.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import secrets
 from collections.abc import Callable
-from typing import Annotated
+from dataclasses import asdict
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bot.pipeline import Pipeline
+from bot.config import Config
+from bot.pipeline import Exchange, Pipeline
+from bot.ratelimit import RateLimiter
+from bot.store import Turn
 from bot.types import Message, Reply
 
+log = logging.getLogger(__name__)
+
 CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9_-]{16,64}$"
+CLIENT_MESSAGE_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 CHANNEL = "web"
+WINDOW_SECONDS = 60.0
+
+
+def new_conversation_id() -> str:
+    return secrets.token_urlsafe(18)  # 144 random bits
 
 
 class ChatRequest(BaseModel):
@@ -22,6 +42,18 @@ class ChatRequest(BaseModel):
     # Omit to start a new conversation; the server issues ids, so they cannot be guessed.
     conversation_id: Annotated[str | None, Field(pattern=CONVERSATION_ID_PATTERN)] = None
     text: Annotated[str, Field(strict=True)]
+    # Optional sender-side id: a request retried with the same id is answered once.
+    client_message_id: Annotated[str | None, Field(pattern=CLIENT_MESSAGE_ID_PATTERN)] = None
+
+
+class SocketMessage(BaseModel):
+    """What the widget sends over the WebSocket."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["message"]
+    text: Annotated[str, Field(strict=True)]
+    client_message_id: Annotated[str, Field(pattern=CLIENT_MESSAGE_ID_PATTERN)]
 
 
 class CitationOut(BaseModel):
@@ -40,34 +72,190 @@ class ChatResponse(BaseModel):
     answered_by: str  # knowledge | llm | fallback | human
     handoff: bool
     quick_replies: list[str]
+    turn_id: int
 
 
-def _response(conversation_id: str, reply: Reply) -> ChatResponse:
-    return ChatResponse(
-        conversation_id=conversation_id,
-        reply=reply.text,
-        citations=[
-            CitationOut(id=c.id, kind=c.kind, title=c.title, source=c.source, line=c.line) for c in reply.citations
-        ],
-        confidence=reply.confidence,
-        answered_by=str(reply.answered_by),
-        handoff=reply.handoff,
-        quick_replies=list(reply.quick_replies),
+class TurnOut(BaseModel):
+    id: int
+    role: str
+    text: str
+    created_at: float
+    client_message_id: str | None
+    citations: list[CitationOut]
+    quick_replies: list[str]
+    answered_by: str | None
+    handoff: bool
+
+
+class HistoryResponse(BaseModel):
+    conversation_id: str
+    turns: list[TurnOut]
+
+
+def _reply_fields(reply: Reply) -> dict[str, Any]:
+    return {
+        "reply": reply.text,
+        "citations": [asdict(c) for c in reply.citations],
+        "confidence": reply.confidence,
+        "answered_by": str(reply.answered_by),
+        "handoff": reply.handoff,
+        "quick_replies": list(reply.quick_replies),
+    }
+
+
+def _turn_out(turn: Turn) -> TurnOut:
+    return TurnOut(
+        id=turn.id,
+        role=turn.role,
+        text=turn.text,
+        created_at=turn.created_at,
+        client_message_id=turn.client_message_id,
+        citations=[CitationOut(**c) for c in turn.citations],
+        quick_replies=turn.quick_replies,
+        answered_by=turn.answered_by,
+        handoff=turn.handoff,
     )
 
 
-def chat_router(pipeline: Callable[[], Pipeline]) -> APIRouter:
-    router = APIRouter()
+def origin_allowed(origin: str | None, own_origin: str, allowed: list[str]) -> bool:
+    """Browsers always send Origin on WebSocket handshakes; other clients (no Origin) are not browsers."""
+    if origin is None or "*" in allowed:
+        return True
+    return origin == own_origin or origin in allowed
 
-    @router.post("/api/chat", response_model=ChatResponse)
-    async def chat(request: ChatRequest) -> ChatResponse:
-        engine = pipeline()
-        conversation_id = request.conversation_id
-        if conversation_id is None:
-            conversation_id = secrets.token_urlsafe(18)
-        elif await engine.store.conversation(conversation_id) is None:
-            raise HTTPException(status_code=404, detail="unknown conversation_id; omit it to start a new conversation")
-        message = Message(conversation_id=conversation_id, channel=CHANNEL, user_id=conversation_id, text=request.text)
-        return _response(conversation_id, await engine.handle(message))
 
-    return router
+class WebChannel:
+    """Holds the web channel's state (rate limits) for one app; builds its routes."""
+
+    def __init__(self, pipeline: Callable[[], Pipeline], config: Config) -> None:
+        self._pipeline = pipeline
+        self._settings = config.web
+        self._messages = config.messages
+        self._max_frame_bytes = config.server.max_body_bytes
+        self._per_conversation = RateLimiter(self._settings.messages_per_minute_per_conversation, WINDOW_SECONDS)
+        self._per_ip = RateLimiter(self._settings.messages_per_minute_per_ip, WINDOW_SECONDS)
+
+    def _rate_limited(self, conversation_id: str, client_ip: str) -> float:
+        """Seconds to wait, or 0 when this message may go through."""
+        if not self._per_ip.allow(f"ip:{client_ip}"):
+            return self._per_ip.retry_after(f"ip:{client_ip}") or 1.0
+        if not self._per_conversation.allow(conversation_id):
+            return self._per_conversation.retry_after(conversation_id) or 1.0
+        return 0.0
+
+    def router(self) -> APIRouter:
+        router = APIRouter()
+
+        @router.post("/api/chat", response_model=ChatResponse)
+        async def chat(body: ChatRequest, request: Request) -> Any:
+            pipeline = self._pipeline()
+            conversation_id = body.conversation_id
+            if conversation_id is None:
+                conversation_id = new_conversation_id()
+            elif await pipeline.store.conversation(conversation_id) is None:
+                raise HTTPException(404, "unknown conversation_id; omit it to start a new conversation")
+            wait = self._rate_limited(conversation_id, request.client.host if request.client else "unknown")
+            if wait:
+                return JSONResponse(
+                    status_code=429,
+                    content={"error": "rate_limited", "detail": self._messages.rate_limited},
+                    headers={"Retry-After": str(max(1, round(wait)))},
+                )
+            message = Message(
+                conversation_id, CHANNEL, conversation_id, body.text, client_message_id=body.client_message_id
+            )
+            exchange = await pipeline.exchange(message)
+            return {
+                "conversation_id": conversation_id,
+                "turn_id": exchange.bot_turn_id,
+                **_reply_fields(exchange.reply),
+            }
+
+        @router.get("/api/conversations/{conversation_id}", response_model=HistoryResponse)
+        async def history(
+            conversation_id: Annotated[str, Field(pattern=CONVERSATION_ID_PATTERN)],
+            after: Annotated[int, Query(ge=0)] = 0,
+        ) -> HistoryResponse:
+            store = self._pipeline().store
+            if await store.conversation(conversation_id) is None:
+                raise HTTPException(404, "unknown conversation")
+            turns = await store.turns(conversation_id, limit=self._settings.max_history_turns, after=after)
+            return HistoryResponse(conversation_id=conversation_id, turns=[_turn_out(t) for t in turns])
+
+        @router.websocket("/api/ws")
+        async def live(websocket: WebSocket, conversation_id: str | None = None) -> None:
+            own_origin = f"{'https' if websocket.url.scheme == 'wss' else 'http'}://{websocket.headers.get('host', '')}"
+            if not origin_allowed(websocket.headers.get("origin"), own_origin, self._settings.allowed_origins):
+                await websocket.close(code=1008, reason="origin not allowed")
+                return
+            await websocket.accept()
+            with contextlib.suppress(WebSocketDisconnect):
+                await self._serve_socket(websocket, conversation_id)
+
+        return router
+
+    async def _serve_socket(self, websocket: WebSocket, requested_id: str | None) -> None:
+        pipeline = self._pipeline()
+        conversation_id = requested_id
+        if (
+            conversation_id is None
+            or not _valid_id(conversation_id)
+            or (await pipeline.store.conversation(conversation_id) is None)
+        ):
+            conversation_id = new_conversation_id()
+        await websocket.send_json({"type": "ready", "conversation_id": conversation_id})
+        client_ip = websocket.client.host if websocket.client else "unknown"
+
+        while True:
+            raw = await websocket.receive_text()
+            if len(raw.encode("utf-8", "surrogatepass")) > self._max_frame_bytes:
+                await _send_error(websocket, "too_large", f"Messages are limited to {self._max_frame_bytes} bytes.")
+                continue
+            try:
+                frame = SocketMessage.model_validate(json.loads(raw))
+            except (ValueError, ValidationError) as err:
+                detail = err.errors()[0]["msg"] if isinstance(err, ValidationError) else "not valid JSON"
+                await _send_error(websocket, "invalid", f"Invalid frame: {detail}")
+                continue
+            if self._rate_limited(conversation_id, client_ip):
+                await _send_error(websocket, "rate_limited", self._messages.rate_limited, frame.client_message_id)
+                continue
+            await self._answer_frame(websocket, pipeline, conversation_id, frame)
+
+    async def _answer_frame(
+        self, websocket: WebSocket, pipeline: Pipeline, conversation_id: str, frame: SocketMessage
+    ) -> None:
+        cmid = frame.client_message_id
+
+        async def stored(user_turn_id: int) -> None:
+            await websocket.send_json({"type": "ack", "client_message_id": cmid, "turn_id": user_turn_id})
+            await websocket.send_json({"type": "typing", "state": True})
+
+        async def delta(text: str) -> None:
+            await websocket.send_json({"type": "delta", "client_message_id": cmid, "text": text})
+
+        message = Message(conversation_id, CHANNEL, conversation_id, frame.text, client_message_id=cmid)
+        exchange: Exchange = await pipeline.exchange(message, on_delta=delta, on_stored=stored)
+        if exchange.repeated:
+            await websocket.send_json({"type": "ack", "client_message_id": cmid, "turn_id": exchange.user_turn_id})
+        await websocket.send_json({"type": "typing", "state": False})
+        await websocket.send_json(
+            {
+                "type": "reply",
+                "client_message_id": cmid,
+                "turn_id": exchange.bot_turn_id,
+                **_reply_fields(exchange.reply),
+            }
+        )
+
+
+def _valid_id(conversation_id: str) -> bool:
+    import re
+
+    return re.fullmatch(CONVERSATION_ID_PATTERN, conversation_id) is not None
+
+
+async def _send_error(websocket: WebSocket, code: str, message: str, client_message_id: str | None = None) -> None:
+    await websocket.send_json(
+        {"type": "error", "code": code, "message": message, "client_message_id": client_message_id}
+    )

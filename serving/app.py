@@ -5,20 +5,23 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bot.config import Config
 from bot.embedding import Embedder
-from bot.pipeline import Pipeline
-from connectors.web import chat_router
+from bot.pipeline import Pipeline, Responder
+from connectors.web import WebChannel
 from serving.runtime import Bot, running_bot
 
 log = logging.getLogger(__name__)
+STATIC = Path(__file__).resolve().parent / "static"
 
 
 def create_app(
@@ -26,13 +29,14 @@ def create_app(
     embedder: Embedder | None = None,
     watch: bool | None = None,
     on_ready: Callable[[Bot], None] | None = None,
+    responder: Responder | None = None,
 ) -> FastAPI:
     """The app owns a running bot for its lifetime (index synced, store open, knowledge watched)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         live = config.knowledge.watch if watch is None else watch
-        async with running_bot(config, embedder, watch=live) as bot:
+        async with running_bot(config, embedder, watch=live, responder=responder) as bot:
             app.state.bot = bot
             if on_ready is not None:
                 on_ready(bot)
@@ -49,9 +53,28 @@ def create_app(
         bot: Bot = app.state.bot
         return {"status": "ok", "knowledge_records": len(bot.engine.index)}
 
-    app.include_router(chat_router(current_pipeline))
+    @app.get("/widget.js", include_in_schema=False)
+    async def widget() -> FileResponse:
+        return FileResponse(
+            STATIC / "widget.js", media_type="text/javascript", headers={"Cache-Control": "max-age=300"}
+        )
+
+    @app.get("/", include_in_schema=False)
+    async def demo_page() -> FileResponse:
+        return FileResponse(STATIC / "demo.html", media_type="text/html")
+
+    app.include_router(WebChannel(current_pipeline, config).router())
     _install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=config.server.max_body_bytes)
+    origins = config.web.allowed_origins
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=["*"] if "*" in origins else origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["content-type"],
+            max_age=600,
+        )
     return app
 
 

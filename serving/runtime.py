@@ -16,7 +16,7 @@ from bot.config import Config
 from bot.embedding import Embedder
 from bot.index import KnowledgeIndex, SyncReport
 from bot.knowledge.sync import KnowledgeSync
-from bot.pipeline import Pipeline
+from bot.pipeline import KnowledgeResponder, Pipeline, Responder
 from bot.policy import ResponsePolicy
 from bot.store import ConversationStore
 
@@ -61,13 +61,16 @@ class Bot:
 
 
 @asynccontextmanager
-async def running_bot(config: Config, embedder: Embedder | None = None, watch: bool = False) -> AsyncIterator[Bot]:
+async def running_bot(
+    config: Config, embedder: Embedder | None = None, watch: bool = False, responder: Responder | None = None
+) -> AsyncIterator[Bot]:
     """A ready bot: index synced with the knowledge directory, store open, and (optionally) live reload."""
     engine = build_engine(config, embedder)
     await anyio.to_thread.run_sync(engine.index.embedder.load)
     report = await anyio.to_thread.run_sync(engine.sync.run)
     store = await ConversationStore.open(config.store.path)
-    pipeline = Pipeline(engine.policy, store, config.messages, config.answering)
+    responder = responder or KnowledgeResponder(config.messages, config.answering)
+    pipeline = Pipeline(engine.policy, store, responder, config.messages)
     try:
         async with anyio.create_task_group() as tasks:
             stop = anyio.Event()

@@ -96,10 +96,13 @@ def free_port() -> int:
 class LiveServer:
     """The real app under uvicorn on a loopback port, in a background thread."""
 
-    def __init__(self, config: Config, embedder: Embedder, watch: bool = False) -> None:
+    def __init__(
+        self, config: Config, embedder: Embedder, watch: bool = False, responder: Responder | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        app = create_app(config, embedder=embedder, watch=watch)
+        self.ws_url = f"ws://127.0.0.1:{self.port}/api/ws"
+        app = create_app(config, embedder=embedder, watch=watch, responder=responder)
         self.app = app
         self._server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")

@@ -9,7 +9,7 @@ import pytest
 
 from bot.config import Config
 from bot.embedding import Embedder
-from bot.pipeline import Pipeline
+from bot.pipeline import KnowledgeResponder, Pipeline
 from bot.policy import Decision
 from bot.store import ConversationStore
 from bot.types import AnsweredBy, Message
@@ -37,7 +37,7 @@ def test_message_is_stored_before_answering_and_failure_gives_a_safe_reply(tmp_p
 
     async def scenario() -> None:
         store = await ConversationStore.open(path)
-        pipeline = Pipeline(policy, store, config.messages, config.answering)  # type: ignore[arg-type]
+        pipeline = Pipeline(policy, store, KnowledgeResponder(config.messages, config.answering), config.messages)
         reply = await pipeline.handle(Message("conv-1", "test", "u1", "where is my parcel?"))
         assert reply.answered_by is AnsweredBy.FALLBACK and reply.text == config.messages.error
         turns = await store.turns("conv-1")
@@ -56,7 +56,9 @@ def test_turns_record_source_confidence_and_timings(config: Config, embedder: Em
 
     async def scenario() -> None:
         store = await ConversationStore.open(config.store.path)
-        pipeline = Pipeline(engine.policy, store, config.messages, config.answering)
+        pipeline = Pipeline(
+            engine.policy, store, KnowledgeResponder(config.messages, config.answering), config.messages
+        )
         await pipeline.handle(Message("conv-2", "web", "u2", "how do I return an item?"))
         await pipeline.handle(Message("conv-2", "web", "u2", "I want to talk to a human"))
         user, bot, _, handoff = await store.turns("conv-2")

@@ -1,0 +1,165 @@
+"""The widget's live channel and history over a real socket: acks, typing, replies, resends, limits, origins."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from bot.config import Config, load_config
+from bot.embedding import Embedder
+from bot.policy import Decision
+from bot.types import AnsweredBy, Message, Reply
+from tests.conftest import ConfigFactory, LiveServer
+
+
+def frames_until_reply(ws: ClientConnection) -> list[dict[str, Any]]:
+    frames = []
+    while True:
+        frame = json.loads(ws.recv(timeout=30))
+        frames.append(frame)
+        if frame["type"] in ("reply", "error"):
+            return frames
+
+
+def open_socket(server: LiveServer, conversation_id: str | None = None, origin: str | None = None) -> ClientConnection:
+    url = server.ws_url + (f"?conversation_id={conversation_id}" if conversation_id else "")
+    return connect(url, origin=origin, open_timeout=10)  # type: ignore[arg-type]
+
+
+def test_message_over_the_socket_is_acked_answered_and_in_history(live_server: LiveServer) -> None:
+    with open_socket(live_server) as ws:
+        ready = json.loads(ws.recv(timeout=10))
+        assert ready["type"] == "ready" and len(ready["conversation_id"]) >= 16
+        ws.send(json.dumps({"type": "message", "text": "how do I reset my password", "client_message_id": "m1"}))
+        frames = frames_until_reply(ws)
+    kinds = [f["type"] for f in frames]
+    assert kinds == ["ack", "typing", "typing", "reply"]
+    assert frames[1]["state"] is True and frames[2]["state"] is False
+    reply = frames[-1]
+    assert reply["client_message_id"] == "m1" and reply["answered_by"] == "knowledge"
+    assert reply["citations"][0]["source"] == "faq/account.yml"
+
+    with live_server.client() as client:
+        history = client.get(f"/api/conversations/{ready['conversation_id']}").json()
+        later = client.get(f"/api/conversations/{ready['conversation_id']}", params={"after": frames[0]["turn_id"]})
+    turns = history["turns"]
+    assert [(t["id"], t["role"]) for t in turns] == [(frames[0]["turn_id"], "user"), (reply["turn_id"], "bot")]
+    assert turns[0]["client_message_id"] == "m1" and turns[1]["citations"] == reply["citations"]
+    assert [t["id"] for t in later.json()["turns"]] == [reply["turn_id"]]
+
+
+def test_a_resent_message_after_reconnecting_is_answered_once(live_server: LiveServer, config: Config) -> None:
+    with open_socket(live_server) as ws:
+        conversation_id = json.loads(ws.recv(timeout=10))["conversation_id"]
+        ws.send(json.dumps({"type": "message", "text": "do you ship to canada?", "client_message_id": "abc-1"}))
+        first = frames_until_reply(ws)[-1]
+    # The connection drops; the widget reconnects to the same conversation and resends what it had pending.
+    with open_socket(live_server, conversation_id) as ws:
+        assert json.loads(ws.recv(timeout=10))["conversation_id"] == conversation_id
+        ws.send(json.dumps({"type": "message", "text": "do you ship to canada?", "client_message_id": "abc-1"}))
+        frames = frames_until_reply(ws)
+    again = frames[-1]
+    assert again["turn_id"] == first["turn_id"] and again["reply"] == first["reply"]
+    assert [f["type"] for f in frames if f["type"] == "ack"] == ["ack"]
+    with sqlite3.connect(config.store.path) as db:
+        roles = [r[0] for r in db.execute("SELECT role FROM turns WHERE conversation_id = ?", (conversation_id,))]
+    assert roles == ["user", "bot"]
+
+
+def test_unknown_or_malformed_conversation_ids_get_a_fresh_conversation(live_server: LiveServer) -> None:
+    for bad in ("A" * 24, "x"):
+        with open_socket(live_server, bad) as ws:
+            ready = json.loads(ws.recv(timeout=10))
+        assert ready["conversation_id"] != bad
+    with live_server.client() as client:
+        assert client.get("/api/conversations/" + "A" * 24).status_code == 404
+
+
+def test_invalid_and_oversized_frames_get_errors_and_the_socket_stays_usable(
+    write_config: ConfigFactory, embedder: Embedder
+) -> None:
+    config = load_config(write_config(server={"max_body_bytes": 2048}))
+    with LiveServer(config, embedder) as server, open_socket(server) as ws:
+        ws.recv(timeout=10)
+        ws.send("{not json")
+        assert json.loads(ws.recv(timeout=10))["code"] == "invalid"
+        ws.send(json.dumps({"type": "message", "text": "x" * 5000, "client_message_id": "big"}))
+        assert json.loads(ws.recv(timeout=10))["code"] == "too_large"
+        ws.send(json.dumps({"type": "message", "text": "hello", "client_message_id": "ok"}))
+        assert frames_until_reply(ws)[-1]["type"] == "reply"
+
+
+def test_rate_limits_per_conversation(write_config: ConfigFactory, embedder: Embedder) -> None:
+    config = load_config(write_config(web={"messages_per_minute_per_conversation": 3}))
+    with LiveServer(config, embedder) as server:
+        with open_socket(server) as ws:
+            ws.recv(timeout=10)
+            outcomes = []
+            for n in range(4):
+                ws.send(json.dumps({"type": "message", "text": f"hi {n}", "client_message_id": f"m{n}"}))
+                outcomes.append(frames_until_reply(ws)[-1])
+        assert [o["type"] for o in outcomes] == ["reply", "reply", "reply", "error"]
+        assert outcomes[-1]["code"] == "rate_limited" and outcomes[-1]["client_message_id"] == "m3"
+
+        with server.client() as client:
+            first = client.post("/api/chat", json={"text": "hello"}).json()
+            codes = [
+                client.post("/api/chat", json={"conversation_id": first["conversation_id"], "text": "hi"}).status_code
+                for _ in range(3)
+            ]
+        assert codes == [200, 200, 429]
+
+
+def test_rate_limits_per_ip(write_config: ConfigFactory, embedder: Embedder) -> None:
+    config = load_config(write_config(web={"messages_per_minute_per_ip": 2}))
+    with LiveServer(config, embedder) as server, server.client() as client:
+        codes = [client.post("/api/chat", json={"text": "hello"}).status_code for _ in range(3)]
+        response = client.post("/api/chat", json={"text": "hello"})
+    assert codes == [200, 200, 429]
+    assert response.status_code == 429 and int(response.headers["retry-after"]) >= 1
+
+
+def test_only_allowed_origins_may_open_the_socket_or_read_via_cors(
+    write_config: ConfigFactory, embedder: Embedder
+) -> None:
+    config = load_config(write_config(web={"allowed_origins": ["https://shop.example"]}))
+    with LiveServer(config, embedder) as server:
+        with open_socket(server, origin="https://shop.example") as ws:
+            assert json.loads(ws.recv(timeout=10))["type"] == "ready"
+        with open_socket(server, origin=server.url) as ws:  # the bot's own demo page
+            assert json.loads(ws.recv(timeout=10))["type"] == "ready"
+        with pytest.raises(InvalidStatus):
+            open_socket(server, origin="https://evil.example")
+
+        with server.client() as client:
+            preflight = {"access-control-request-method": "POST", "access-control-request-headers": "content-type"}
+            allowed = client.options("/api/chat", headers={"origin": "https://shop.example", **preflight})
+            denied = client.options("/api/chat", headers={"origin": "https://evil.example", **preflight})
+    assert allowed.headers.get("access-control-allow-origin") == "https://shop.example"
+    assert "access-control-allow-origin" not in denied.headers
+
+
+class StreamingResponder:
+    """A test double for a generating model: streams a fixed reply in three pieces."""
+
+    async def respond(self, message: Message, decision: Decision, on_delta: Any) -> Reply:
+        pieces = ["Streaming ", "works ", "end to end."]
+        for piece in pieces:
+            if on_delta is not None:
+                await on_delta(piece)
+        return Reply(text="".join(pieces), answered_by=AnsweredBy.LLM, reason="llm")
+
+
+def test_streamed_pieces_reach_the_socket_before_the_final_reply(config: Config, embedder: Embedder) -> None:
+    with LiveServer(config, embedder, responder=StreamingResponder()) as server, open_socket(server) as ws:
+        ws.recv(timeout=10)
+        ws.send(json.dumps({"type": "message", "text": "tell me", "client_message_id": "s1"}))
+        frames = frames_until_reply(ws)
+    deltas = [f["text"] for f in frames if f["type"] == "delta"]
+    assert deltas == ["Streaming ", "works ", "end to end."]
+    assert frames[-1]["reply"] == "Streaming works end to end." and frames[-1]["answered_by"] == "llm"
