@@ -21,6 +21,7 @@ from bot.config import Config, load_config
 from bot.embedding import Embedder
 from bot.index import KnowledgeIndex
 from bot.knowledge.loader import read_knowledge_dir
+from bot.pipeline import Responder
 from serving.app import create_app
 
 REPO = Path(__file__).resolve().parent.parent
