@@ -14,6 +14,19 @@ _ASKS_FOR_HUMAN = re.compile(
 )
 
 
+# The web widget's "Talk to a person" button in each interface language (serving/static/widget.js).
+WIDGET_BUTTON_LABELS = (
+    "Talk to a person",
+    "Mit einem Menschen sprechen",
+    "Parler à une personne",
+    "Hablar con una persona",
+    "Met een medewerker praten",
+)
+
+
 def asks_for_human(text: str, button_label: str) -> bool:
-    """True for "talk to a person", "human agent please", or the talk-to-a-person button's own label."""
-    return text.strip().casefold() == button_label.strip().casefold() or bool(_ASKS_FOR_HUMAN.search(text))
+    """True for "talk to a person", "human agent please", or a talk-to-a-person button's own label."""
+    said = text.strip().casefold()
+    if said in {label.casefold() for label in (button_label, *WIDGET_BUTTON_LABELS)}:
+        return True
+    return bool(_ASKS_FOR_HUMAN.search(text))

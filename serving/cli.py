@@ -74,6 +74,7 @@ def serve(
         url = f"http://{bind_host}:{bind_port}"
         typer.echo(
             f"\nSupport bot ready. Chat with it:\n"
+            f"  in a browser (demo store page with the widget): {url}/\n"
             f"  curl -s {url}/api/chat -H 'content-type: application/json' \\\n"
             f'       -d \'{{"text": "How do I track my order?"}}\'\n'
             f"  or in a terminal: .venv/bin/bot chat --config {config}\n"

@@ -83,7 +83,14 @@ def test_greeting_and_thanks_get_their_configured_replies(engine: Engine) -> Non
 
 
 @pytest.mark.parametrize(
-    "text", ["Can I talk to a human?", "I want to speak with a real person", "agent", "Talk to a person"]
+    "text",
+    [
+        "Can I talk to a human?",
+        "I want to speak with a real person",
+        "agent",
+        "Talk to a person",
+        "Parler à une personne",  # the widget's button in French
+    ],
 )
 def test_asking_for_a_person_hands_the_conversation_over(engine: Engine, text: str) -> None:
     assert asks_for_human(text, "Talk to a person")
