@@ -98,9 +98,14 @@ class LiveServer:
     """The real app under uvicorn on a loopback port, in a background thread."""
 
     def __init__(
-        self, config: Config, embedder: Embedder, watch: bool = False, responder: Responder | None = None
+        self,
+        config: Config,
+        embedder: Embedder,
+        watch: bool = False,
+        responder: Responder | None = None,
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/api/ws"
         app = create_app(config, embedder=embedder, watch=watch, responder=responder)

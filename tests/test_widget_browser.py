@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from bot.config import Config
+from bot.embedding import Embedder
 from tests.conftest import REPO, LiveServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -121,3 +124,28 @@ def test_mobile_viewport_opens_full_screen(browser: Browser, live_server: LiveSe
     assert box is not None and box["x"] <= 1 and box["width"] >= 374 and box["height"] >= 690
     page.screenshot(path=str(ARTIFACTS / "widget-mobile.png"))
     context.close()
+
+
+def test_messages_sent_while_the_server_is_down_are_delivered_once_after_it_returns(
+    page: Page, config: Config, embedder: Embedder
+) -> None:
+    server = LiveServer(config, embedder).__enter__()
+    port = server.port
+    page.goto(server.url + "/")
+    page.get_by_role("button", name="Open chat").click()
+    ask(page, "How can I track my order?")
+    log = page.get_by_role("log")
+    expect(log).to_contain_text("tracking link")
+
+    server.__exit__(None, None, None)  # the server goes away mid-conversation
+    ask(page, "Can I pay with Klarna?")
+    expect(page.get_by_text("Reconnecting")).to_be_visible(timeout=15_000)
+
+    with LiveServer(config, embedder, port=port):  # back on the same address
+        expect(log.get_by_role("listitem")).to_have_count(2, timeout=30_000)  # the second answer's citation
+        text = log.inner_text()
+    assert text.count("Can I pay with Klarna?\n") == 1
+    with sqlite3.connect(config.store.path) as db:
+        rows = db.execute("SELECT role, text FROM turns ORDER BY id").fetchall()
+    assert [role for role, _ in rows] == ["user", "bot", "user", "bot"]
+    assert rows[2][1] == "Can I pay with Klarna?"
