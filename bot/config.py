@@ -7,7 +7,7 @@ they are read from environment variables by the parts that need them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -72,6 +72,34 @@ class WebSettings(_Section):
     max_history_turns: int = Field(default=200, ge=1, le=10_000)
 
 
+class TelegramSettings(_Section):
+    """Token from TELEGRAM_BOT_TOKEN; webhook secret from TELEGRAM_WEBHOOK_SECRET (webhook mode)."""
+
+    enabled: bool = False
+    mode: Literal["polling", "webhook"] = "polling"
+    # The Bot API root as python-telegram-bot takes it; change for a self-hosted Bot API server.
+    base_url: str = "https://api.telegram.org/bot"
+    # Webhook mode: the public https URL Telegram calls; the bot serves it at /telegram/webhook.
+    webhook_url: str | None = None
+    poll_timeout: float = Field(default=10.0, ge=0.0, le=60.0)
+    send_retries: int = Field(default=5, ge=0, le=20)
+
+
+class DiscordSettings(_Section):
+    """Token from DISCORD_BOT_TOKEN."""
+
+    enabled: bool = False
+    # Channel ids where the bot answers when mentioned; direct messages are always answered.
+    allowed_channels: list[int] = Field(default_factory=list)
+    # REST API root; only for tests and proxies. None = Discord's own.
+    api_base: str | None = None
+
+
+class ChannelsSettings(_Section):
+    telegram: TelegramSettings = TelegramSettings()
+    discord: DiscordSettings = DiscordSettings()
+
+
 class EvalSettings(_Section):
     cases: Path = Path("evals/demo-cases.csv")
 
@@ -102,6 +130,7 @@ class Config(_Section):
     store: StoreSettings = StoreSettings()
     server: ServerSettings = ServerSettings()
     web: WebSettings = WebSettings()
+    channels: ChannelsSettings = ChannelsSettings()
     eval: EvalSettings = EvalSettings()
     messages: MessagesSettings = MessagesSettings()
 

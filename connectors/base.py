@@ -1,0 +1,19 @@
+"""What every long-running channel connector (Telegram, Discord) offers the server that runs it."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class ChannelError(RuntimeError):
+    """A channel cannot run (missing or rejected token, unreachable API). Names the channel."""
+
+
+class ChannelConnector(Protocol):
+    name: str
+
+    async def start(self) -> None:
+        """Connect and begin receiving. Raises ChannelError with a clear reason when it cannot."""
+
+    async def stop(self) -> None:
+        """Stop receiving and release connections; idempotent."""
