@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+import os
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bot.config import Config
 from bot.embedding import Embedder
 from bot.pipeline import Pipeline, Responder
+from connectors.telegram import TelegramConnector, telegram_webhook_router
 from connectors.web import WebChannel
+from serving.channels import RunningChannels, start_channels
 from serving.runtime import Bot, running_bot
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,7 @@ def create_app(
     watch: bool | None = None,
     on_ready: Callable[[Bot], None] | None = None,
     responder: Responder | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> FastAPI:
     """The app owns a running bot for its lifetime (index synced, store open, knowledge watched)."""
 
@@ -38,9 +42,15 @@ def create_app(
         live = config.knowledge.watch if watch is None else watch
         async with running_bot(config, embedder, watch=live, responder=responder) as bot:
             app.state.bot = bot
-            if on_ready is not None:
-                on_ready(bot)
-            yield
+            app.state.channels = await start_channels(
+                config, current_pipeline, os.environ if environ is None else environ
+            )
+            try:
+                if on_ready is not None:
+                    on_ready(bot)
+                yield
+            finally:
+                await app.state.channels.stop()
 
     app = FastAPI(title=config.bot_name, lifespan=lifespan, docs_url="/docs", redoc_url=None)
 
@@ -48,10 +58,22 @@ def create_app(
         bot: Bot = app.state.bot
         return bot.pipeline
 
+    def current_telegram() -> TelegramConnector | None:
+        channels: RunningChannels | None = getattr(app.state, "channels", None)
+        return channels.telegram if channels is not None else None
+
     @app.get("/health")
     async def health() -> dict[str, object]:
         bot: Bot = app.state.bot
-        return {"status": "ok", "knowledge_records": len(bot.engine.index)}
+        channels: RunningChannels = app.state.channels
+        return {
+            "status": "ok",
+            "knowledge_records": len(bot.engine.index),
+            "channels": {
+                "running": [c.name for c in channels.connectors],
+                "failed": channels.failures,
+            },
+        }
 
     @app.get("/widget.js", include_in_schema=False)
     async def widget() -> FileResponse:
@@ -64,6 +86,7 @@ def create_app(
         return FileResponse(STATIC / "demo.html", media_type="text/html")
 
     app.include_router(WebChannel(current_pipeline, config).router())
+    app.include_router(telegram_webhook_router(current_telegram))
     _install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=config.server.max_body_bytes)
     origins = config.web.allowed_origins

@@ -104,11 +104,12 @@ class LiveServer:
         watch: bool = False,
         responder: Responder | None = None,
         port: int | None = None,
+        environ: dict[str, str] | None = None,
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/api/ws"
-        app = create_app(config, embedder=embedder, watch=watch, responder=responder)
+        app = create_app(config, embedder=embedder, watch=watch, responder=responder, environ=environ or {})
         self.app = app
         self._server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")

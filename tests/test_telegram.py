@@ -1,0 +1,198 @@
+"""Telegram end to end: the real connector and python-telegram-bot against a loopback Bot API server."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import Config, load_config
+from bot.embedding import Embedder
+from connectors.telegram import SECRET_HEADER
+from tests.conftest import ConfigFactory, LiveServer
+from tests.telegram_api import BOT_USER, FakeBotApi, flood_control, server_error
+
+SECRET = "s3cret-webhook-token"
+
+
+@pytest.fixture
+def api() -> Iterator[FakeBotApi]:
+    with FakeBotApi() as server:
+        yield server
+
+
+def telegram_config(write_config: ConfigFactory, api: FakeBotApi, **telegram: Any) -> Config:
+    settings = {"enabled": True, "base_url": api.base_url, "poll_timeout": 1.0, **telegram}
+    return load_config(write_config(channels={"telegram": settings}))
+
+
+def env(api: FakeBotApi) -> dict[str, str]:
+    return {"TELEGRAM_BOT_TOKEN": api.token, "TELEGRAM_WEBHOOK_SECRET": SECRET}
+
+
+@pytest.fixture
+def polling_bot(
+    write_config: ConfigFactory, api: FakeBotApi, embedder: Embedder
+) -> Iterator[tuple[FakeBotApi, Config]]:
+    config = telegram_config(write_config, api)
+    with LiveServer(config, embedder, environ=env(api)):
+        yield api, config
+
+
+def user_turns(config: Config) -> list[tuple[str, str]]:
+    with sqlite3.connect(config.store.path) as db:
+        return db.execute("SELECT conversation_id, text FROM turns WHERE role = 'user' ORDER BY id").fetchall()
+
+
+def test_private_message_gets_a_cited_answer_by_long_polling(polling_bot: tuple[FakeBotApi, Config]) -> None:
+    api, config = polling_bot
+    api.push_update({"message": api.user_message("How can I track my order?")})
+    (sent,) = api.wait_for("sendMessage", 1)
+    assert sent.params["chat_id"] == "555" and sent.params["parse_mode"] == "HTML"
+    assert "tracking link" in sent.params["text"]
+    assert "<i>Sources: How can I track my order? (faq/orders.yml:1)</i>" in sent.params["text"]
+    typing = api.sent("sendChatAction")
+    assert typing and typing[0].params["action"] == "typing" and typing[0].at <= sent.at
+    assert user_turns(config) == [("telegram:555", "How can I track my order?")]
+
+
+def test_text_is_escaped_for_html(polling_bot: tuple[FakeBotApi, Config]) -> None:
+    api, _ = polling_bot
+    api.push_update({"message": api.user_message("<b>hi</b> & how do I return something?")})
+    (sent,) = api.wait_for("sendMessage", 1)
+    text = sent.params["text"]
+    # Only our own tags appear; every other '<' in the reply is escaped.
+    assert text.replace("<i>", "").replace("</i>", "").count("<") == 0
+
+
+def test_flood_control_is_retried_after_retry_after(polling_bot: tuple[FakeBotApi, Config]) -> None:
+    api, _ = polling_bot
+    api.scripted_send_failures.extend([flood_control(1)])
+    api.push_update({"message": api.user_message("Do you ship to Canada?")})
+    first, second = api.wait_for("sendMessage", 2)
+    assert second.at - first.at >= 0.95  # waited as Telegram asked
+    assert not api.scripted_send_failures
+
+
+def test_server_errors_are_retried_with_backoff(polling_bot: tuple[FakeBotApi, Config]) -> None:
+    api, config = polling_bot
+    api.scripted_send_failures.extend([server_error(), server_error()])
+    api.push_update({"message": api.user_message("Can I pay with PayPal?")})
+    calls = api.wait_for("sendMessage", 3)
+    assert [c.params["chat_id"] for c in calls] == ["555", "555", "555"]
+    assert len(user_turns(config)) == 1
+
+
+def test_groups_answer_only_mentions_and_replies_to_the_bot(polling_bot: tuple[FakeBotApi, Config]) -> None:
+    api, config = polling_bot
+    group = {"chat_id": -100, "chat_type": "group"}
+    api.push_update({"message": api.user_message("anyone been to the alps?", user_id=7, **group)})
+    text = "@northwind_bot how do I return an item?"
+    mention = [{"type": "mention", "offset": 0, "length": len("@northwind_bot")}]
+    api.push_update({"message": api.user_message(text, user_id=8, entities=mention, **group)})
+    api.wait_for("sendMessage", 1)
+    bot_message = {"message_id": 77, "date": int(time.time()), "chat": {"id": -100, "type": "group"}, "from": BOT_USER}
+    api.push_update({"message": api.user_message("and the refund?", user_id=9, reply_to_message=bot_message, **group)})
+    api.wait_for("sendMessage", 2)
+    time.sleep(0.5)
+    assert len(api.sent("sendMessage")) == 2
+    # One conversation per person in a group; the mention is not part of the question.
+    assert user_turns(config) == [
+        ("telegram:-100:8", "how do I return an item?"),
+        ("telegram:-100:9", "and the refund?"),
+    ]
+
+
+def test_suggestions_are_buttons_and_a_press_is_answered(polling_bot: tuple[FakeBotApi, Config]) -> None:
+    api, config = polling_bot
+    api.push_update({"message": api.user_message("what will the weather be like in Berlin tomorrow")})
+    (sent,) = api.wait_for("sendMessage", 1)
+    keyboard = sent.params["reply_markup"]["inline_keyboard"]
+    labels = [row[0]["text"] for row in keyboard]
+    assert labels[-1] == "Talk to a person"
+    message = {
+        "message_id": 900,
+        "date": int(time.time()),
+        "chat": {"id": 555, "type": "private", "first_name": "Ada"},
+        "from": BOT_USER,
+        "text": sent.params["text"],
+        "reply_markup": sent.params["reply_markup"],
+    }
+    press = {
+        "id": "cbq-1",
+        "from": {"id": 555, "is_bot": False, "first_name": "Ada"},
+        "chat_instance": "ci",
+        "message": message,
+        "data": keyboard[-1][0]["callback_data"],
+    }
+    api.push_update({"callback_query": press})
+    api.wait_for("answerCallbackQuery", 1)
+    second = api.wait_for("sendMessage", 2)[1]
+    assert "passing this conversation to a person" in second.params["text"]
+    assert user_turns(config)[-1] == ("telegram:555", "Talk to a person")
+
+
+def test_long_replies_are_split_at_telegrams_limit(
+    write_config: ConfigFactory, api: FakeBotApi, embedder: Embedder, knowledge_dir: Path
+) -> None:
+    paragraph = "Our winter expedition guide covers layering, sleeping systems and stoves. " * 20
+    answer = "\n\n".join(f"Part {n}. {paragraph}" for n in range(1, 7))  # ~9,000 characters
+    (knowledge_dir / "faq" / "guide.yml").write_text(
+        "- id: winter-guide\n  question: Do you have a winter expedition guide?\n  answer: |\n"
+        + "".join(f"    {line}\n" for line in answer.splitlines())
+    )
+    config = telegram_config(write_config, api)
+    with LiveServer(config, embedder, environ=env(api)):
+        api.push_update({"message": api.user_message("Do you have a winter expedition guide?")})
+        time.sleep(0.5)
+        calls = api.wait_for("sendMessage", 3)
+        time.sleep(0.5)
+        calls = api.sent("sendMessage")
+    texts = [c.params["text"] for c in calls]
+    assert all(len(t) <= 4096 for t in texts)
+    assert all(t.startswith("Part ") for t in texts[:-1])  # cut at paragraph boundaries
+    assert "".join(texts).count("Our winter expedition guide") == 120
+    assert "Sources:" in texts[-1]
+
+
+def test_webhook_mode_checks_the_secret_and_answers_duplicates_once(
+    write_config: ConfigFactory, api: FakeBotApi, embedder: Embedder
+) -> None:
+    config = telegram_config(write_config, api, mode="webhook", webhook_url="https://bot.example/telegram/webhook")
+    with LiveServer(config, embedder, environ=env(api)) as server, server.client() as client:
+        (registered,) = api.sent("setWebhook")
+        assert registered.params["url"] == "https://bot.example/telegram/webhook"
+        assert registered.params["secret_token"] == SECRET
+        update = {"update_id": 5000, "message": api.user_message("Where is my parcel?")}
+        assert client.post("/telegram/webhook", json=update).status_code == 403
+        assert client.post("/telegram/webhook", json=update, headers={SECRET_HEADER: "wrong"}).status_code == 403
+        for _ in range(2):  # Telegram re-delivers an update it thinks was not received
+            response = client.post("/telegram/webhook", json=update, headers={SECRET_HEADER: SECRET})
+            assert response.status_code == 200
+        api.wait_for("sendMessage", 1)
+        time.sleep(1.0)
+    assert len(api.sent("sendMessage")) == 1
+    assert len(user_turns(config)) == 1
+
+
+def test_a_rejected_token_turns_telegram_off_and_the_web_keeps_working(
+    write_config: ConfigFactory, api: FakeBotApi, embedder: Embedder
+) -> None:
+    config = telegram_config(write_config, api)
+    with LiveServer(config, embedder, environ={"TELEGRAM_BOT_TOKEN": "999:WRONG"}) as server, server.client() as client:
+        health = client.get("/health").json()
+        assert health["channels"]["running"] == []
+        assert "telegram" in health["channels"]["failed"]
+        assert "rejected" in health["channels"]["failed"]["telegram"]
+        assert client.post("/api/chat", json={"text": "How can I track my order?"}).json()["answered_by"] == "knowledge"
+
+
+def test_a_missing_token_is_named(write_config: ConfigFactory, api: FakeBotApi, embedder: Embedder) -> None:
+    config = telegram_config(write_config, api)
+    with LiveServer(config, embedder, environ={}) as server, server.client() as client:
+        failed = client.get("/health").json()["channels"]["failed"]
+    assert failed == {"telegram": "telegram: TELEGRAM_BOT_TOKEN is not set"}
