@@ -25,7 +25,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import random
 import re
 import shutil
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from machine import machine, machine_line  # bench/machine.py (scripts run from bench/)
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "banking77"
@@ -178,40 +178,6 @@ def write_config(work: Path) -> Path:
 
 
 # ---------------------------------------------------------------- machine
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    usable: int | None
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    try:
-        mem_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (ValueError, OSError, AttributeError):
-        mem_gib = None
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "usable_cores": usable,
-        "memory_gib": mem_gib,
-        "python": platform.python_version(),
-    }
-
-
-def machine_line(m: dict[str, Any]) -> str:
-    mem = f", {m['memory_gib']} GiB RAM" if m["memory_gib"] else ""
-    cores = f"{m['cores']} cores ({m['usable_cores']} usable)"
-    return f"{m['platform']} | {m['cpu']} | {cores}{mem} | Python {m['python']}"
 
 
 # ---------------------------------------------------------------- runs

@@ -38,7 +38,6 @@ import csv
 import json
 import math
 import os
-import platform
 import random
 import signal
 import socket
@@ -55,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from machine import machine, machine_line  # bench/machine.py (scripts run from bench/)
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -96,42 +96,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--warmup must not be negative")
     args.transports = list(TRANSPORTS) if args.transport == "both" else [args.transport]
     return args
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    try:
-        usable: int | None = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    try:
-        mem_gib: float | None = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (ValueError, OSError, AttributeError):
-        mem_gib = None
-    try:
-        load: list[float] | None = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        load = None
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "usable_cores": usable,
-        "memory_gib": mem_gib,
-        "python": platform.python_version(),
-        "load_average_at_start": load,
-    }
-
-
-def machine_line(m: dict[str, Any]) -> str:
-    mem = f", {m['memory_gib']} GiB RAM" if m["memory_gib"] else ""
-    cores = f"{m['cores']} cores ({m['usable_cores']} usable)"
-    return f"{m['platform']} | {m['cpu']} | {cores}{mem} | Python {m['python']}"
 
 
 def load_texts(path: Path) -> list[str]:
