@@ -1,0 +1,452 @@
+"""Discord: discord.py receives gateway events; the engine answers direct messages, mentions and /ask.
+
+Named discord_channel so that it never shadows the `discord` package it imports.
+
+discord.py runs every event handler as its own task, and the pipeline serialises messages per
+conversation only, so a slow answer in one chat never holds up another: nothing here waits globally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import aiohttp
+import discord
+import yarl
+from discord import app_commands
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from bot.config import DiscordSettings
+from bot.pipeline import Exchange, Pipeline
+from bot.textsplit import split_message
+from bot.types import Message, Reply
+from connectors.base import ChannelError
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "discord"
+TOKEN_ENV = "DISCORD_BOT_TOKEN"
+MESSAGE_LIMIT = 2000  # characters per Discord message
+BUTTON_LABEL_LIMIT = 80  # characters per button label
+MAX_BUTTONS = 25  # five rows of five
+QUOTE_LIMIT = 300  # how much of a /ask question or clicked suggestion is echoed above the answer
+LOGIN_TIMEOUT_SECONDS = 60.0
+READY_TIMEOUT_SECONDS = 15.0
+SUGGESTION_TEMPLATE = r"supportbot:suggest:(?P<turn>[0-9]+):(?P<index>[0-9]+)"
+# Replies quote knowledge and sometimes the customer's own words: they must never ping anyone.
+NO_MENTIONS = discord.AllowedMentions.none()
+
+
+def intents() -> discord.Intents:
+    """Only what the connector reads, and no privileged intent. Discord sends the text of direct messages
+    and of messages that mention the bot without MESSAGE CONTENT, and /ask and button clicks are
+    interactions: everything answered here arrives with its text. Requesting the intent would make the
+    connector fail (gateway close 4014) wherever an operator has not switched it on, and Discord grants it
+    to verified bots only with a reason this bot does not have."""
+    return discord.Intents(guilds=True, guild_messages=True, dm_messages=True)
+
+
+def conversation_id_for(guild_id: int | None, channel_id: int | None, user_id: int) -> str:
+    """One conversation per direct-message chat; in a server channel, one per person in that channel."""
+    if guild_id is None:
+        return f"discord:dm:{user_id}"
+    return f"discord:{channel_id}:{user_id}"
+
+
+def render(reply: Reply, quote: str | None = None) -> str:
+    """Plain text: the question being answered (for /ask and buttons), the answer, sources, handoff."""
+    parts = []
+    if quote:
+        shown = quote if len(quote) <= QUOTE_LIMIT else quote[: QUOTE_LIMIT - 1] + "…"
+        parts.append("\n".join("> " + discord.utils.escape_markdown(line) for line in shown.splitlines()))
+    parts.append(reply.text)
+    if reply.citations:
+        sources = "; ".join(f"{c.title} ({c.source}:{c.line})" for c in reply.citations)
+        parts.append("Sources: " + discord.utils.escape_markdown(sources))
+    if reply.handoff:
+        parts.append("(handed over to a person)")
+    return "\n\n".join(parts)
+
+
+def reply_pieces(reply: Reply, quote: str | None = None) -> list[str]:
+    """The reply as Discord messages of at most 2000 characters each."""
+    return split_message(render(reply, quote), MESSAGE_LIMIT) or [reply.text[:MESSAGE_LIMIT] or "…"]
+
+
+def button_label(text: str) -> str:
+    return text if len(text) <= BUTTON_LABEL_LIMIT else text[: BUTTON_LABEL_LIMIT - 1] + "…"
+
+
+class SuggestionButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=SUGGESTION_TEMPLATE):
+    """A suggested question. Its custom_id names the bot turn and the suggestion's place in it, so a click is
+    understood after a restart too: discord.py matches the id against the template, not against a view
+    kept in memory."""
+
+    def __init__(self, turn_id: int, index: int, label: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=button_label(label),
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"supportbot:suggest:{turn_id}:{index}",
+            )
+        )
+        self.turn_id = turn_id
+        self.index = index
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> SuggestionButton:
+        label = getattr(item, "label", None) or ""
+        return cls(int(match["turn"]), int(match["index"]), label)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        client = interaction.client
+        if isinstance(client, _SupportClient):
+            await client.connector.handle_suggestion(interaction, self.turn_id, self.index, self.item.label or "")
+
+
+class _SupportClient(discord.Client):
+    """discord.py calls the client's on_* methods for events; these hand them to the connector."""
+
+    def __init__(self, connector: DiscordConnector) -> None:
+        # No message cache: edits and deletions are not answered, so cached messages would only cost memory.
+        super().__init__(intents=intents(), max_messages=None)
+        self.connector = connector
+        self.tree: app_commands.CommandTree[_SupportClient] = app_commands.CommandTree(self)
+
+    async def setup_hook(self) -> None:
+        await self.connector.setup(self)
+
+    async def on_message(self, message: discord.Message) -> None:
+        await self.connector.handle_message(message)
+
+
+@contextlib.contextmanager
+def _class_attribute(owner: type, name: str, value: object) -> Iterator[None]:
+    previous = owner.__dict__[name]
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, previous)
+
+
+class DiscordConnector:
+    """One bot account: logs in over REST, keeps a gateway connection in the background, answers."""
+
+    name = CHANNEL
+
+    def __init__(
+        self,
+        pipeline: Callable[[], Pipeline],
+        settings: DiscordSettings,
+        token: str,
+        *,
+        gateway_url: str | None = None,  # only for tests and proxies; None = Discord's own gateway
+    ) -> None:
+        self._pipeline = pipeline
+        self._settings = settings
+        self._token = token  # never logged, never part of an error message
+        self._gateway_url = gateway_url
+        self._allowed = frozenset(settings.allowed_channels)
+        self.client = _SupportClient(self)
+        self._gateway: asyncio.Task[None] | None = None
+        self._overrides = contextlib.ExitStack()
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    async def setup(self, client: _SupportClient) -> None:
+        """After login, before the gateway: register /ask and the suggestion buttons, publish /ask."""
+
+        @client.tree.command(name="ask", description="Ask the support assistant a question")
+        @app_commands.describe(question="Your question")
+        async def ask(interaction: discord.Interaction, question: str) -> None:
+            await self.handle_ask(interaction, question)
+
+        client.add_dynamic_items(SuggestionButton)
+        try:
+            await client.tree.sync()
+        except discord.HTTPException as err:
+            # Direct messages and mentions still work; only /ask is missing until the next start.
+            log.warning("discord: could not publish the /ask command (HTTP %s): %s", err.status, err.text)
+
+    async def start(self) -> None:
+        """Log in (token checked here), then run the gateway in a background task; returns once the
+        gateway has accepted the session, or after READY_TIMEOUT_SECONDS while it keeps trying."""
+        # discord.py builds every REST URL (interaction callbacks and webhooks included) from the class
+        # attribute Route.BASE, and opens the gateway at DiscordWebSocket.DEFAULT_GATEWAY: there is no
+        # per-client setting. They are set for this connector's lifetime only and restored by stop(), so
+        # other clients in the process (and later tests) see Discord's own endpoints again.
+        if self._settings.api_base:
+            self._overrides.enter_context(_class_attribute(Route, "BASE", self._settings.api_base.rstrip("/")))
+        if self._gateway_url:
+            self._overrides.enter_context(
+                _class_attribute(DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(self._gateway_url))
+            )
+        try:
+            await self._login()
+            await self._connect()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _login(self) -> None:
+        try:
+            await asyncio.wait_for(self.client.login(self._token), LOGIN_TIMEOUT_SECONDS)
+        except discord.LoginFailure as err:
+            raise ChannelError("discord: the token was rejected (401); check DISCORD_BOT_TOKEN") from err
+        except discord.HTTPException as err:
+            raise ChannelError(f"discord: logging in failed (HTTP {err.status}): {err.text}") from err
+        except (aiohttp.ClientError, OSError, TimeoutError) as err:
+            raise ChannelError(f"discord: cannot reach the Discord API at {Route.BASE}: {err!r}") from err
+
+    async def _connect(self) -> None:
+        connected = asyncio.ensure_future(self.client.wait_for("connect"))
+        self._gateway = asyncio.create_task(self.client.connect(reconnect=True), name="discord-gateway")
+        done, _ = await asyncio.wait(
+            {connected, self._gateway}, timeout=READY_TIMEOUT_SECONDS, return_when=asyncio.FIRST_COMPLETED
+        )
+        connected.cancel()
+        if self._gateway in done:
+            raise _gateway_error(self._gateway)
+        self._gateway.add_done_callback(_report_gateway_end)  # from now on, a failure is only logged
+        if connected not in done:
+            log.warning("discord: logged in, still connecting to the gateway (it keeps retrying)")
+            return
+        user = self.client.user
+        log.info("discord: connected as %s (id %s)", user, user.id if user else "?")
+
+    async def stop(self) -> None:
+        """Close the gateway and the HTTP session; idempotent."""
+        try:
+            if not self.client.is_closed():
+                await self.client.close()
+            if self._gateway is not None and not self._gateway.done():
+                try:
+                    await asyncio.wait_for(self._gateway, 10)
+                except (Exception, asyncio.CancelledError):
+                    log.debug("discord: gateway task ended while stopping", exc_info=True)
+        finally:
+            self._overrides.close()
+
+    # -- deciding what to answer --------------------------------------------------------------------
+
+    def channel_allowed(self, channel: object) -> bool:
+        """Configured channels, and threads started in them."""
+        channel_id = getattr(channel, "id", None)
+        parent_id = channel.parent_id if isinstance(channel, discord.Thread) else None
+        return channel_id in self._allowed or (parent_id is not None and parent_id in self._allowed)
+
+    def should_answer(self, message: discord.Message) -> bool:
+        """Direct messages, and messages that mention the bot in a configured channel. Never bots (itself
+        included), webhooks or system messages (joins, pins)."""
+        me = self.client.user
+        if me is None or message.author.bot or message.author.id == me.id or message.webhook_id is not None:
+            return False
+        if message.type not in (discord.MessageType.default, discord.MessageType.reply):
+            return False
+        if message.guild is None and isinstance(message.channel, discord.DMChannel):
+            return True
+        if not self.channel_allowed(message.channel):
+            return False
+        return any(user.id == me.id for user in message.mentions)
+
+    def interaction_allowed(self, interaction: discord.Interaction) -> bool:
+        return interaction.guild_id is None or self.channel_allowed(interaction.channel)
+
+    def build_message(self, message: discord.Message) -> Message:
+        """The engine's Message for a Discord message: the bot's own mention removed from the text."""
+        text = message.content
+        me = self.client.user
+        if me is not None:
+            text = re.sub(rf"<@!?{me.id}>\s*", "", text)
+        guild_id = message.guild.id if message.guild is not None else _guild_id(message.channel)
+        metadata = {
+            "discord_message_id": str(message.id),
+            "discord_channel_id": str(message.channel.id),
+            "discord_user": message.author.name,
+        }
+        if guild_id is not None:
+            metadata["discord_guild_id"] = str(guild_id)
+        return Message(
+            conversation_id=conversation_id_for(guild_id, message.channel.id, message.author.id),
+            channel=CHANNEL,
+            user_id=str(message.author.id),
+            text=text.strip(),
+            metadata=metadata,
+            client_message_id=f"discord:{message.id}",
+        )
+
+    def interaction_message(self, interaction: discord.Interaction, text: str) -> Message:
+        """The engine's Message for /ask or a suggestion click (the interaction id makes it idempotent)."""
+        metadata = {
+            "discord_interaction_id": str(interaction.id),
+            "discord_channel_id": str(interaction.channel_id),
+            "discord_user": interaction.user.name,
+        }
+        if interaction.guild_id is not None:
+            metadata["discord_guild_id"] = str(interaction.guild_id)
+        return Message(
+            conversation_id=conversation_id_for(interaction.guild_id, interaction.channel_id, interaction.user.id),
+            channel=CHANNEL,
+            user_id=str(interaction.user.id),
+            text=text,
+            metadata=metadata,
+            client_message_id=f"discord:{interaction.id}",
+        )
+
+    def build_view(self, exchange: Exchange) -> discord.ui.View | None:
+        """Suggestions as buttons, or None when there are none."""
+        suggestions = [(i, s) for i, s in enumerate(exchange.reply.quick_replies) if s.strip()][:MAX_BUTTONS]
+        if not suggestions:
+            return None
+        # timeout=None: a timed-out view would unregister the SuggestionButton template for every message.
+        view = discord.ui.View(timeout=None)
+        for index, text in suggestions:
+            view.add_item(SuggestionButton(exchange.bot_turn_id, index, text))
+        return view
+
+    # -- answering ----------------------------------------------------------------------------------
+
+    async def handle_message(self, message: discord.Message) -> None:
+        if not self.should_answer(message):
+            return
+        incoming = self.build_message(message)
+        reference = message.to_reference(fail_if_not_exists=False) if message.guild is not None else None
+        async with contextlib.AsyncExitStack() as typing:
+
+            async def stored(_turn_id: int) -> None:
+                # Only once the message is stored as new: a duplicate event shows no typing at all.
+                try:
+                    await typing.enter_async_context(message.channel.typing())
+                except discord.HTTPException as err:
+                    log.warning("discord: cannot show typing in channel %s (HTTP %s)", message.channel.id, err.status)
+
+            exchange = await self._pipeline().exchange(incoming, on_stored=stored)
+            if exchange.repeated:
+                return  # already answered: a redelivered event must not post the answer twice
+            await self._send(message.channel, exchange, reference)
+
+    async def _send(
+        self, channel: discord.abc.Messageable, exchange: Exchange, reference: discord.MessageReference | None
+    ) -> None:
+        pieces = reply_pieces(exchange.reply)
+        view = self.build_view(exchange)
+        for index, piece in enumerate(pieces):
+            options: dict[str, Any] = {"allowed_mentions": NO_MENTIONS}
+            if index == 0 and reference is not None:
+                options["reference"] = reference
+            if index == len(pieces) - 1 and view is not None:
+                options["view"] = view  # buttons under the last piece, where the reader is
+            try:
+                await channel.send(piece, **options)
+            except discord.HTTPException as err:
+                # The answer is stored; the operator sees why the customer did not get it.
+                log.warning(
+                    "discord: sending a reply in channel %s failed (HTTP %s): %s",
+                    getattr(channel, "id", "?"),
+                    err.status,
+                    err.text,
+                )
+                return
+
+    async def handle_ask(self, interaction: discord.Interaction, question: str) -> None:
+        await self._answer_interaction(interaction, question)
+
+    async def handle_suggestion(self, interaction: discord.Interaction, turn_id: int, index: int, label: str) -> None:
+        conversation_id = conversation_id_for(interaction.guild_id, interaction.channel_id, interaction.user.id)
+        text = await self._suggestion_text(conversation_id, turn_id, index) or label.removesuffix("…")
+        await self._answer_interaction(interaction, text)
+
+    async def _suggestion_text(self, conversation_id: str, turn_id: int, index: int) -> str | None:
+        """The full suggestion from the stored bot turn (a button label may be cut at 80 characters)."""
+        for turn in await self._pipeline().store.turns(conversation_id, limit=200):
+            if turn.id == turn_id and turn.role == "bot" and index < len(turn.quick_replies):
+                return turn.quick_replies[index]
+        return None  # someone else's buttons, or an old turn: the label is what they saw and clicked
+
+    async def _answer_interaction(self, interaction: discord.Interaction, text: str) -> None:
+        if not self.interaction_allowed(interaction):
+            # Only the person who asked sees this; nothing is stored for a channel the bot does not serve.
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.response.send_message(
+                    "I only answer in direct messages and in the support channels.", ephemeral=True
+                )
+            return
+        incoming = self.interaction_message(interaction, text)
+
+        async def stored(_turn_id: int) -> None:
+            # Discord wants an answer within 3 seconds: "thinking…" is the interaction's typing indicator.
+            if interaction.response.is_done():
+                return
+            try:
+                await interaction.response.defer(thinking=True)
+            except discord.HTTPException as err:
+                log.warning(
+                    "discord: interaction %s expired before it was acknowledged (HTTP %s)", interaction.id, err.status
+                )
+
+        exchange = await self._pipeline().exchange(incoming, on_stored=stored)
+        if exchange.repeated:
+            return
+        pieces = reply_pieces(exchange.reply, quote=text)
+        view = self.build_view(exchange)
+        try:
+            for index, piece in enumerate(pieces):
+                last = index == len(pieces) - 1
+                await interaction.followup.send(
+                    piece,
+                    allowed_mentions=NO_MENTIONS,
+                    view=view if last and view is not None else discord.utils.MISSING,
+                )
+        except discord.HTTPException as err:
+            log.warning("discord: answering interaction %s failed (HTTP %s): %s", interaction.id, err.status, err.text)
+
+
+def _guild_id(channel: object) -> int | None:
+    guild = getattr(channel, "guild", None)
+    if guild is not None:
+        return int(guild.id)
+    guild_id = getattr(channel, "guild_id", None)
+    return int(guild_id) if guild_id is not None else None
+
+
+def _gateway_error(task: asyncio.Task[None]) -> ChannelError:
+    error = task.exception() if not task.cancelled() else None
+    if isinstance(error, discord.PrivilegedIntentsRequired):
+        return ChannelError(
+            "discord: the gateway refused a privileged intent that is not enabled for this bot "
+            "(developer portal > Bot > Privileged Gateway Intents)"
+        )
+    if isinstance(error, discord.ConnectionClosed) and error.code == 4004:
+        return ChannelError("discord: the token was rejected by the gateway (4004); check DISCORD_BOT_TOKEN")
+    if isinstance(error, discord.ConnectionClosed):
+        return ChannelError(f"discord: the gateway closed the connection ({error.code}): {error.reason}")
+    return ChannelError(f"discord: the gateway connection ended: {error!r}")
+
+
+def _report_gateway_end(task: asyncio.Task[None]) -> None:
+    if task.cancelled() or task.exception() is None:
+        return
+    log.error("%s (Discord is off until the server restarts)", _gateway_error(task))
+
+
+def discord_connector(
+    pipeline: Callable[[], Pipeline],
+    settings: DiscordSettings,
+    environ: Mapping[str, str],
+    *,
+    gateway_url: str | None = None,
+) -> DiscordConnector:
+    """The connector with its token from DISCORD_BOT_TOKEN; ChannelError when it is not set."""
+    token = environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise ChannelError(f"discord: {TOKEN_ENV} is not set")
+    return DiscordConnector(pipeline, settings, token, gateway_url=gateway_url)

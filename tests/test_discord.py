@@ -1,0 +1,967 @@
+"""Discord over real HTTP and a real WebSocket, against a loopback stand-in for Discord.
+
+One event loop in a background thread runs, for the whole module: a fake Discord (REST routes the
+connector uses, plus a gateway WebSocket that does HELLO / IDENTIFY / READY and pushes the events a test
+gives it), the real bot (demo knowledge base, real embeddings, SQLite store) and the real connector on
+the unmodified discord.py client. Tests push synthetic gateway events, so discord.py's own gateway code
+and state parser turn them into objects, and assert on the REST calls the bot makes and on the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import json
+import re
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import discord
+import pytest
+import yaml
+from aiohttp import WSMsgType, web
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from bot.config import Config, DiscordSettings, load_config
+from bot.embedding import Embedder
+from bot.pipeline import DeltaSink, KnowledgeResponder, Pipeline
+from bot.policy import Decision
+from bot.types import AnsweredBy, Message, Reply
+from connectors.base import ChannelError
+from connectors.discord_channel import MESSAGE_LIMIT, SUGGESTION_TEMPLATE, DiscordConnector, discord_connector
+from serving.runtime import Bot, running_bot
+from tests.conftest import DEMO_CASES, DEMO_KNOWLEDGE
+
+T = TypeVar("T")
+
+TOKEN = "MTEwMDAwMDAwMDAwMDAwMDAx.fake.loopback-token"
+BOT_ID = 1100000000000000001  # for bots made since 2019, the application id is the bot user's id
+APP_ID = BOT_ID
+OWNER_ID = 1100000000000000002
+GUILD_ID = 1200000000000000001
+ALLOWED_CHANNEL = 1200000000000000011
+OTHER_CHANNEL = 1200000000000000012
+TIMESTAMP = "2026-01-05T10:00:00.000000+00:00"
+GUILDS, GUILD_MESSAGES, DIRECT_MESSAGES = 1 << 0, 1 << 9, 1 << 12  # gateway intent bits
+TRACK_ORDER_ANSWER = "As soon as your order leaves our warehouse we email you a shipping confirmation"
+TRACK_ORDER_SOURCE = "Sources: How can I track my order? (faq/orders.yml:1)"
+LONG_QUESTION = "Can I read the complete care guide for the Ridgeline down jacket?"
+
+
+def user_payload(user_id: int, name: str, bot: bool = False) -> dict[str, Any]:
+    return {
+        "id": str(user_id),
+        "username": name,
+        "discriminator": "0",
+        "global_name": name.title(),
+        "avatar": None,
+        "bot": bot,
+        "public_flags": 0,
+    }
+
+
+BOT_USER = user_payload(BOT_ID, "northwind-support", bot=True)
+
+
+def channel_payload(channel_id: int, name: str, position: int) -> dict[str, Any]:
+    return {
+        "id": str(channel_id),
+        "type": 0,
+        "guild_id": str(GUILD_ID),
+        "name": name,
+        "position": position,
+        "permission_overwrites": [],
+        "nsfw": False,
+        "parent_id": None,
+        "topic": None,
+        "last_message_id": None,
+        "rate_limit_per_user": 0,
+        "flags": 0,
+    }
+
+
+def guild_payload() -> dict[str, Any]:
+    """GUILD_CREATE as the gateway sends it after READY, for a server with two text channels."""
+    return {
+        "id": str(GUILD_ID),
+        "name": "Northwind Outdoor",
+        "icon": None,
+        "splash": None,
+        "discovery_splash": None,
+        "owner_id": str(OWNER_ID),
+        "afk_channel_id": None,
+        "afk_timeout": 300,
+        "verification_level": 1,
+        "default_message_notifications": 1,
+        "explicit_content_filter": 2,
+        "roles": [
+            {
+                "id": str(GUILD_ID),
+                "name": "@everyone",
+                "permissions": str(0x400 | 0x800 | 0x10000),  # view channels, send messages, read history
+                "position": 0,
+                "color": 0,
+                "hoist": False,
+                "managed": False,
+                "mentionable": False,
+                "flags": 0,
+            }
+        ],
+        "emojis": [],
+        "stickers": [],
+        "features": [],
+        "mfa_level": 0,
+        "system_channel_id": None,
+        "system_channel_flags": 0,
+        "rules_channel_id": None,
+        "vanity_url_code": None,
+        "description": None,
+        "banner": None,
+        "premium_tier": 0,
+        "preferred_locale": "en-US",
+        "public_updates_channel_id": None,
+        "nsfw_level": 0,
+        "premium_progress_bar_enabled": False,
+        "joined_at": TIMESTAMP,
+        "large": False,
+        "unavailable": False,
+        "member_count": 3,
+        "voice_states": [],
+        "members": [{"user": BOT_USER, "roles": [], "joined_at": TIMESTAMP, "deaf": False, "mute": False, "flags": 0}],
+        "channels": [channel_payload(ALLOWED_CHANNEL, "support", 0), channel_payload(OTHER_CHANNEL, "general", 1)],
+        "threads": [],
+        "presences": [],
+        "stage_instances": [],
+        "guild_scheduled_events": [],
+        "soundboard_sounds": [],
+    }
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any
+    authorization: str | None
+
+
+@dataclass
+class FakeDiscord:
+    """The REST routes and the gateway the connector uses, recording every request."""
+
+    token: str
+    calls: list[Call] = field(default_factory=list)
+    identifies: list[dict[str, Any]] = field(default_factory=list)
+    reject_next_identify: int | None = None  # a gateway close code to answer the next IDENTIFY with
+    created: list[dict[str, Any]] = field(default_factory=list)  # messages the bot posted, as Discord stores them
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1300000000000000001)
+        self._socket: web.WebSocketResponse | None = None
+        self._sequence = 0
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    def snowflake(self) -> int:
+        return next(self._ids)
+
+    # -- what a test reads ----------------------------------------------------------------------------
+
+    def recorded(self, predicate: Callable[[Call], bool] = lambda c: True) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if predicate(c)]
+
+    def wait_for(self, predicate: Callable[[Call], bool], count: int = 1, timeout: float = 30.0) -> list[Call]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.recorded(predicate)
+            if len(found) >= count:
+                return found
+            time.sleep(0.02)
+        raise AssertionError(f"expected {count} matching calls within {timeout}s; got {self.recorded(predicate)}")
+
+    # -- server ---------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application(middlewares=[self._record])
+        api = "/api/v10"
+        app.router.add_get(f"{api}/users/@me", self._me)
+        app.router.add_get(f"{api}/oauth2/applications/@me", self._application)
+        app.router.add_put(f"{api}/applications/{{app_id}}/commands", self._commands)
+        app.router.add_post(f"{api}/channels/{{channel_id}}/messages", self._create_message)
+        app.router.add_post(f"{api}/channels/{{channel_id}}/typing", self._typing)
+        app.router.add_post(f"{api}/interactions/{{interaction_id}}/{{token}}/callback", self._callback)
+        app.router.add_post(f"{api}/webhooks/{{app_id}}/{{token}}", self._followup)
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_route("*", "/{tail:.*}", self._unknown)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @web.middleware
+    async def _record(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+        if request.path != "/gateway":
+            raw = await request.read()
+            body = json.loads(raw) if raw else None
+            with self._lock:
+                self.calls.append(
+                    Call(request.method, request.path, dict(request.query), body, request.headers.get("Authorization"))
+                )
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    def _authorized(self, request: web.Request) -> bool:
+        return request.headers.get("Authorization") == f"Bot {self.token}"
+
+    async def _me(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _json({"message": "401: Unauthorized", "code": 0}, 401)
+        return _json({**BOT_USER, "verified": True, "mfa_enabled": False, "flags": 0, "locale": "en-US"})
+
+    async def _application(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _json({"message": "401: Unauthorized", "code": 0}, 401)
+        return _json(
+            {
+                "id": str(APP_ID),
+                "name": "Northwind Support",
+                "icon": None,
+                "description": "",
+                "summary": "",
+                "type": None,
+                "bot_public": False,
+                "bot_require_code_grant": False,
+                "owner": user_payload(OWNER_ID, "owner"),
+                "verify_key": "0" * 64,
+                "flags": 1 << 19,  # GATEWAY_MESSAGE_CONTENT_LIMITED: the intent is enabled in the portal
+                "team": None,
+                "bot": BOT_USER,
+                "interactions_endpoint_url": None,
+            }
+        )
+
+    async def _commands(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _json({"message": "401: Unauthorized", "code": 0}, 401)
+        commands = await request.json()
+        return _json(
+            [
+                {
+                    "id": str(self.snowflake()),
+                    "application_id": str(APP_ID),
+                    "version": str(self.snowflake()),
+                    "default_member_permissions": None,
+                    "type": 1,
+                    "nsfw": False,
+                    "options": [],
+                    **command,
+                }
+                for command in commands
+            ]
+        )
+
+    async def _create_message(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _json({"message": "401: Unauthorized", "code": 0}, 401)
+        body = await request.json()
+        message = self._message(int(request.match_info["channel_id"]), body)
+        with self._lock:
+            self.created.append(message)
+        return _json(message)
+
+    async def _typing(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _json({"message": "401: Unauthorized", "code": 0}, 401)
+        return web.Response(status=204)
+
+    async def _callback(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        kind = body["type"]
+        flags = (body.get("data") or {}).get("flags", 0)
+        payload: dict[str, Any] = {
+            "interaction": {
+                "id": request.match_info["interaction_id"],
+                "type": 2,
+                "response_message_id": str(self.snowflake()),
+                "response_message_loading": kind == 5,
+                "response_message_ephemeral": bool(flags & 64),
+            },
+            "resource": {"type": kind},
+        }
+        if kind == 4:
+            payload["resource"]["message"] = self._message(0, body.get("data") or {})
+        return _json(payload)
+
+    async def _followup(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if request.query.get("wait") not in ("true", "1"):
+            return web.Response(status=204)
+        return _json({**self._message(0, body), "webhook_id": str(APP_ID), "application_id": str(APP_ID)})
+
+    async def _unknown(self, request: web.Request) -> web.Response:
+        return _json({"message": "404: Not Found", "code": 0}, 404)
+
+    def _message(self, channel_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        reference = body.get("message_reference")
+        return {
+            "id": str(self.snowflake()),
+            "channel_id": str(channel_id),
+            "author": BOT_USER,
+            "content": body.get("content", ""),
+            "timestamp": TIMESTAMP,
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": [],
+            "embeds": [],
+            "pinned": False,
+            "type": 19 if reference else 0,
+            "flags": body.get("flags", 0),
+            "components": body.get("components", []),
+            **({"message_reference": reference} if reference else {}),
+        }
+
+    # -- gateway --------------------------------------------------------------------------------------
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_json({"op": 10, "d": {"heartbeat_interval": 41250}, "s": None, "t": None})
+        async for frame in ws:
+            if frame.type is not WSMsgType.TEXT:
+                continue
+            payload = json.loads(frame.data)
+            if payload["op"] == 1:  # heartbeat
+                # Like a real round trip: an instant ACK can beat discord.py's own bookkeeping of the send
+                # and make it warn that the connection is "behind".
+                await asyncio.sleep(0.05)
+                await ws.send_json({"op": 11, "d": None, "s": None, "t": None})
+            elif payload["op"] == 2:  # identify
+                self.identifies.append(payload["d"])
+                if self.reject_next_identify is not None:
+                    code, self.reject_next_identify = self.reject_next_identify, None
+                    await ws.close(
+                        code=code, message={4004: b"Authentication failed."}.get(code, b"Disallowed intent(s).")
+                    )
+                    break
+                self._socket = ws
+                await self.dispatch("READY", self._ready())
+                await self.dispatch("GUILD_CREATE", guild_payload())
+        return ws
+
+    def _ready(self) -> dict[str, Any]:
+        return {
+            "v": 10,
+            "user": {**BOT_USER, "verified": True, "mfa_enabled": False, "flags": 0},
+            "guilds": [{"id": str(GUILD_ID), "unavailable": True}],
+            "session_id": "loopback-session",
+            "resume_gateway_url": self.gateway_url,
+            "shard": [0, 1],
+            "application": {"id": str(APP_ID), "flags": 1 << 19},
+            "private_channels": [],
+            "relationships": [],
+            "presences": [],
+        }
+
+    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        """Push one DISPATCH frame to the connected client, as the gateway would."""
+        if self._socket is None:
+            raise RuntimeError("no identified gateway connection")
+        self._sequence += 1
+        await self._socket.send_json({"op": 0, "t": event, "s": self._sequence, "d": data})
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    # discord.py decodes a body only when Content-Type is exactly "application/json" (no charset).
+    return web.Response(status=status, body=json.dumps(data).encode(), headers={"Content-Type": "application/json"})
+
+
+class HoldingResponder:
+    """The real knowledge responder; a test can hold back answers in chosen conversations (a slow answer)."""
+
+    def __init__(self, inner: KnowledgeResponder) -> None:
+        self.inner = inner
+        self.held: dict[str, asyncio.Event] = {}
+
+    async def respond(self, message: Message, decision: Decision, on_delta: DeltaSink | None) -> Reply:
+        gate = self.held.get(message.conversation_id)
+        if gate is not None:
+            await gate.wait()
+        return await self.inner.respond(message, decision, on_delta)
+
+
+class Harness:
+    """One event loop in a thread that owns the fake Discord, the bot and the connector."""
+
+    def __init__(self, root: Path, embedder: Embedder, demo_index: Path) -> None:
+        self.root = root
+        self.embedder = embedder
+        self.demo_index = demo_index
+        self.fake = FakeDiscord(TOKEN)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.config: Config
+        self.bot: Bot
+        self.connector: DiscordConnector
+        self.responder: HoldingResponder
+        self.start_seconds = 0.0
+        self._lifetime: concurrent.futures.Future[None] | None = None
+        self._stop: asyncio.Event | None = None
+        self._users = itertools.count(1400000000000000001)
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def __enter__(self) -> Harness:
+        self.thread.start()
+        self.call(self.fake.start())
+        self.config = self._write_config()
+        started: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._lifetime = asyncio.run_coroutine_threadsafe(self._run(started), self.loop)
+        try:
+            started.result(120)
+        except BaseException:
+            self._shutdown(check_lifetime=False)  # the start-up failure is what gets reported
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._shutdown(check_lifetime=True)
+
+    def _shutdown(self, check_lifetime: bool) -> None:
+        if self._stop is not None:
+            self.loop.call_soon_threadsafe(self._stop.set)
+        if self._lifetime is not None and check_lifetime:
+            self._lifetime.result(30)
+        self.call(self.fake.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    def _write_config(self) -> Config:
+        knowledge = self.root / "knowledge"
+        shutil.copytree(DEMO_KNOWLEDGE, knowledge)
+        # An operator's deliberately long answer: several thousand characters, more than one Discord message.
+        paragraphs = [
+            f"Part {n} of the care guide. " + "Wash the jacket on a gentle cycle at 30 degrees with down wash, "
+            "rinse twice, then tumble dry on low heat with clean tennis balls until every clump is gone. " * 6
+            for n in range(1, 8)
+        ]
+        long_faq = [
+            {
+                "id": "ridgeline-care-guide",
+                "question": LONG_QUESTION,
+                "answer": "\n\n".join(paragraphs),
+                "tags": ["products", "care"],
+            }
+        ]
+        (knowledge / "faq" / "care-guide.yml").write_text(yaml.safe_dump(long_faq, width=10_000), encoding="utf-8")
+        index = self.root / "data" / "chroma"
+        shutil.copytree(self.demo_index, index)
+        data = {
+            "knowledge": {"path": str(knowledge), "watch": False},
+            "index": {"path": str(index)},
+            "store": {"path": str(self.root / "data" / "conversations.sqlite3")},
+            "eval": {"cases": str(DEMO_CASES)},
+            "channels": {
+                "discord": {"enabled": True, "allowed_channels": [ALLOWED_CHANNEL], "api_base": self.fake.api_base}
+            },
+        }
+        path = self.root / "config.yml"
+        path.write_text(yaml.safe_dump(data), encoding="utf-8")
+        return load_config(path)
+
+    async def _run(self, started: concurrent.futures.Future[None]) -> None:
+        self._stop = asyncio.Event()
+        self.responder = HoldingResponder(KnowledgeResponder(self.config.messages, self.config.answering))
+        try:
+            async with running_bot(self.config, self.embedder, responder=self.responder) as bot:
+                self.bot = bot
+                self.connector = self.new_connector(lambda: bot.pipeline)
+                began = time.monotonic()
+                await self.connector.start()
+                self.start_seconds = time.monotonic() - began
+                try:
+                    started.set_result(None)
+                    await self._stop.wait()
+                finally:
+                    await self.connector.stop()
+        except BaseException as err:
+            if not started.done():
+                started.set_exception(err)
+            raise
+
+    def new_connector(self, pipeline: Callable[[], Pipeline], token: str = TOKEN) -> DiscordConnector:
+        return discord_connector(
+            pipeline,
+            self.config.channels.discord,
+            {"DISCORD_BOT_TOKEN": token},
+            gateway_url=self.fake.gateway_url,
+        )
+
+    # -- synthetic users and events -------------------------------------------------------------------
+
+    def new_user(self) -> int:
+        return next(self._users)
+
+    @staticmethod
+    def dm_channel(user_id: int) -> int:
+        return user_id + 100_000
+
+    def dm(self, user_id: int, text: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "id": str(self.fake.snowflake()),
+            "channel_id": str(self.dm_channel(user_id)),
+            "channel_type": 1,
+            "author": user_payload(user_id, f"user{user_id % 1000}"),
+            "content": text,
+            "timestamp": TIMESTAMP,
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": [],
+            "embeds": [],
+            "pinned": False,
+            "type": 0,
+            "flags": 0,
+            "components": [],
+            "nonce": str(self.fake.snowflake()),
+            **extra,
+        }
+
+    def guild_message(self, user_id: int, text: str, channel_id: int, mention: bool, **extra: Any) -> dict[str, Any]:
+        mentions = [{**BOT_USER, "member": {"roles": [], "joined_at": TIMESTAMP}}] if mention else []
+        content = f"<@{BOT_ID}> {text}" if mention else text
+        return {
+            **self.dm(user_id, content),
+            "channel_id": str(channel_id),
+            "channel_type": 0,
+            "guild_id": str(GUILD_ID),
+            "member": {"roles": [], "joined_at": TIMESTAMP, "deaf": False, "mute": False, "flags": 0},
+            "mentions": mentions,
+            **extra,
+        }
+
+    def interaction(
+        self, user_id: int, kind: int, data: dict[str, Any], guild_channel: int | None = None
+    ) -> dict[str, Any]:
+        interaction_id = self.fake.snowflake()
+        payload: dict[str, Any] = {
+            "id": str(interaction_id),
+            "application_id": str(APP_ID),
+            "type": kind,
+            "token": f"interaction-token-{interaction_id}",
+            "version": 1,
+            "data": data,
+            "locale": "en-US",
+            "app_permissions": str(0x400 | 0x800 | 0x10000),
+            "entitlements": [],
+            "attachment_size_limit": 10 * 1024 * 1024,
+        }
+        user = user_payload(user_id, f"user{user_id % 1000}")
+        if guild_channel is None:
+            channel_id = self.dm_channel(user_id)
+            payload |= {
+                "channel_id": str(channel_id),
+                "channel": {
+                    "id": str(channel_id),
+                    "type": 1,
+                    "last_message_id": None,
+                    "flags": 0,
+                    "recipients": [user],
+                },
+                "user": user,
+                "context": 1,  # the bot's DM
+                "authorizing_integration_owners": {"0": "0"},
+            }
+        else:
+            payload |= {
+                "channel_id": str(guild_channel),
+                "channel": channel_payload(guild_channel, "support", 0),
+                "guild_id": str(GUILD_ID),
+                "guild": {"id": str(GUILD_ID), "locale": "en-US", "features": []},
+                "guild_locale": "en-US",
+                "member": {
+                    "user": user,
+                    "roles": [],
+                    "joined_at": TIMESTAMP,
+                    "deaf": False,
+                    "mute": False,
+                    "flags": 0,
+                    "permissions": str(0x400 | 0x800 | 0x10000),
+                },
+                "context": 0,
+                "authorizing_integration_owners": {"0": str(GUILD_ID)},
+            }
+        return payload
+
+    def ask(self, user_id: int, question: str, guild_channel: int | None = None) -> dict[str, Any]:
+        data = {
+            "id": "1500000000000000001",
+            "name": "ask",
+            "type": 1,
+            "options": [{"name": "question", "type": 3, "value": question}],
+        }
+        return self.interaction(user_id, 2, data, guild_channel)
+
+    def click(self, user_id: int, message: dict[str, Any], custom_id: str) -> dict[str, Any]:
+        payload = self.interaction(user_id, 3, {"custom_id": custom_id, "component_type": 2})
+        payload["message"] = message
+        return payload
+
+    def send(self, event: str, payload: dict[str, Any]) -> dict[str, Any]:
+        self.call(self.fake.dispatch(event, payload))
+        return payload
+
+    def parsed(self, payload: dict[str, Any]) -> discord.Message:
+        """A discord.Message built exactly as the state parser builds one for MESSAGE_CREATE."""
+
+        async def parse() -> discord.Message:
+            state = self.connector.client._connection
+            channel, _ = state._get_guild_channel(payload)  # type: ignore[arg-type]
+            return discord.Message(state=state, channel=channel, data=payload)  # type: ignore[arg-type]
+
+        return self.call(parse())
+
+    # -- reading what happened ------------------------------------------------------------------------
+
+    def posts_to(self, channel_id: int) -> Callable[[Call], bool]:
+        return lambda c: c.method == "POST" and c.path == f"/api/v10/channels/{channel_id}/messages"
+
+    def typing_in(self, channel_id: int) -> Callable[[Call], bool]:
+        return lambda c: c.method == "POST" and c.path == f"/api/v10/channels/{channel_id}/typing"
+
+    @staticmethod
+    def callback_for(interaction: dict[str, Any]) -> Callable[[Call], bool]:
+        return lambda c: c.path == f"/api/v10/interactions/{interaction['id']}/{interaction['token']}/callback"
+
+    @staticmethod
+    def followups_for(interaction: dict[str, Any]) -> Callable[[Call], bool]:
+        return lambda c: c.path == f"/api/v10/webhooks/{APP_ID}/{interaction['token']}"
+
+    def turns(self, conversation_id: str) -> list[tuple[str, str, str | None]]:
+        with sqlite3.connect(self.config.store.path) as db:
+            rows = db.execute(
+                "SELECT role, text, client_message_id FROM turns WHERE conversation_id = ? ORDER BY id",
+                (conversation_id,),
+            ).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
+
+
+@pytest.fixture(scope="module")
+def harness(
+    tmp_path_factory: pytest.TempPathFactory, embedder: Embedder, demo_index_template: Path
+) -> Iterator[Harness]:
+    default_base, default_gateway = Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
+    with Harness(tmp_path_factory.mktemp("discord"), embedder, demo_index_template) as running:
+        assert running.fake.api_base == Route.BASE
+        yield running
+    # The connector points discord.py at the loopback server only while it runs.
+    assert (default_base, default_gateway) == (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
+
+
+def test_start_logs_in_connects_the_gateway_and_publishes_ask(harness: Harness) -> None:
+    me = harness.fake.recorded(lambda c: c.path == "/api/v10/users/@me")
+    assert me and me[0].authorization == f"Bot {TOKEN}"
+    identify = harness.fake.identifies[0]
+    # Guild and direct messages, and no privileged intent: nothing the bot answers needs MESSAGE CONTENT.
+    assert identify["token"] == TOKEN and identify["intents"] == GUILDS | GUILD_MESSAGES | DIRECT_MESSAGES
+    (sync,) = harness.fake.recorded(
+        lambda c: c.method == "PUT" and c.path == f"/api/v10/applications/{APP_ID}/commands"
+    )
+    (ask,) = sync.body
+    assert ask["name"] == "ask" and ask["type"] == 1
+    assert [(o["name"], o["type"], o["required"]) for o in ask["options"]] == [("question", 3, True)]
+    assert harness.connector.client.user is not None and harness.connector.client.user.id == BOT_ID
+    assert harness.start_seconds < 5  # start() returned once the gateway said READY, not after a timeout
+    # The gateway keeps running in the background: the server's GUILD_CREATE arrives and the client gets ready.
+    client = harness.connector.client
+    harness.call(asyncio.wait_for(client.wait_until_ready(), 10))
+    assert [g.id for g in client.guilds] == [GUILD_ID]
+
+
+def test_a_direct_message_gets_a_cited_answer_with_typing_first(harness: Harness) -> None:
+    user = harness.new_user()
+    channel = harness.dm_channel(user)
+    event = harness.send("MESSAGE_CREATE", harness.dm(user, "How can I track my order?"))
+
+    (post,) = harness.fake.wait_for(harness.posts_to(channel))
+    content = post.body["content"]
+    assert TRACK_ORDER_ANSWER in content and TRACK_ORDER_SOURCE in content
+    assert post.body["allowed_mentions"]["parse"] == []  # answers never ping anyone
+    assert "message_reference" not in post.body  # a DM needs no reply arrow
+    calls = harness.fake.recorded()
+    typing = [i for i, c in enumerate(calls) if harness.typing_in(channel)(c)]
+    assert typing and typing[0] < calls.index(post)
+    turns = harness.turns(f"discord:dm:{user}")
+    assert turns[0] == ("user", "How can I track my order?", f"discord:{event['id']}")
+    assert [t[0] for t in turns] == ["user", "bot"] and TRACK_ORDER_ANSWER in turns[1][1]
+
+
+def test_a_redelivered_message_is_answered_once(harness: Harness) -> None:
+    user = harness.new_user()
+    channel = harness.dm_channel(user)
+    event = harness.dm(user, "do you ship to canada?")
+    harness.send("MESSAGE_CREATE", event)
+    harness.send("MESSAGE_CREATE", event)  # the gateway may deliver an event again after a resume
+    # Messages in one conversation are answered in order, so once the next one is answered the duplicate
+    # has been handled.
+    harness.send("MESSAGE_CREATE", harness.dm(user, "thanks!"))
+    posts = harness.fake.wait_for(harness.posts_to(channel), count=2)
+    assert len(harness.fake.recorded(harness.posts_to(channel))) == 2
+    assert "Canada" in posts[0].body["content"]
+    assert len(harness.fake.recorded(harness.typing_in(channel))) == 2  # no typing for the duplicate either
+    turns = harness.turns(f"discord:dm:{user}")
+    assert [t[2] for t in turns if t[0] == "user"].count(f"discord:{event['id']}") == 1
+    assert [t[0] for t in turns] == ["user", "bot", "user", "bot"]
+
+
+def test_a_mention_in_an_allowed_channel_is_answered_as_a_reply(harness: Harness) -> None:
+    user = harness.new_user()
+    event = harness.send(
+        "MESSAGE_CREATE", harness.guild_message(user, "How can I track my order?", ALLOWED_CHANNEL, mention=True)
+    )
+    post = harness.fake.wait_for(
+        lambda c: (
+            harness.posts_to(ALLOWED_CHANNEL)(c)
+            and str((c.body.get("message_reference") or {}).get("message_id")) == event["id"]
+        )
+    )[0]
+    assert TRACK_ORDER_ANSWER in post.body["content"] and TRACK_ORDER_SOURCE in post.body["content"]
+    assert post.body["allowed_mentions"]["parse"] == [] and not post.body["allowed_mentions"].get("replied_user")
+    # One conversation per person in a channel; the bot's mention is not part of the question.
+    assert harness.turns(f"discord:{ALLOWED_CHANNEL}:{user}")[0][:2] == ("user", "How can I track my order?")
+
+
+def test_what_the_bot_must_not_answer_is_ignored(harness: Harness) -> None:
+    user, other_bot = harness.new_user(), harness.new_user()
+    ignored = {
+        "no mention": harness.guild_message(user, "How can I track my order?", ALLOWED_CHANNEL, mention=False),
+        "other channel": harness.guild_message(user, "How can I track my order?", OTHER_CHANNEL, mention=True),
+        "another bot": harness.dm(other_bot, "How can I track my order?", author=user_payload(other_bot, "x", True)),
+        "itself": {**harness.dm(user, "How can I track my order?"), "author": BOT_USER},
+        "another bot mentioning it": harness.guild_message(
+            other_bot,
+            "How can I track my order?",
+            ALLOWED_CHANNEL,
+            mention=True,
+            author=user_payload(other_bot, "x", True),
+        ),
+    }
+    for why, payload in ignored.items():
+        assert not harness.connector.should_answer(harness.parsed(payload)), why
+    for payload in ignored.values():
+        harness.send("MESSAGE_CREATE", payload)
+
+    # Ignored events return at once; a direct message sent after them takes many steps to answer, so
+    # when its answer is out, any answer to the ignored ones would be out too.
+    probe_user = harness.new_user()
+    harness.send("MESSAGE_CREATE", harness.dm(probe_user, "hello"))
+    harness.fake.wait_for(harness.posts_to(harness.dm_channel(probe_user)))
+    ids = {p["id"] for p in ignored.values()}
+    answered = harness.fake.recorded(
+        lambda c: isinstance(c.body, dict) and str(c.body.get("message_reference", {}).get("message_id")) in ids
+    )
+    assert answered == []
+    assert harness.fake.recorded(harness.posts_to(OTHER_CHANNEL)) == []
+    assert harness.fake.recorded(harness.posts_to(harness.dm_channel(user))) == []
+    assert harness.fake.recorded(harness.typing_in(OTHER_CHANNEL)) == []
+    for conversation in (
+        f"discord:{ALLOWED_CHANNEL}:{user}",
+        f"discord:{OTHER_CHANNEL}:{user}",
+        f"discord:dm:{user}",
+        f"discord:dm:{other_bot}",
+        f"discord:{ALLOWED_CHANNEL}:{other_bot}",
+    ):
+        assert harness.turns(conversation) == [], conversation
+
+
+def test_a_long_answer_is_split_into_messages_of_at_most_2000_characters(harness: Harness) -> None:
+    user = harness.new_user()
+    channel = harness.dm_channel(user)
+    harness.send("MESSAGE_CREATE", harness.dm(user, LONG_QUESTION))
+    sources = f"Sources: {LONG_QUESTION} (faq/care-guide.yml:1)"
+    harness.fake.wait_for(lambda c: harness.posts_to(channel)(c) and sources in c.body["content"])
+    pieces = [c.body["content"] for c in harness.fake.recorded(harness.posts_to(channel))]
+    assert len(pieces) >= 3 and all(len(p) <= MESSAGE_LIMIT for p in pieces)
+    assert pieces[0].startswith("Part 1 of the care guide.") and pieces[-1].endswith(sources)
+    # Nothing lost or reordered at the cuts: the pieces read as the stored answer plus its sources.
+    answer = harness.turns(f"discord:dm:{user}")[1][1]
+    assert " ".join(" ".join(pieces).split()) == " ".join(f"{answer} {sources}".split())
+
+
+def test_suggestions_are_buttons_and_a_click_asks_that_question(harness: Harness) -> None:
+    user = harness.new_user()
+    channel = harness.dm_channel(user)
+    conversation = f"discord:dm:{user}"
+    harness.send("MESSAGE_CREATE", harness.dm(user, "what's the weather in Berlin"))
+    (post,) = harness.fake.wait_for(harness.posts_to(channel))
+    assert post.body["content"].startswith("I'm not sure I can answer that correctly.")
+    buttons = [b for row in post.body["components"] for b in row["components"]]
+    with sqlite3.connect(harness.config.store.path) as db:
+        row = db.execute(
+            "SELECT quick_replies FROM turns WHERE conversation_id = ? AND role = 'bot'", (conversation,)
+        ).fetchone()
+    suggestions = json.loads(row[0])
+    assert len(suggestions) >= 2 and suggestions[-1] == "Talk to a person"
+    assert [b["label"] for b in buttons] == suggestions
+    assert all(b["type"] == 2 and re.fullmatch(SUGGESTION_TEMPLATE, b["custom_id"]) for b in buttons)
+
+    # The user clicks the first suggestion; Discord sends the message it was on with the click.
+    (posted,) = [m for m in harness.fake.created if m["channel_id"] == str(channel)]
+    click = harness.send("INTERACTION_CREATE", harness.click(user, posted, buttons[0]["custom_id"]))
+    (callback,) = harness.fake.wait_for(harness.callback_for(click))
+    assert callback.body["type"] == 5  # "thinking…" while it answers
+    (followup,) = harness.fake.wait_for(harness.followups_for(click))
+    assert followup.body["content"].startswith(f"> {discord.utils.escape_markdown(suggestions[0])}\n\n")
+    assert "Sources:" in followup.body["content"]
+    # The suggestion went through the pipeline as the user's next message in the same conversation.
+    turns = harness.turns(conversation)
+    assert [t[0] for t in turns] == ["user", "bot", "user", "bot"]
+    assert turns[2] == ("user", suggestions[0], f"discord:{click['id']}")
+
+
+def test_ask_answers_with_a_followup_and_a_duplicate_interaction_once(harness: Harness) -> None:
+    user = harness.new_user()
+    ask = harness.ask(user, "How can I track my order?")
+    harness.send("INTERACTION_CREATE", ask)
+    harness.send("INTERACTION_CREATE", ask)
+    # A message in the same conversation after it: answered in order, so the duplicate is done by then.
+    harness.send("MESSAGE_CREATE", harness.dm(user, "thanks!"))
+    harness.fake.wait_for(harness.posts_to(harness.dm_channel(user)))
+    (callback,) = harness.fake.wait_for(harness.callback_for(ask))
+    assert callback.body["type"] == 5 and callback.query.get("with_response") in ("1", "true")
+    (followup,) = harness.fake.wait_for(harness.followups_for(ask))
+    content = followup.body["content"]
+    assert content.startswith("> How can I track my order?")
+    assert TRACK_ORDER_ANSWER in content and TRACK_ORDER_SOURCE in content
+    assert len(harness.fake.recorded(harness.callback_for(ask))) == 1
+    assert len(harness.fake.recorded(harness.followups_for(ask))) == 1
+    assert harness.turns(f"discord:dm:{user}")[0] == ("user", "How can I track my order?", f"discord:{ask['id']}")
+
+
+def test_ask_in_a_channel_that_is_not_configured_is_declined_privately(harness: Harness) -> None:
+    user = harness.new_user()
+    ask = harness.send("INTERACTION_CREATE", harness.ask(user, "How can I track my order?", OTHER_CHANNEL))
+    (callback,) = harness.fake.wait_for(harness.callback_for(ask))
+    assert callback.body["type"] == 4 and callback.body["data"]["flags"] & 64  # ephemeral
+    assert harness.turns(f"discord:{OTHER_CHANNEL}:{user}") == []
+
+
+def test_ask_in_an_allowed_channel_is_one_conversation_per_person(harness: Harness) -> None:
+    user = harness.new_user()
+    ask = harness.send("INTERACTION_CREATE", harness.ask(user, "do you ship to canada?", ALLOWED_CHANNEL))
+    (followup,) = harness.fake.wait_for(harness.followups_for(ask))
+    assert "Canada" in followup.body["content"]
+    assert harness.turns(f"discord:{ALLOWED_CHANNEL}:{user}")[0][1] == "do you ship to canada?"
+
+
+def test_a_slow_answer_does_not_hold_up_other_chats(harness: Harness) -> None:
+    slow, quick = harness.new_user(), harness.new_user()
+
+    async def hold() -> asyncio.Event:
+        gate = harness.responder.held[f"discord:dm:{slow}"] = asyncio.Event()
+        return gate
+
+    gate = harness.call(hold())
+    try:
+        harness.send("MESSAGE_CREATE", harness.dm(slow, "How can I track my order?"))
+        harness.fake.wait_for(harness.typing_in(harness.dm_channel(slow)))  # stored, and answering
+        harness.send("MESSAGE_CREATE", harness.dm(quick, "How can I track my order?"))
+        harness.fake.wait_for(harness.posts_to(harness.dm_channel(quick)))
+        assert harness.fake.recorded(harness.posts_to(harness.dm_channel(slow))) == []
+        assert harness.turns(f"discord:dm:{slow}")[0][0] == "user"  # stored before answering
+    finally:
+        harness.loop.call_soon_threadsafe(gate.set)
+    harness.fake.wait_for(harness.posts_to(harness.dm_channel(slow)))
+
+
+def test_views_and_pieces_come_from_plain_methods(harness: Harness) -> None:
+    """The formatting is reachable without Discord: replies render as text with sources and handoff."""
+    from bot.pipeline import Exchange
+    from bot.types import Citation
+    from connectors.discord_channel import render, reply_pieces
+
+    reply = Reply(
+        text="I'm passing this conversation to a person from our team.",
+        answered_by=AnsweredBy.FALLBACK,
+        citations=(Citation("track-order", "faq", "How can I track my order?", "faq/orders.yml", 1),),
+        quick_replies=("x" * 120, "Talk to a person"),
+        handoff=True,
+    )
+    text = render(reply)
+    assert text.endswith("(handed over to a person)") and TRACK_ORDER_SOURCE in text
+    pieces = reply_pieces(Reply(text="word " * 1000, answered_by=AnsweredBy.LLM))
+    assert len(pieces) == 3 and all(len(p) <= MESSAGE_LIMIT for p in pieces)
+
+    async def view() -> list[dict[str, Any]]:
+        built = harness.connector.build_view(Exchange(1, 42, reply))
+        assert built is not None
+        return built.to_components()
+
+    (row,) = harness.call(view())
+    labels = [b["label"] for b in row["components"]]
+    assert labels == ["x" * 79 + "…", "Talk to a person"]
+    assert [b["custom_id"] for b in row["components"]] == ["supportbot:suggest:42:0", "supportbot:suggest:42:1"]
+
+
+def test_a_missing_token_is_a_channel_error_naming_discord(harness: Harness) -> None:
+    for environ in ({}, {"DISCORD_BOT_TOKEN": "  "}):
+        with pytest.raises(ChannelError, match=r"^discord: DISCORD_BOT_TOKEN is not set"):
+            discord_connector(lambda: harness.bot.pipeline, DiscordSettings(enabled=True), environ)
+
+
+def test_a_rejected_token_is_a_channel_error_naming_discord(harness: Harness) -> None:
+    rejected = harness.new_connector(lambda: harness.bot.pipeline, token="not-the-token")
+    with pytest.raises(ChannelError, match=r"^discord: the token was rejected \(401\)") as raised:
+        harness.call(rejected.start())
+    assert "not-the-token" not in str(raised.value)
+    # The failed connector gave back what it changed; the running one still talks to the loopback server.
+    assert harness.fake.api_base == Route.BASE
+    assert harness.call(rejected.stop()) is None  # stopping again is harmless
+
+
+@pytest.mark.parametrize(
+    ("close_code", "says"),
+    [
+        (4004, r"^discord: the token was rejected by the gateway \(4004\)"),
+        (4014, r"^discord: the gateway refused a privileged intent"),
+    ],
+)
+def test_a_gateway_that_refuses_the_session_is_a_channel_error(harness: Harness, close_code: int, says: str) -> None:
+    harness.fake.reject_next_identify = close_code
+    refused = harness.new_connector(lambda: harness.bot.pipeline)
+    with pytest.raises(ChannelError, match=says):
+        harness.call(refused.start())
+    assert refused.client.is_closed() and harness.fake.api_base == Route.BASE
+    # The running connector is unaffected.
+    user = harness.new_user()
+    harness.send("MESSAGE_CREATE", harness.dm(user, "How can I track my order?"))
+    harness.fake.wait_for(harness.posts_to(harness.dm_channel(user)))
