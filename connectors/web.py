@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import asdict
@@ -27,6 +28,7 @@ from bot.types import Message, Reply
 log = logging.getLogger(__name__)
 
 CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9_-]{16,64}$"
+_CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
 CLIENT_MESSAGE_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 CHANNEL = "web"
 WINDOW_SECONDS = 60.0
@@ -250,9 +252,7 @@ class WebChannel:
 
 
 def _valid_id(conversation_id: str) -> bool:
-    import re
-
-    return re.fullmatch(CONVERSATION_ID_PATTERN, conversation_id) is not None
+    return _CONVERSATION_ID.fullmatch(conversation_id) is not None
 
 
 async def _send_error(websocket: WebSocket, code: str, message: str, client_message_id: str | None = None) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.polling import wait_for_count
+
 BOT_USER = {
     "id": 4242,
     "is_bot": True,
@@ -87,13 +89,7 @@ class FakeBotApi:
             return [c for c in self.calls if c.method == method]
 
     def wait_for(self, method: str, count: int, timeout: float = 20.0) -> list[Call]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            calls = self.sent(method)
-            if len(calls) >= count:
-                return calls
-            time.sleep(0.05)
-        raise AssertionError(f"expected {count} {method} calls, got {len(self.sent(method))}: {self.calls}")
+        return wait_for_count(lambda: self.sent(method), count, timeout, f"{method} calls")
 
     # -- server -------------------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from connectors.base import ChannelError
 from connectors.discord_channel import MESSAGE_LIMIT, SUGGESTION_TEMPLATE, DiscordConnector, discord_connector
 from serving.runtime import Bot, running_bot
 from tests.conftest import DEMO_CASES, DEMO_KNOWLEDGE
+from tests.polling import wait_for_count
 
 T = TypeVar("T")
 
@@ -50,6 +51,33 @@ GUILD_ID = 1200000000000000001
 ALLOWED_CHANNEL = 1200000000000000011
 OTHER_CHANNEL = 1200000000000000012
 TIMESTAMP = "2026-01-05T10:00:00.000000+00:00"
+
+
+def message_payload(
+    message_id: int, channel_id: int, author: dict[str, Any], content: str, **fields: Any
+) -> dict[str, Any]:
+    """A MESSAGE object as Discord's API and gateway send it; `fields` override or add to the defaults."""
+    return {
+        "id": str(message_id),
+        "channel_id": str(channel_id),
+        "author": author,
+        "content": content,
+        "timestamp": TIMESTAMP,
+        "edited_timestamp": None,
+        "tts": False,
+        "mention_everyone": False,
+        "mentions": [],
+        "mention_roles": [],
+        "attachments": [],
+        "embeds": [],
+        "pinned": False,
+        "type": 0,
+        "flags": 0,
+        "components": [],
+        **fields,
+    }
+
+
 GUILDS, GUILD_MESSAGES, DIRECT_MESSAGES = 1 << 0, 1 << 9, 1 << 12  # gateway intent bits
 TRACK_ORDER_ANSWER = "As soon as your order leaves our warehouse we email you a shipping confirmation"
 TRACK_ORDER_SOURCE = "Sources: How can I track my order? (faq/orders.yml:1)"
@@ -190,13 +218,7 @@ class FakeDiscord:
             return [c for c in self.calls if predicate(c)]
 
     def wait_for(self, predicate: Callable[[Call], bool], count: int = 1, timeout: float = 30.0) -> list[Call]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.recorded(predicate)
-            if len(found) >= count:
-                return found
-            time.sleep(0.02)
-        raise AssertionError(f"expected {count} matching calls within {timeout}s; got {self.recorded(predicate)}")
+        return wait_for_count(lambda: self.recorded(predicate), count, timeout, "matching calls")
 
     # -- server ---------------------------------------------------------------------------------------
 
@@ -327,25 +349,16 @@ class FakeDiscord:
 
     def _message(self, channel_id: int, body: dict[str, Any]) -> dict[str, Any]:
         reference = body.get("message_reference")
-        return {
-            "id": str(self.snowflake()),
-            "channel_id": str(channel_id),
-            "author": BOT_USER,
-            "content": body.get("content", ""),
-            "timestamp": TIMESTAMP,
-            "edited_timestamp": None,
-            "tts": False,
-            "mention_everyone": False,
-            "mentions": [],
-            "mention_roles": [],
-            "attachments": [],
-            "embeds": [],
-            "pinned": False,
-            "type": 19 if reference else 0,
-            "flags": body.get("flags", 0),
-            "components": body.get("components", []),
+        return message_payload(
+            self.snowflake(),
+            channel_id,
+            BOT_USER,
+            body.get("content", ""),
+            type=19 if reference else 0,
+            flags=body.get("flags", 0),
+            components=body.get("components", []),
             **({"message_reference": reference} if reference else {}),
-        }
+        )
 
     # -- gateway --------------------------------------------------------------------------------------
 
@@ -534,27 +547,15 @@ class Harness:
         return user_id + 100_000
 
     def dm(self, user_id: int, text: str, **extra: Any) -> dict[str, Any]:
-        return {
-            "id": str(self.fake.snowflake()),
-            "channel_id": str(self.dm_channel(user_id)),
-            "channel_type": 1,
-            "author": user_payload(user_id, f"user{user_id % 1000}"),
-            "content": text,
-            "timestamp": TIMESTAMP,
-            "edited_timestamp": None,
-            "tts": False,
-            "mention_everyone": False,
-            "mentions": [],
-            "mention_roles": [],
-            "attachments": [],
-            "embeds": [],
-            "pinned": False,
-            "type": 0,
-            "flags": 0,
-            "components": [],
-            "nonce": str(self.fake.snowflake()),
-            **extra,
-        }
+        payload = message_payload(
+            self.fake.snowflake(),
+            self.dm_channel(user_id),
+            user_payload(user_id, f"user{user_id % 1000}"),
+            text,
+            channel_type=1,
+            nonce=str(self.fake.snowflake()),
+        )
+        return {**payload, **extra}  # extra may replace any field, the author included
 
     def guild_message(self, user_id: int, text: str, channel_id: int, mention: bool, **extra: Any) -> dict[str, Any]:
         mentions = [{**BOT_USER, "member": {"roles": [], "joined_at": TIMESTAMP}}] if mention else []

@@ -59,6 +59,7 @@ def test_edits_apply_live_and_broken_edits_keep_the_last_good_version(
 
         # Removing the file removes the entry.
         (knowledge_dir / "faq" / "stores-dogs.yml").unlink()
+
         def entry_gone() -> bool:
             citations = ask(server, "are dogs allowed in the shop?")["citations"]
             return not any(c["id"] == "dog-friendly-stores" for c in citations)  # type: ignore[attr-defined]
