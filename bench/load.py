@@ -82,6 +82,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for one reply (default 30)")
     parser.add_argument("--warmup", type=int, default=5, help="warm-up messages before measuring (default 5)")
+    parser.add_argument(
+        "--encoder-threads", type=int, default=1, help="torch threads for the server's encoder (default 1)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for the pacing jitter (default 0)")
     parser.add_argument("--work", type=Path, default=None, help="work directory (default: a new temporary one)")
     parser.add_argument("--bot", type=Path, default=Path(sys.executable).parent / "bot", help="bot executable")
@@ -112,12 +115,12 @@ def load_texts(path: Path) -> list[str]:
 # ---------------------------------------------------------------- server
 
 
-def write_config(work: Path) -> Path:
+def write_config(work: Path, encoder_threads: int) -> Path:
     config = work / "config.yml"
     config.write_text(
         "# Written by bench/load.py. Rate limits raised: the whole load comes from one client address.\n"
         f"knowledge: {{path: {json.dumps(str(REPO / 'knowledge'))}, watch: false}}\n"
-        f"index: {{path: {json.dumps(str(work / 'chroma'))}}}\n"
+        f"index: {{path: {json.dumps(str(work / 'chroma'))}, threads: {encoder_threads}}}\n"
         f"store: {{path: {json.dumps(str(work / 'conversations.sqlite3'))}}}\n"
         "web: {messages_per_minute_per_conversation: 100000, messages_per_minute_per_ip: 1000000}\n",
         encoding="utf-8",
@@ -744,6 +747,7 @@ def main(argv: list[str] | None = None) -> int:
         "reply_timeout_s": args.timeout,
         "warmup_messages": args.warmup,
         "seed": args.seed,
+        "encoder_threads": args.encoder_threads,
         "work": str(work),
         "cases": str(CASES),
     }
@@ -752,13 +756,13 @@ def main(argv: list[str] | None = None) -> int:
         "parameters: "
         f"--conversations {args.conversations} --messages {args.messages} --transport {args.transport} "
         f"--rate {args.rate:g} --duration-cap {args.duration_cap:g} --timeout {args.timeout:g} "
-        f"--warmup {args.warmup} --seed {args.seed}  (offered load {args.conversations * args.rate:g} msgs/s "
+        f"--warmup {args.warmup} --seed {args.seed} --encoder-threads {args.encoder_threads}  (offered load {args.conversations * args.rate:g} msgs/s "
         f"per transport, {args.conversations * args.messages} messages per transport)"
     )
     print(f"work directory: {work}", flush=True)
 
     texts = load_texts(CASES)
-    config = write_config(work)
+    config = write_config(work, args.encoder_threads)
     print(f"index: {index_knowledge(args.bot, config)}", flush=True)
 
     port = free_port()

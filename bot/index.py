@@ -12,7 +12,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,9 @@ class KnowledgeIndex:
         self._embedder = embedder
         self._sync_lock = threading.Lock()
         self._count = collection.count()
+        # What each item shows when found, kept in memory so a search fetches only ids and distances
+        # from Chroma (fetching the stored answers with every query costs several times the search).
+        self._catalog = _catalog(self._all_metadata())
 
     @classmethod
     def open(cls, path: Path, collection_name: str, embedder: Embedder) -> KnowledgeIndex:
@@ -120,6 +123,7 @@ class KnowledgeIndex:
             embedded_before = self._embedder.texts_embedded
             self._write(plan, progress)
             self._count = self._collection.count()
+            self._catalog = _catalog(self._all_metadata())
             return SyncReport(
                 added=tuple(sorted(added)),
                 updated=tuple(sorted(updated)),
@@ -133,30 +137,28 @@ class KnowledgeIndex:
 
     def search(self, query_vector: np.ndarray, k: int) -> list[Hit]:
         """The `k` best items for a query vector, best first."""
+        return self.search_many(query_vector[np.newaxis, :], k)[0]
+
+    def search_many(self, query_vectors: np.ndarray, k: int) -> list[list[Hit]]:
+        """`search` for several query vectors in one Chroma call (much cheaper per query)."""
         if self._count == 0 or k <= 0:
-            return []
+            return [[] for _ in query_vectors]
         # Items have several texts each; ask for enough records to see k distinct items.
         n_results = min(self._count, max(k * 8, 40))
         result = self._collection.query(
-            query_embeddings=[query_vector.tolist()], n_results=n_results, include=["metadatas", "distances"]
+            query_embeddings=[v.tolist() for v in query_vectors], n_results=n_results, include=["distances"]
         )
-        metadatas = (result["metadatas"] or [[]])[0]
-        distances = (result["distances"] or [[]])[0]
-        best: dict[str, Hit] = {}
-        for meta, distance in zip(metadatas, distances, strict=True):
-            item_id = str(meta["item_id"])
-            if item_id in best:
-                continue  # results come nearest first
-            best[item_id] = Hit(
-                item_id=item_id,
-                kind=str(meta["kind"]),
-                title=str(meta["title"]),
-                body=str(meta["body"]),
-                file=str(meta["file"]),
-                line=int(str(meta["line"])),
-                score=1.0 - float(distance),
-            )
-        return sorted(best.values(), key=lambda h: h.score, reverse=True)[:k]
+        catalog = self._catalog
+        ranked = []
+        for record_ids, distances in zip(result["ids"], result["distances"] or [], strict=True):
+            best: dict[str, Hit] = {}
+            for record_id, distance in zip(record_ids, distances, strict=True):
+                item_id = record_id.rpartition("::")[0]
+                if item_id in best or item_id not in catalog:
+                    continue  # results come nearest first; an item is unknown only mid-sync
+                best[item_id] = replace(catalog[item_id], score=1.0 - float(distance))
+            ranked.append(sorted(best.values(), key=lambda h: h.score, reverse=True)[:k])
+        return ranked
 
     def items(self) -> dict[str, list[str]]:
         """item id -> its embedded texts (for tools that learn from the knowledge base)."""
@@ -220,6 +222,21 @@ class KnowledgeIndex:
             self._collection.update(ids=[r.id for r in batch], metadatas=[r.metadata for r in batch])
         for start in range(0, len(plan.to_delete), _WRITE_BATCH):
             self._collection.delete(ids=plan.to_delete[start : start + _WRITE_BATCH])
+
+
+def _catalog(metadata: dict[str, dict[str, Any]]) -> dict[str, Hit]:
+    return {
+        str(meta["item_id"]): Hit(
+            item_id=str(meta["item_id"]),
+            kind=str(meta["kind"]),
+            title=str(meta["title"]),
+            body=str(meta["body"]),
+            file=str(meta["file"]),
+            line=int(str(meta["line"])),
+            score=0.0,
+        )
+        for meta in metadata.values()
+    }
 
 
 def _records(items: Iterable[KnowledgeItem]) -> list[_Record]:

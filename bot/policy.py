@@ -6,9 +6,11 @@ The same decision serves live conversations and `bot eval`, so evaluation measur
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from bot.batching import QueryBatcher
 from bot.config import AnsweringSettings
 from bot.guard import InputProblem, guard_input
 from bot.handoff import asks_for_human
@@ -49,6 +51,8 @@ class ResponsePolicy:
         self._index = index
         self._settings = settings
         self._human_button_label = human_button_label
+        # Messages arriving together from many conversations share one encoder call and one search.
+        self._retrieval = QueryBatcher(self._retrieve_many)
 
     def decide(self, raw_text: str) -> Decision:
         guarded = guard_input(raw_text, self._settings.max_message_chars)
@@ -71,9 +75,15 @@ class ResponsePolicy:
 
     def rank(self, text: str) -> list[Hit]:
         """Candidates best first, each kind judged against its own threshold."""
-        k = max(self._settings.suggestions, 3)
-        hits = self._index.search(self._index.embedder.embed_one(text), k * 2)
-        return sorted(hits, key=lambda h: h.score - self._threshold(h), reverse=True)[:k]
+        hits = self._retrieval.run(text)
+        return sorted(hits, key=lambda h: h.score - self._threshold(h), reverse=True)[: self._candidates]
+
+    @property
+    def _candidates(self) -> int:
+        return max(self._settings.suggestions, 3)
+
+    def _retrieve_many(self, texts: Sequence[str]) -> list[list[Hit]]:
+        return self._index.search_many(self._index.embedder.embed(texts), self._candidates * 2)
 
     def _threshold(self, hit: Hit) -> float:
         return self._settings.faq_threshold if hit.kind == "faq" else self._settings.passage_threshold

@@ -1,0 +1,96 @@
+"""Concurrent query embeddings share encoder calls and each caller still gets its own vector."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from bot.batching import QueryBatcher
+from bot.embedding import Embedder
+
+QUERIES = [
+    "where is my parcel",
+    "can I pay with PayPal",
+    "how do I return shoes",
+    "my discount code does not work",
+    "do you ship to Norway",
+    "I want to delete my account",
+    "the zipper broke after a week",
+    "can I change my delivery address",
+]
+
+
+def test_concurrent_queries_get_their_own_vectors_from_shared_batches(embedder: Embedder) -> None:
+    expected = {q: embedder.embed([q])[0] for q in QUERIES}
+    batcher = QueryBatcher(embedder.embed)
+    results: dict[str, np.ndarray] = {}
+    start = threading.Barrier(len(QUERIES))
+
+    def ask(text: str) -> None:
+        start.wait()
+        results[text] = batcher.run(text)
+
+    threads = [threading.Thread(target=ask, args=(q,)) for q in QUERIES]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    for text, vector in results.items():
+        assert np.allclose(vector, expected[text], atol=1e-4), text
+    assert batcher.batches < len(QUERIES)
+
+
+def test_callers_arriving_during_an_encode_go_together_in_the_next_batch() -> None:
+    first_call_started = threading.Event()
+    release_first_call = threading.Event()
+    calls: list[list[str]] = []
+
+    def encode_many(texts: Sequence[str]) -> np.ndarray:
+        calls.append(list(texts))
+        if len(calls) == 1:
+            first_call_started.set()
+            release_first_call.wait(5)
+        return np.array([[float(len(t))] for t in texts])
+
+    batcher = QueryBatcher(encode_many)
+    results: dict[str, float] = {}
+
+    def ask(text: str) -> None:
+        results[text] = float(batcher.run(text)[0])
+
+    first = threading.Thread(target=ask, args=("a",))
+    first.start()
+    assert first_call_started.wait(5)
+    others = [threading.Thread(target=ask, args=("b" * n,)) for n in range(2, 7)]
+    for thread in others:
+        thread.start()
+    time.sleep(0.2)  # let them queue behind the running encode
+    release_first_call.set()
+    for thread in [first, *others]:
+        thread.join(5)
+
+    assert calls[0] == ["a"]
+    assert sorted(calls[1], key=len) == ["b" * n for n in range(2, 7)]
+    assert len(calls) == 2
+    assert results == {"a": 1.0, **{"b" * n: float(n) for n in range(2, 7)}}
+
+
+def test_an_encoder_failure_reaches_every_waiting_caller_and_the_batcher_recovers() -> None:
+    failing = threading.Event()
+    failing.set()
+
+    def encode_many(texts: Sequence[str]) -> np.ndarray:
+        if failing.is_set():
+            raise RuntimeError("model crashed")
+        return np.ones((len(texts), 1))
+
+    batcher = QueryBatcher(encode_many)
+    with pytest.raises(RuntimeError, match="model crashed"):
+        batcher.run("hello")
+    failing.clear()
+    assert batcher.run("hello")[0] == 1.0
