@@ -756,8 +756,9 @@ def main(argv: list[str] | None = None) -> int:
         "parameters: "
         f"--conversations {args.conversations} --messages {args.messages} --transport {args.transport} "
         f"--rate {args.rate:g} --duration-cap {args.duration_cap:g} --timeout {args.timeout:g} "
-        f"--warmup {args.warmup} --seed {args.seed} --encoder-threads {args.encoder_threads}  (offered load {args.conversations * args.rate:g} msgs/s "
-        f"per transport, {args.conversations * args.messages} messages per transport)"
+        f"--warmup {args.warmup} --seed {args.seed} --encoder-threads {args.encoder_threads}  "
+        f"(offered load {args.conversations * args.rate:g} msgs/s per transport, "
+        f"{args.conversations * args.messages} messages per transport)"
     )
     print(f"work directory: {work}", flush=True)
 
