@@ -100,6 +100,48 @@ class ChannelsSettings(_Section):
     discord: DiscordSettings = DiscordSettings()
 
 
+class LLMSettings(_Section):
+    """An OpenAI-compatible chat model (vLLM, `transformers serve`, ...). API key, if any, from `api_key_env`."""
+
+    base_url: str = Field(min_length=1)  # e.g. http://127.0.0.1:8001/v1
+    model: str = Field(min_length=1)  # the served model name, exactly as the server knows it
+    api_key_env: str = "SUPPORTBOT_LLM_API_KEY"
+    max_tokens: int = Field(default=300, ge=1, le=32_768)
+    temperature: float = Field(default=0.2, ge=0.0, le=2.0)
+    # The customer gets the knowledge answer at once if the first token is later than this.
+    first_token_timeout_s: float = Field(default=3.0, gt=0.0, le=120.0)
+    # ... or if the model then stops sending for this long, or the whole answer takes longer than total.
+    stall_timeout_s: float = Field(default=3.0, gt=0.0, le=120.0)
+    total_timeout_s: float = Field(default=30.0, gt=0.0, le=600.0)
+    # Retried only before any token was received, within the first-token budget.
+    max_retries: int = Field(default=1, ge=0, le=5)
+    context_passages: int = Field(default=3, ge=1, le=20)
+    history_max_tokens: int = Field(default=1000, ge=0, le=100_000)
+    history_turns: int = Field(default=10, ge=0, le=200)
+    # After this many failures in a row the bot stops calling the model for `breaker_reset_s`.
+    breaker_failures: int = Field(default=3, ge=1, le=100)
+    breaker_reset_s: float = Field(default=30.0, gt=0.0, le=3600.0)
+
+
+class PromptsSettings(_Section):
+    path: Path = Path("prompts")
+
+
+class ModelServerSettings(_Section):
+    """`bot model serve`: how vLLM serves the dialogue model (GPU hosts, `vllm` extra installed)."""
+
+    model: str = Field(min_length=1)  # a local folder (or a model id already in the local cache)
+    served_model_name: str | None = None  # what clients send as `model`; set llm.model to the same
+    host: str = "127.0.0.1"
+    port: int = Field(default=8001, ge=1, le=65535)
+    lora_adapters: dict[str, Path] = Field(default_factory=dict)  # name -> adapter folder
+    max_model_len: int | None = Field(default=None, ge=16)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
+    tensor_parallel_size: int = Field(default=1, ge=1, le=64)
+    extra_args: list[str] = Field(default_factory=list)  # passed to `vllm serve` as they are
+    ready_timeout_s: float = Field(default=900.0, gt=0.0)
+
+
 class EvalSettings(_Section):
     cases: Path = Path("evals/demo-cases.csv")
 
@@ -133,6 +175,9 @@ class Config(_Section):
     channels: ChannelsSettings = ChannelsSettings()
     eval: EvalSettings = EvalSettings()
     messages: MessagesSettings = MessagesSettings()
+    prompts: PromptsSettings = PromptsSettings()
+    llm: LLMSettings | None = None  # None: answers come straight from the knowledge base
+    model_server: ModelServerSettings | None = None
 
     def resolve_paths(self, base: Path) -> Config:
         """A copy whose relative paths are anchored at `base` (the config file's folder)."""
@@ -141,6 +186,14 @@ class Config(_Section):
             return path if path.is_absolute() else (base / path).resolve()
 
         model = self.index.embedding_model
+        server = self.model_server
+        if server is not None:
+            # `model` may be a model id for the local cache: anchor it only when it is clearly a path.
+            served = server.model
+            if served.startswith((".", "/")) or (base / served).exists():
+                served = str(anchor(Path(served)))
+            adapters = {name: anchor(path) for name, path in server.lora_adapters.items()}
+            server = server.model_copy(update={"model": served, "lora_adapters": adapters})
         return self.model_copy(
             update={
                 "knowledge": self.knowledge.model_copy(update={"path": anchor(self.knowledge.path)}),
@@ -152,6 +205,8 @@ class Config(_Section):
                 ),
                 "store": self.store.model_copy(update={"path": anchor(self.store.path)}),
                 "eval": self.eval.model_copy(update={"cases": anchor(self.eval.cases)}),
+                "prompts": self.prompts.model_copy(update={"path": anchor(self.prompts.path)}),
+                "model_server": server,
             }
         )
 

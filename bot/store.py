@@ -17,7 +17,7 @@ import aiosqlite
 from bot.guard import storable
 from bot.types import AnsweredBy, Citation, Message, Reply
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     id          TEXT PRIMARY KEY,
@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS conversations (
     user_id     TEXT NOT NULL,
     created_at  REAL NOT NULL,
     updated_at  REAL NOT NULL,
-    handoff     INTEGER NOT NULL DEFAULT 0
+    handoff     INTEGER NOT NULL DEFAULT 0,
+    handoff_summary TEXT   -- for the person who takes over, written by the model after a handoff
 );
 CREATE TABLE IF NOT EXISTS turns (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -92,6 +93,15 @@ class Conversation:
     created_at: float
     updated_at: float
     handoff: bool
+    handoff_summary: str | None = None
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    """Bring a store written by an earlier version up to this schema (columns are only ever added)."""
+    async with db.execute("PRAGMA table_info(conversations)") as cursor:
+        columns = {row[1] for row in await cursor.fetchall()}
+    if "handoff_summary" not in columns:
+        await db.execute("ALTER TABLE conversations ADD COLUMN handoff_summary TEXT")
 
 
 class ConversationStore:
@@ -107,6 +117,7 @@ class ConversationStore:
         await db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
         await db.execute("PRAGMA foreign_keys=ON")
         await db.executescript(_SCHEMA)
+        await _migrate(db)
         await db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
         await db.commit()
         return cls(db)
@@ -176,7 +187,14 @@ class ConversationStore:
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             handoff=bool(row["handoff"]),
+            handoff_summary=row["handoff_summary"],
         )
+
+    async def set_handoff_summary(self, conversation_id: str, summary: str) -> None:
+        await self._db.execute(
+            "UPDATE conversations SET handoff_summary = ? WHERE id = ?", (storable(summary), conversation_id)
+        )
+        await self._db.commit()
 
     async def turns(self, conversation_id: str, limit: int = 200, after: int = 0) -> list[Turn]:
         """Up to the most recent `limit` turns with an id above `after`, oldest first."""

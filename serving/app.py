@@ -40,7 +40,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         live = config.knowledge.watch if watch is None else watch
-        async with running_bot(config, embedder, watch=live, responder=responder) as bot:
+        async with running_bot(config, embedder, watch=live, responder=responder, environ=environ) as bot:
             app.state.bot = bot
             app.state.channels = await start_channels(
                 config, current_pipeline, os.environ if environ is None else environ
@@ -72,6 +72,13 @@ def create_app(
             "channels": {
                 "running": [c.name for c in channels.connectors],
                 "failed": channels.failures,
+            },
+            "model": None
+            if bot.model is None
+            else {
+                "name": bot.model.model.settings.model,
+                "circuit": str(bot.model.breaker.state),
+                "prompt_problems": [str(p) for p in bot.model.prompts.problems],
             },
         }
 

@@ -21,6 +21,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 app = typer.Typer(help="Customer-support bot grounded in your knowledge base.", no_args_is_help=True)
 kb_app = typer.Typer(help="Check and index the knowledge base.", no_args_is_help=True)
 app.add_typer(kb_app, name="kb")
+prompts_app = typer.Typer(help="Check the prompt templates for the dialogue model.", no_args_is_help=True)
+app.add_typer(prompts_app, name="prompts")
+model_app = typer.Typer(help="Serve the dialogue model with vLLM (GPU hosts).", no_args_is_help=True)
+app.add_typer(model_app, name="model")
 
 ConfigOption = Annotated[
     Path,
@@ -129,6 +133,21 @@ def kb_check(config: ConfigOption = Path("config.yml"), knowledge: KnowledgeOpti
     typer.echo(f"{summary}; no problems")
 
 
+@prompts_app.command("check")
+def prompts_check(config: ConfigOption = Path("config.yml")) -> None:
+    """Validate the prompt templates; report each problem with file, line and reason."""
+    from bot.prompts import SPECS, PromptLibrary
+
+    directory = _config(config).prompts.path
+    library = PromptLibrary(directory)
+    for problem in library.problems:
+        typer.echo(f"{directory / problem.file}:{problem.line}: {problem.message}")
+    if library.problems:
+        typer.echo(f"{len(library.problems)} problems in {directory}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{len(SPECS)} templates in {directory}; no problems")
+
+
 class _ProgressPrinter:
     """Prints embedding progress at most every two seconds, and at the end."""
 
@@ -213,6 +232,51 @@ def eval_command(
         json_out.write_text(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if min_accuracy is not None and report.top1_accuracy < min_accuracy:
         typer.echo(f"top-1 accuracy {report.top1_accuracy:.2%} is below --min-accuracy {min_accuracy:.2%}", err=True)
+        raise typer.Exit(1)
+
+
+@model_app.command("serve")
+def model_serve(config: ConfigOption = Path("config.yml")) -> None:
+    """Run vLLM's OpenAI-compatible server for `model_server.model` until Ctrl-C (needs a GPU and the vllm extra)."""
+    from serving.model_server import (
+        ModelServerError,
+        ModelServerProcess,
+        VllmNotInstalledError,
+        serve_until_stopped,
+        vllm_executable,
+    )
+
+    _logging("info")
+    settings = _config(config)
+    server = settings.model_server
+    if server is None:
+        typer.echo(
+            f"{config}: there is no `model_server:` section; add one naming the model to serve, "
+            "e.g. `model_server: {model: models/my-model, served_model_name: support}`",
+            err=True,
+        )
+        raise typer.Exit(2)
+    try:
+        executable = vllm_executable()
+    except VllmNotInstalledError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from err
+    process = ModelServerProcess(server, executable, echo=sys.stderr)
+
+    def announce() -> None:
+        name = server.served_model_name or server.model
+        typer.echo(f"\nModel server ready. Point the bot at it in {config}:\n", err=True)
+        typer.echo(f"  llm: {{base_url: {process.url}/v1, model: {name}}}\n", err=True)
+        if server.lora_adapters:
+            typer.echo(f"  LoRA adapters, served as models of their own: {', '.join(server.lora_adapters)}\n", err=True)
+
+    try:
+        code = serve_until_stopped(process, announce)
+    except ModelServerError as err:
+        typer.echo(f"model server failed: {err}", err=True)
+        raise typer.Exit(1) from err
+    if code is not None:
+        typer.echo(f"vLLM exited by itself with code {code}", err=True)
         raise typer.Exit(1)
 
 

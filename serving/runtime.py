@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +16,11 @@ from bot.config import Config
 from bot.embedding import Embedder
 from bot.index import KnowledgeIndex, SyncReport
 from bot.knowledge.sync import KnowledgeSync
+from bot.llm.client import ChatModel
+from bot.llm.responder import ModelResponder
 from bot.pipeline import KnowledgeResponder, Pipeline, Responder
 from bot.policy import ResponsePolicy
+from bot.prompts import PromptLibrary
 from bot.store import ConversationStore
 
 log = logging.getLogger(__name__)
@@ -58,18 +61,26 @@ class Bot:
     store: ConversationStore
     pipeline: Pipeline
     startup_sync: SyncReport
+    model: ModelResponder | None = None  # set when a dialogue model is configured
 
 
 @asynccontextmanager
 async def running_bot(
-    config: Config, embedder: Embedder | None = None, watch: bool = False, responder: Responder | None = None
+    config: Config,
+    embedder: Embedder | None = None,
+    watch: bool = False,
+    responder: Responder | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Bot]:
     """A ready bot: index synced with the knowledge directory, store open, and (optionally) live reload."""
     engine = build_engine(config, embedder)
     await anyio.to_thread.run_sync(engine.index.embedder.load)
     report = await anyio.to_thread.run_sync(engine.sync.run)
     store = await ConversationStore.open(config.store.path)
-    responder = responder or KnowledgeResponder(config.messages, config.answering)
+    model = None
+    if responder is None and config.llm is not None:
+        model = model_responder(config, engine, store, environ)
+    responder = responder or model or KnowledgeResponder(config.messages, config.answering)
     pipeline = Pipeline(engine.policy, store, responder, config.messages)
     try:
         async with anyio.create_task_group() as tasks:
@@ -77,9 +88,30 @@ async def running_bot(
             if watch:
                 tasks.start_soon(engine.sync.watch, stop, config.knowledge.watch_debounce_ms)
                 log.info("watching %s for edits", engine.sync.directory)
+                if model is not None:
+                    tasks.start_soon(model.prompts.watch, stop, config.knowledge.watch_debounce_ms)
             try:
-                yield Bot(engine, store, pipeline, report)
+                yield Bot(engine, store, pipeline, report, model)
             finally:
                 stop.set()
+                if model is not None:
+                    await model.aclose()
     finally:
         await store.close()
+
+
+def model_responder(
+    config: Config, engine: Engine, store: ConversationStore, environ: Mapping[str, str] | None
+) -> ModelResponder:
+    assert config.llm is not None
+    prompts = PromptLibrary(config.prompts.path)
+    log.info("dialogue model: %s at %s", config.llm.model, config.llm.base_url)
+    return ModelResponder(
+        ChatModel(config.llm, environ),
+        prompts,
+        engine.policy,
+        store,
+        config.bot_name,
+        config.messages,
+        config.answering,
+    )

@@ -23,6 +23,7 @@ from bot.index import KnowledgeIndex
 from bot.knowledge.loader import read_knowledge_dir
 from bot.pipeline import Responder
 from serving.app import create_app
+from tests.model_server import ModelServer, RecordingProxy
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_KNOWLEDGE = REPO / "knowledge"
@@ -59,7 +60,15 @@ ConfigFactory = Callable[..., Path]
 
 
 @pytest.fixture
-def write_config(tmp_path: Path, knowledge_dir: Path, demo_index_template: Path) -> ConfigFactory:
+def prompts_dir(tmp_path: Path) -> Path:
+    """A private, editable copy of the prompt templates."""
+    target = tmp_path / "prompts"
+    shutil.copytree(REPO / "prompts", target)
+    return target
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, knowledge_dir: Path, demo_index_template: Path, prompts_dir: Path) -> ConfigFactory:
     """Writes a config.yml pointing at the test's knowledge copy and private data paths."""
 
     index_path = tmp_path / "data" / "chroma"
@@ -71,6 +80,7 @@ def write_config(tmp_path: Path, knowledge_dir: Path, demo_index_template: Path)
             "index": {"path": str(index_path)},
             "store": {"path": str(tmp_path / "data" / "conversations.sqlite3")},
             "eval": {"cases": str(DEMO_CASES)},
+            "prompts": {"path": str(prompts_dir)},
         }
         for name, values in sections.items():
             merged = dict(data.get(name, {}))  # type: ignore[call-overload]
@@ -137,3 +147,43 @@ class LiveServer:
 def live_server(config: Config, embedder: Embedder) -> Iterator[LiveServer]:
     with LiveServer(config, embedder) as server:
         yield server
+
+
+# -- a real OpenAI-compatible model server (transformers serve) and a recording proxy in front of it --
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model", DEMO_KNOWLEDGE, REPO / "prompts")
+
+
+@pytest.fixture(scope="session")
+def model_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
+    server = ModelServer(tiny_model_dir, free_port(), tmp_path_factory.mktemp("model-server") / "serve.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def model_proxy(model_server: ModelServer) -> Iterator[RecordingProxy]:
+    with RecordingProxy(model_server.url, free_port()) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def llm_settings(model_proxy: RecordingProxy, model_server: ModelServer) -> dict[str, object]:
+    """The `llm:` config section pointing the bot at the proxy, with budgets generous for a busy CI box."""
+    return {
+        "base_url": f"{model_proxy.url}/v1",
+        "model": model_server.model,
+        "max_tokens": 24,
+        "first_token_timeout_s": 10.0,
+        "stall_timeout_s": 10.0,
+        "total_timeout_s": 30.0,
+        "max_retries": 0,
+    }

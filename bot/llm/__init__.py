@@ -1,0 +1,1 @@
+"""Generated answers from an OpenAI-compatible dialogue model, grounded in retrieved knowledge."""

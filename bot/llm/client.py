@@ -1,0 +1,81 @@
+"""Streaming chat completions from an OpenAI-compatible server (vLLM, `transformers serve`, ...).
+
+LangChain's ChatOpenAI speaks the protocol (requests, SSE parsing, retries before a response starts);
+this module adds the time budgets a live conversation needs: a first-token deadline, a stall deadline
+between pieces, and an overall deadline. Any failure is one exception type with a short reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+
+from langchain_core.messages import BaseMessage
+from langchain_openai import ChatOpenAI
+
+from bot.config import LLMSettings
+
+
+class ModelUnavailable(Exception):
+    """The model did not answer usefully in time; `reason` is a short, loggable why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ChatModel:
+    def __init__(self, settings: LLMSettings, environ: Mapping[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        self.settings = settings
+        self._chat = ChatOpenAI(
+            base_url=settings.base_url,
+            model=settings.model,
+            # A local server needs no key, but the client library insists on one.
+            api_key=env.get(settings.api_key_env) or "not-needed",  # type: ignore[arg-type]
+            temperature=settings.temperature,
+            max_completion_tokens=settings.max_tokens,
+            timeout=settings.total_timeout_s,
+            max_retries=settings.max_retries,
+            streaming=True,
+            stream_usage=False,
+        )
+
+    async def stream(self, messages: Sequence[BaseMessage]) -> AsyncIterator[str]:
+        """Pieces of the answer as they arrive; raises ModelUnavailable on any failure or missed deadline."""
+        settings = self.settings
+        started = time.monotonic()
+        pieces = self._chat.astream(list(messages)).__aiter__()
+        first = True
+        try:
+            while True:
+                elapsed = time.monotonic() - started
+                # The first-token budget counts from the request, whatever empty pieces come first.
+                wait = settings.first_token_timeout_s - elapsed if first else settings.stall_timeout_s
+                wait = min(wait, settings.total_timeout_s - elapsed)
+                if wait <= 0:
+                    what = "first token" if first else "complete answer"
+                    raise ModelUnavailable(f"no {what} within the time budget")
+                try:
+                    chunk = await asyncio.wait_for(pieces.__anext__(), wait)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    what = "first token" if first else "next token"
+                    raise ModelUnavailable(f"{what} not received within {wait:.3g}s") from None
+                except ModelUnavailable:
+                    raise
+                except Exception as err:  # connection refused, HTTP 5xx, bad response...
+                    raise ModelUnavailable(f"{type(err).__name__}: {str(err)[:200]}") from err
+                text = chunk.content if isinstance(chunk.content, str) else ""
+                if text:
+                    first = False
+                    yield text
+        finally:
+            await pieces.aclose()  # type: ignore[attr-defined]
+
+    async def complete(self, messages: Sequence[BaseMessage]) -> str:
+        """The whole answer, under the same deadlines."""
+        return "".join([piece async for piece in self.stream(messages)])
