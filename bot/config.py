@@ -116,6 +116,9 @@ class LLMSettings(_Section):
     # Retried only before any token was received, within the first-token budget.
     max_retries: int = Field(default=1, ge=0, le=5)
     context_passages: int = Field(default=3, ge=1, le=20)
+    # A not-confident message whose best match is at most this far below its threshold, with two or
+    # more plausible topics, gets a clarifying question from the model instead of "I'm not sure".
+    clarify_band: Probability = 0.08
     history_max_tokens: int = Field(default=1000, ge=0, le=100_000)
     history_turns: int = Field(default=10, ge=0, le=200)
     # After this many failures in a row the bot stops calling the model for `breaker_reset_s`.

@@ -255,3 +255,24 @@ def test_handoff_with_a_model_stores_a_summary_for_the_agent(
     summary_request = next(r for r in model_proxy.requests if "Summarise" in r["messages"][-1]["content"])
     transcript = summary_request["messages"][-1]["content"]
     assert f"Customer: {RETURNS_QUESTION}" in transcript and "Customer: I want to talk to a person" in transcript
+
+
+def test_a_near_miss_between_topics_gets_a_clarifying_question_and_a_far_miss_stays_honest(
+    write_config: ConfigFactory, llm_settings: dict[str, object], model_proxy: RecordingProxy, embedder: Embedder
+) -> None:
+    config = load_config(model_server_config(write_config, llm_settings))
+    with LiveServer(config, embedder) as server:
+        near = chat(server, "I need help with a package")  # just under the threshold, several close topics
+        asked = len(model_proxy.requests)
+        far = chat(server, "something is wrong with my stuff")  # far from every topic
+
+    assert near["answered_by"] == "llm"
+    clarify_prompt = model_proxy.requests[0]["messages"][-1]["content"]
+    assert "<customer_message>\nI need help with a package\n</customer_message>" in clarify_prompt
+    options = [line[2:] for line in clarify_prompt.splitlines() if line.startswith("- ")]
+    assert len(options) >= 2 and options == list(near["quick_replies"])[: len(options)]  # type: ignore[call-overload]
+    assert near["quick_replies"][-1] == config.messages.talk_to_human_button  # type: ignore[index]
+
+    assert len(model_proxy.requests) == asked  # the model was not asked to guess
+    assert far["answered_by"] == "fallback"
+    assert str(far["reply"]).startswith(config.messages.not_sure)

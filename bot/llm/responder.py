@@ -125,8 +125,10 @@ class ModelResponder:
     async def _clarify(self, message: Message, decision: Decision) -> Reply:
         fallback = await self._knowledge.respond(message, decision, None)
         options = [hit.title for hit in decision.candidates if hit.score >= self._answering.suggestion_min_score]
-        if len(options) < 2 or not self.prompts.available("clarify"):
-            return fallback  # nothing to choose between: the honest "not sure" with its offer of a person
+        best = decision.candidates[0] if decision.candidates else None
+        near_miss = best is not None and best.score >= self._threshold(best) - self._settings.clarify_band
+        if not near_miss or len(options) < 2 or not self.prompts.available("clarify"):
+            return fallback  # far from everything: the honest "not sure" with its offer of a person
         chat = task_messages(
             self.prompts,
             "clarify",
@@ -141,6 +143,9 @@ class ModelResponder:
         if not question or len(question) > _MAX_SHORT_REPLY_CHARS:
             return self._fall_back(fallback, "model_unusable", "the clarifying question was empty or too long")
         return replace(fallback, text=question, answered_by=AnsweredBy.LLM, reason="clarify")
+
+    def _threshold(self, hit: Hit) -> float:
+        return self._answering.faq_threshold if hit.kind == "faq" else self._answering.passage_threshold
 
     # -- handoff -------------------------------------------------------------------------------
 
