@@ -74,6 +74,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from botproc import bot_env, index_knowledge  # bench/botproc.py (scripts run from bench/)
 from machine import machine, machine_line  # bench/machine.py (scripts run from bench/)
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -229,27 +230,6 @@ def write_config(work: Path, name: str, base_url: str, model: str, max_tokens: i
         encoding="utf-8",
     )
     return config
-
-
-def bot_env() -> dict[str, str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    env.pop("BOT_CONFIG", None)
-    return env
-
-
-def index_knowledge(bot: Path, config: Path) -> str:
-    started = time.perf_counter()
-    done = subprocess.run(
-        [str(bot), "kb", "index", "--config", str(config)],
-        env=bot_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if done.returncode != 0:
-        sys.exit(f"`bot kb index` failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return f"{done.stdout.strip()} ({time.perf_counter() - started:.1f}s)"
 
 
 class BotServer:

@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from botproc import bot_env, index_knowledge  # bench/botproc.py (scripts run from bench/)
 from machine import machine, machine_line  # bench/machine.py (scripts run from bench/)
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -126,27 +127,6 @@ def write_config(work: Path, encoder_threads: int) -> Path:
         encoding="utf-8",
     )
     return config
-
-
-def bot_env() -> dict[str, str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    env.pop("BOT_CONFIG", None)
-    return env
-
-
-def index_knowledge(bot: Path, config: Path) -> str:
-    started = time.perf_counter()
-    done = subprocess.run(
-        [str(bot), "kb", "index", "--config", str(config)],
-        env=bot_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if done.returncode != 0:
-        sys.exit(f"`bot kb index` failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return f"{done.stdout.strip()} ({time.perf_counter() - started:.1f}s)"
 
 
 def free_port() -> int:
