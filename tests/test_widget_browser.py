@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import Config
+from bot.config import Config, load_config
 from bot.embedding import Embedder
-from tests.conftest import REPO, LiveServer
+from tests.conftest import REPO, ConfigFactory, LiveServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
@@ -149,3 +149,38 @@ def test_messages_sent_while_the_server_is_down_are_delivered_once_after_it_retu
         rows = db.execute("SELECT role, text FROM turns ORDER BY id").fetchall()
     assert [role for role, _ in rows] == ["user", "bot", "user", "bot"]
     assert rows[2][1] == "Can I pay with Klarna?"
+
+
+WATCH_STREAMING = """
+() => {
+  window.__streamed = [];
+  const root = document.querySelector('#supportbot-widget').shadowRoot;
+  new MutationObserver(() => {
+    root.querySelectorAll('.msg.bot.streaming .bubble').forEach((b) => {
+      if (window.__streamed[window.__streamed.length - 1] !== b.textContent) window.__streamed.push(b.textContent);
+    });
+  }).observe(root, { subtree: true, childList: true, characterData: true });
+}
+"""
+
+
+def test_a_model_answer_streams_into_the_widget_then_shows_its_citation(
+    page: Page, write_config: ConfigFactory, llm_settings: dict[str, object], embedder: Embedder
+) -> None:
+    from tests.tiny_model import CITED_ANSWER
+
+    config = load_config(write_config(llm=llm_settings))
+    with LiveServer(config, embedder) as server:
+        page.goto(server.url + "/")
+        page.get_by_role("button", name="Open chat").click()
+        page.evaluate(WATCH_STREAMING)
+        ask(page, "How long do I have to return something?")
+        log = page.get_by_role("log")
+        final = CITED_ANSWER.replace(" [1]", "")
+        expect(log.locator(".msg.bot:not(.streaming) .bubble").last).to_have_text(final, timeout=20_000)
+        expect(log).to_contain_text("faq/returns.yml")  # the cited passage, as a source chip
+        streamed = page.evaluate("window.__streamed")
+        page.screenshot(path=str(ARTIFACTS / "widget-model-answer.png"))
+
+    assert len(streamed) > 2, streamed  # the bubble grew piece by piece before the final reply
+    assert all(CITED_ANSWER.startswith(text) for text in streamed), streamed
