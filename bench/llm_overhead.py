@@ -63,23 +63,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from botproc import bot_env, index_knowledge  # bench/botproc.py (scripts run from bench/)
 from machine import machine, machine_line  # bench/machine.py (scripts run from bench/)
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -157,51 +150,10 @@ def api_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
-class RecordingProxy:
-    """Forwards POST /v1/chat/completions to the model server, keeping each request body (capture only)."""
-
-    def __init__(self, upstream: str) -> None:
-        self.upstream = upstream  # ends in /v1
-        self.port = free_port()
-        self.url = f"http://{HOST}:{self.port}/v1"
-        self.bodies: list[dict[str, Any]] = []
-        app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
-        self._server = uvicorn.Server(uvicorn.Config(app, host=HOST, port=self.port, log_level="warning"))
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-
-    async def _chat(self, request: Request) -> Response:
-        body = await request.json()
-        self.bodies.append(body)
-        client = httpx.AsyncClient(trust_env=False, timeout=120)
-        upstream = await client.send(
-            client.build_request("POST", f"{self.upstream}/chat/completions", json=body, headers=api_headers()),
-            stream=True,
-        )
-
-        async def relay() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in upstream.aiter_raw():
-                    yield chunk
-            finally:
-                await upstream.aclose()
-                await client.aclose()
-
-        return StreamingResponse(
-            relay(), status_code=upstream.status_code, media_type=upstream.headers.get("content-type")
-        )
-
-    def __enter__(self) -> RecordingProxy:
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("recording proxy did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(10)
+def recording_proxy(upstream: str) -> Any:
+    """tests/model_server.py's proxy: forwards to the model server and keeps each request body."""
+    proxy_class = importlib.import_module("tests.model_server").RecordingProxy
+    return proxy_class(upstream.removesuffix("/v1"), free_port(), api_headers())
 
 
 # ---------------------------------------------------------------- the bot
@@ -435,16 +387,16 @@ def customer_text(body: dict[str, Any]) -> str:
 
 
 async def capture(
-    ws_url: str, proxy: RecordingProxy, questions: list[str], run_tag: str, timeout: float
+    ws_url: str, proxy: Any, questions: list[str], run_tag: str, timeout: float
 ) -> tuple[dict[int, dict[str, Any]], list[str]]:
     """Ask each question once through the bot; keep the body it sent the model for each question."""
     bodies: dict[int, dict[str, Any]] = {}
     notes: list[str] = []
     for q, question in enumerate(questions):
-        before = len(proxy.bodies)
+        before = len(proxy.requests)
         sample = Sample("bot", -1, q, True)
         await ask_bot(ws_url, question, f"{run_tag}-capture-q{q}", sample, timeout)
-        sent = proxy.bodies[before:]
+        sent = proxy.requests[before:]
         if sample.status != "ok" or sample.answered_by != "llm":
             notes.append(
                 f"dropped question {q} {question!r}: answered_by {sample.answered_by}, {sample.status} {sample.detail}"
@@ -673,8 +625,10 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     problems: list[str] = []
     try:
-        proxy = RecordingProxy(upstream)
-        capture_config = write_config(work, "config-capture.yml", proxy.url, model_name, args.max_tokens, args.timeout)
+        proxy = recording_proxy(upstream)
+        capture_config = write_config(
+            work, "config-capture.yml", f"{proxy.url}/v1", model_name, args.max_tokens, args.timeout
+        )
         config = write_config(work, "config.yml", upstream, model_name, args.max_tokens, args.timeout)
         print(f"index: {index_knowledge(args.bot, config)}", flush=True)
 

@@ -89,9 +89,10 @@ class ProxyBehaviour:
 class RecordingProxy:
     """Forwards /v1/chat/completions to `upstream`, recording request bodies; can delay or fail."""
 
-    def __init__(self, upstream: str, port: int) -> None:
-        self.upstream = upstream
+    def __init__(self, upstream: str, port: int, headers: dict[str, str] | None = None) -> None:
+        self.upstream = upstream  # the server root, without /v1
         self.port = port
+        self._headers = headers or {}  # e.g. the API key the upstream wants
         self.url = f"http://127.0.0.1:{port}"
         self.behaviour = ProxyBehaviour()
         app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
@@ -112,7 +113,8 @@ class RecordingProxy:
             return JSONResponse({"error": {"message": "injected failure"}}, status_code=behaviour.status)
         client = httpx.AsyncClient(timeout=60)
         upstream = await client.send(
-            client.build_request("POST", f"{self.upstream}/v1/chat/completions", json=body), stream=True
+            client.build_request("POST", f"{self.upstream}/v1/chat/completions", json=body, headers=self._headers),
+            stream=True,
         )
 
         async def relay() -> AsyncIterator[bytes]:
