@@ -91,5 +91,9 @@ class ResponsePolicy:
     def _confident(self, best: Hit, runner_up: list[Hit]) -> bool:
         if best.score < self._threshold(best):
             return False
-        margin = best.score - runner_up[0].score if runner_up else 1.0
-        return margin >= self._settings.min_margin
+        # Candidates are ranked by how far each clears its own kind's threshold, so the lead is
+        # measured the same way: a passage can lead an FAQ entry whose raw similarity is higher.
+        if not runner_up:
+            return True
+        lead = (best.score - self._threshold(best)) - (runner_up[0].score - self._threshold(runner_up[0]))
+        return lead >= self._settings.min_margin
