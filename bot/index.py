@@ -123,7 +123,7 @@ class KnowledgeIndex:
             embedded_before = self._embedder.texts_embedded
             self._write(plan, progress)
             self._count = self._collection.count()
-            self._catalog = _catalog(self._all_metadata())
+            self._catalog = _catalog(_after(existing, plan))  # what was written, without reading it back
             return SyncReport(
                 added=tuple(sorted(added)),
                 updated=tuple(sorted(updated)),
@@ -222,6 +222,14 @@ class KnowledgeIndex:
             self._collection.update(ids=[r.id for r in batch], metadatas=[r.metadata for r in batch])
         for start in range(0, len(plan.to_delete), _WRITE_BATCH):
             self._collection.delete(ids=plan.to_delete[start : start + _WRITE_BATCH])
+
+
+def _after(existing: dict[str, dict[str, Any]], plan: _Plan) -> dict[str, dict[str, Any]]:
+    """Record id -> metadata once `plan` is written over `existing`."""
+    deleted = set(plan.to_delete)
+    metadata = {rid: meta for rid, meta in existing.items() if rid not in deleted}
+    metadata.update({record.id: dict(record.metadata) for record in plan.to_embed + plan.to_relabel})
+    return metadata
 
 
 def _catalog(metadata: dict[str, dict[str, Any]]) -> dict[str, Hit]:

@@ -76,7 +76,7 @@ class ResponsePolicy:
     def rank(self, text: str) -> list[Hit]:
         """Candidates best first, each kind judged against its own threshold."""
         hits = self._retrieval.run(text)
-        return sorted(hits, key=lambda h: h.score - self._threshold(h), reverse=True)[: self._candidates]
+        return sorted(hits, key=self.clearance, reverse=True)[: self._candidates]
 
     @property
     def _candidates(self) -> int:
@@ -85,15 +85,16 @@ class ResponsePolicy:
     def _retrieve_many(self, texts: Sequence[str]) -> list[list[Hit]]:
         return self._index.search_many(self._index.embedder.embed(texts), self._candidates * 2)
 
-    def _threshold(self, hit: Hit) -> float:
-        return self._settings.faq_threshold if hit.kind == "faq" else self._settings.passage_threshold
+    def clearance(self, hit: Hit) -> float:
+        """How far a hit's similarity clears the threshold for its kind (negative: below it)."""
+        threshold = self._settings.faq_threshold if hit.kind == "faq" else self._settings.passage_threshold
+        return hit.score - threshold
 
     def _confident(self, best: Hit, runner_up: list[Hit]) -> bool:
-        if best.score < self._threshold(best):
+        if self.clearance(best) < 0:
             return False
-        # Candidates are ranked by how far each clears its own kind's threshold, so the lead is
-        # measured the same way: a passage can lead an FAQ entry whose raw similarity is higher.
+        # Candidates are ranked by clearance, so the lead is measured the same way: a passage can
+        # lead an FAQ entry whose raw similarity is higher.
         if not runner_up:
             return True
-        lead = (best.score - self._threshold(best)) - (runner_up[0].score - self._threshold(runner_up[0]))
-        return lead >= self._settings.min_margin
+        return self.clearance(best) - self.clearance(runner_up[0]) >= self._settings.min_margin

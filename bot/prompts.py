@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-from jinja2 import StrictUndefined, TemplateSyntaxError, meta
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
 from watchfiles import awatch
 
@@ -116,6 +116,7 @@ class PromptLibrary:
         self.directory = directory
         self._env = _environment()
         self._sources: dict[str, str] = {}
+        self._templates: dict[str, Template] = {}  # compiled once per edit, not per message
         self.problems: tuple[Problem, ...] = ()
         self.reload()
 
@@ -140,7 +141,8 @@ class PromptLibrary:
                 continue
             if self._sources.get(name) != source:
                 loaded.append(name)
-            self._sources[name] = source
+                self._sources[name] = source
+                self._templates[name] = self._env.from_string(source)
         self.problems = tuple(problems)
         for problem in problems:
             log.warning("prompt template not applied (last good version stays in use): %s", problem)
@@ -153,9 +155,9 @@ class PromptLibrary:
 
     def render(self, name: str, **variables: str) -> str:
         """Render with the variables the task provides (a template need not use them all)."""
-        if name not in self._sources:
+        if name not in self._templates:
             raise PromptUnavailable(name)
-        return self._env.from_string(self._sources[name]).render(**variables).strip()
+        return self._templates[name].render(**variables).strip()
 
     async def watch(self, stop: anyio.Event, debounce_ms: int = 200) -> None:
         if not self.directory.is_dir():

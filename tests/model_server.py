@@ -9,7 +9,6 @@ without touching the bot.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -144,14 +143,3 @@ class RecordingProxy:
     def __exit__(self, *exc: object) -> None:
         self._server.should_exit = True
         self._thread.join(10)
-
-
-def sse_texts(body: str) -> list[str]:
-    """The content pieces of an SSE chat-completions stream."""
-    pieces = []
-    for line in body.splitlines():
-        if line.startswith("data: ") and line != "data: [DONE]":
-            delta = json.loads(line[6:])["choices"][0].get("delta", {})
-            if delta.get("content"):
-                pieces.append(delta["content"])
-    return pieces

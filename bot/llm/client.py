@@ -65,8 +65,6 @@ class ChatModel:
                 except TimeoutError:
                     what = "first token" if first else "next token"
                     raise ModelUnavailable(f"{what} not received within {wait:.3g}s") from None
-                except ModelUnavailable:
-                    raise
                 except Exception as err:  # connection refused, HTTP 5xx, bad response...
                     raise ModelUnavailable(f"{type(err).__name__}: {str(err)[:200]}") from err
                 text = chunk.content if isinstance(chunk.content, str) else ""

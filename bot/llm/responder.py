@@ -126,7 +126,7 @@ class ModelResponder:
         fallback = await self._knowledge.respond(message, decision, None)
         options = [hit.title for hit in decision.candidates if hit.score >= self._answering.suggestion_min_score]
         best = decision.candidates[0] if decision.candidates else None
-        near_miss = best is not None and best.score >= self._threshold(best) - self._settings.clarify_band
+        near_miss = best is not None and self._policy.clearance(best) >= -self._settings.clarify_band
         if not near_miss or len(options) < 2 or not self.prompts.available("clarify"):
             return fallback  # far from everything: the honest "not sure" with its offer of a person
         chat = task_messages(
@@ -136,16 +136,7 @@ class ModelResponder:
             question=message.text,
             options="\n".join(f"- {option}" for option in options[: self._answering.suggestions]),
         )
-        try:
-            question = (await self._generate(chat, None)).strip()
-        except ModelUnavailable as err:
-            return self._fall_back(fallback, "model_unavailable", err.reason)
-        if not question or len(question) > _MAX_SHORT_REPLY_CHARS:
-            return self._fall_back(fallback, "model_unusable", "the clarifying question was empty or too long")
-        return replace(fallback, text=question, answered_by=AnsweredBy.LLM, reason="clarify")
-
-    def _threshold(self, hit: Hit) -> float:
-        return self._answering.faq_threshold if hit.kind == "faq" else self._answering.passage_threshold
+        return await self._short_reply(chat, fallback, "clarifying question", reason="clarify")
 
     # -- handoff -------------------------------------------------------------------------------
 
@@ -157,13 +148,7 @@ class ModelResponder:
         if not self.prompts.available("handoff"):
             return fallback
         chat = task_messages(self.prompts, "handoff", self._bot_name, transcript=text_of_conversation)
-        try:
-            note = (await self._generate(chat, None)).strip()
-        except ModelUnavailable as err:
-            return self._fall_back(fallback, "model_unavailable", err.reason)
-        if not note or len(note) > _MAX_SHORT_REPLY_CHARS:
-            return self._fall_back(fallback, "model_unusable", "the handoff note was empty or too long")
-        return replace(fallback, text=note, answered_by=AnsweredBy.LLM)
+        return await self._short_reply(chat, fallback, "handoff note", reason=fallback.reason)
 
     def _summarise_later(self, conversation_id: str, text_of_conversation: str) -> None:
         """The agent's summary is written after the customer has their reply; it never delays it."""
@@ -184,6 +169,16 @@ class ModelResponder:
         log.info("handoff summary stored for conversation %s", conversation_id)
 
     # -- the model -----------------------------------------------------------------------------
+
+    async def _short_reply(self, chat: list[BaseMessage], fallback: Reply, what: str, reason: str) -> Reply:
+        """A short model-written text in place of `fallback`'s, which stands if the model fails or rambles."""
+        try:
+            text = (await self._generate(chat, None)).strip()
+        except ModelUnavailable as err:
+            return self._fall_back(fallback, "model_unavailable", err.reason)
+        if not text or len(text) > _MAX_SHORT_REPLY_CHARS:
+            return self._fall_back(fallback, "model_unusable", f"the {what} was empty or too long")
+        return replace(fallback, text=text, answered_by=AnsweredBy.LLM, reason=reason)
 
     async def _generate(self, chat: list[BaseMessage], on_delta: DeltaSink | None) -> str:
         if not self.breaker.allow():
@@ -208,7 +203,8 @@ class ModelResponder:
 
     def _fall_back(self, reply: Reply, why: str, detail: str) -> Reply:
         log.warning("answered without the model (%s): %s", why, detail)
-        return replace(reply, reason=why if reply.reason in ("faq", "passage", "llm") else reply.reason)
+        # A knowledge answer says why the model was not used; a not-sure or handoff keeps its reason.
+        return replace(reply, reason=why if reply.reason in ("faq", "passage") else reply.reason)
 
     async def aclose(self) -> None:
         for task in list(self._background):
