@@ -41,10 +41,9 @@ class IndexSettings(_Section):
 
 
 class AnsweringSettings(_Section):
-    # Cosine similarity needed to answer with an FAQ entry (message vs. question/alternates).
-    faq_threshold: Probability = 0.62
-    # Passages are longer than questions, so message-to-passage similarities run lower.
-    passage_threshold: Probability = 0.5
+    # Score an item needs to be given as the answer. "auto": calibrated from the knowledge base itself
+    # whenever it changes (see `bot kb index`); a number pins it. Scores run from about 0 to 1.3.
+    threshold: Annotated[float, Field(ge=0, le=2)] | Literal["auto"] = "auto"
     # The best candidate must lead the runner-up (a different item) by this much, or the bot asks.
     min_margin: Probability = 0.0
     suggestions: int = Field(default=3, ge=0, le=10)

@@ -4,11 +4,17 @@ Each embedded text is one Chroma record whose id is derived from the item id and
 so a text that did not change keeps its record and is never embedded again. Records carry the
 item's answer and citation, so the index alone can serve answers — including the last good version
 of a file that is currently broken.
+
+Chroma finds the texts nearest to a message; the items they belong to, plus the items whose words or
+overall topic match best, are then scored exactly in memory (`bot.ranking`), with weights and an answer
+threshold calibrated from the knowledge base itself each time it changes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -23,9 +29,16 @@ from chromadb.config import Settings
 
 from bot.embedding import Embedder, KnowledgeEmbeddingFunction, Progress
 from bot.knowledge.loader import Vetting, vet
-from bot.knowledge.model import KnowledgeFile, KnowledgeItem, item_fingerprint
+from bot.knowledge.model import KnowledgeFile, KnowledgeItem, Passage, item_fingerprint
+from bot.ranking import calibration
+from bot.ranking.calibration import Calibration, calibrate
+from bot.ranking.scorer import IndexedText, ItemScorer
+
+log = logging.getLogger(__name__)
 
 _WRITE_BATCH = 1000
+_CALIBRATION_KEY = "calibration_key"
+_CALIBRATION = "calibration"
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,7 @@ class SyncReport:
     seconds: float = 0.0
     rejected: tuple[KnowledgeFile, ...] = ()  # files not applied; their last good version stays
     files: int = 0
+    calibration: Calibration | None = None  # None: being recalibrated in the background
 
     @property
     def changed(self) -> bool:
@@ -62,6 +76,15 @@ class SyncReport:
             f"{self.unchanged} unchanged; {self.texts_embedded} texts embedded; "
             f"{self.files} files, {len(self.rejected)} rejected; {self.seconds:.2f}s"
         )
+
+
+@dataclass(frozen=True)
+class _Ranking:
+    """What a search needs, replaced as a whole after each sync so a search never sees half of one."""
+
+    catalog: dict[str, Hit]  # what each item shows when found
+    scorer: ItemScorer
+    calibration: Calibration
 
 
 @dataclass
@@ -83,10 +106,24 @@ class KnowledgeIndex:
         self._collection = collection
         self._embedder = embedder
         self._sync_lock = threading.Lock()
+        self._calibration_lock = threading.Lock()
+        self._generation = 0  # bumped by each sync; a background calibration for an older one is dropped
         self._count = collection.count()
-        # What each item shows when found, kept in memory so a search fetches only ids and distances
-        # from Chroma (fetching the stored answers with every query costs several times the search).
-        self._catalog = _catalog(self._all_metadata())
+        stored = collection.get(include=["metadatas", "documents", "embeddings"])
+        self._metadata: dict[str, dict[str, Any]] = {
+            rid: dict(meta or {}) for rid, meta in zip(stored["ids"], stored["metadatas"] or [], strict=True)
+        }
+        self._texts = {
+            rid: _indexed(self._metadata[rid], doc or "", np.asarray(vector, dtype=np.float32))
+            for rid, doc, vector in zip(
+                stored["ids"], stored["documents"] or [], _rows(stored.get("embeddings")), strict=True
+            )
+        }
+        self._answer_vectors: dict[str, np.ndarray] = {}  # FAQ answer sentences, by text digest
+        self._ranking = _Ranking(_catalog(self._metadata), ItemScorer(list(self._texts.values())), calibration.DEFAULT)
+        cached = self._cached_calibration(self._calibration_key())
+        if cached is not None:
+            self._ranking = replace(self._ranking, calibration=cached)
 
     @classmethod
     def open(cls, path: Path, collection_name: str, embedder: Embedder) -> KnowledgeIndex:
@@ -106,73 +143,166 @@ class KnowledgeIndex:
     def embedder(self) -> Embedder:
         return self._embedder
 
+    @property
+    def calibration(self) -> Calibration:
+        """The weights and answer threshold in use."""
+        return self._ranking.calibration
+
     def __len__(self) -> int:
         return self._count
 
     def owners(self) -> dict[str, str]:
         """item id -> file that currently serves it."""
-        return {meta["item_id"]: meta["file"] for meta in self._all_metadata().values()}
+        return {meta["item_id"]: meta["file"] for meta in self._metadata.values()}
 
-    def sync(self, files: Sequence[KnowledgeFile], progress: Progress | None = None) -> SyncReport:
-        """Make the index serve exactly the valid files; rejected files keep their last good records."""
+    def sync(
+        self, files: Sequence[KnowledgeFile], progress: Progress | None = None, calibrate_in_background: bool = False
+    ) -> SyncReport:
+        """Make the index serve exactly the valid files; rejected files keep their last good records.
+
+        New content is searchable when this returns. Recalibrating takes longer on a large knowledge
+        base; `calibrate_in_background` (live edits) keeps the previous calibration until it is done.
+        """
         with self._sync_lock:
             started = time.perf_counter()
-            existing = self._all_metadata()
+            existing = self._metadata
             vetting = vet(files, {m["item_id"]: m["file"] for m in existing.values()})
             plan, added, updated, removed, unchanged = self._plan(vetting, existing)
             embedded_before = self._embedder.texts_embedded
-            self._write(plan, progress)
+            vectors = self._write(plan, progress)
+            texts_embedded = self._embedder.texts_embedded - embedded_before
             self._count = self._collection.count()
-            self._catalog = _catalog(_after(existing, plan))  # what was written, without reading it back
+            self._metadata = _after(existing, plan)  # what was written, without reading it back
+            for rid in plan.to_delete:
+                self._texts.pop(rid, None)
+            for record in plan.to_relabel:
+                self._texts[record.id] = _indexed(record.metadata, record.text, self._texts[record.id].vector)
+            for record in plan.to_embed:
+                self._texts[record.id] = _indexed(record.metadata, record.text, vectors[record.id])
+            self._generation += 1
+            self._ranking = _Ranking(
+                _catalog(self._metadata), ItemScorer(list(self._texts.values())), self._ranking.calibration
+            )
+            key = self._calibration_key()
+            cached = self._cached_calibration(key)
+            if cached is not None:
+                self._ranking = replace(self._ranking, calibration=cached)
+            elif calibrate_in_background:
+                generation = self._generation
+                threading.Thread(
+                    target=self._recalibrate,
+                    args=(key, generation, self._calibration_texts(), self._ranking.catalog),
+                    name="calibration",
+                    daemon=True,
+                ).start()
+            else:
+                self._recalibrate(key, self._generation, self._calibration_texts(), self._ranking.catalog)
             return SyncReport(
                 added=tuple(sorted(added)),
                 updated=tuple(sorted(updated)),
                 removed=tuple(sorted(removed)),
                 unchanged=unchanged,
-                texts_embedded=self._embedder.texts_embedded - embedded_before,
+                texts_embedded=texts_embedded,
                 seconds=time.perf_counter() - started,
                 rejected=vetting.rejected,
                 files=len(files),
+                calibration=self._ranking.calibration if not calibrate_in_background or cached else None,
             )
 
-    def search(self, query_vector: np.ndarray, k: int) -> list[Hit]:
-        """The `k` best items for a query vector, best first."""
-        return self.search_many(query_vector[np.newaxis, :], k)[0]
+    def search(self, query_vector: np.ndarray, query_text: str, k: int) -> list[Hit]:
+        """The `k` best items for a message (its vector and its text), best first."""
+        return self.search_many(query_vector[np.newaxis, :], [query_text], k)[0]
 
-    def search_many(self, query_vectors: np.ndarray, k: int) -> list[list[Hit]]:
-        """`search` for several query vectors in one Chroma call (much cheaper per query)."""
-        if self._count == 0 or k <= 0:
+    def search_many(self, query_vectors: np.ndarray, query_texts: Sequence[str], k: int) -> list[list[Hit]]:
+        """`search` for several messages with one Chroma call (much cheaper per message)."""
+        ranking = self._ranking
+        if self._count == 0 or k <= 0 or not ranking.catalog:
             return [[] for _ in query_vectors]
-        # Items have several texts each; ask for enough records to see k distinct items.
+        # Items have several texts each; ask for enough texts to see 2k distinct items.
         n_results = min(self._count, max(k * 8, 40))
         result = self._collection.query(
-            query_embeddings=[v.tolist() for v in query_vectors], n_results=n_results, include=["distances"]
+            query_embeddings=[v.tolist() for v in query_vectors], n_results=n_results, include=[]
         )
-        catalog = self._catalog
+        weights = ranking.calibration.weights
         ranked = []
-        for record_ids, distances in zip(result["ids"], result["distances"] or [], strict=True):
-            best: dict[str, Hit] = {}
-            for record_id, distance in zip(record_ids, distances, strict=True):
-                item_id = record_id.rpartition("::")[0]
-                if item_id in best or item_id not in catalog:
-                    continue  # results come nearest first; an item is unknown only mid-sync
-                best[item_id] = replace(catalog[item_id], score=1.0 - float(distance))
-            ranked.append(sorted(best.values(), key=lambda h: h.score, reverse=True)[:k])
+        for vector, text, record_ids in zip(query_vectors, query_texts, result["ids"], strict=True):
+            nearest = list(dict.fromkeys(rid.rpartition("::")[0] for rid in record_ids))[: 2 * k]
+            scored = ranking.scorer.score_candidates(vector, text, nearest, weights, extra=k)
+            ranked.append([replace(ranking.catalog[i], score=score) for i, score in scored if i in ranking.catalog][:k])
         return ranked
 
     def items(self) -> dict[str, list[str]]:
         """item id -> its embedded texts (for tools that learn from the knowledge base)."""
-        result = self._collection.get(include=["metadatas", "documents"])
         texts: dict[str, list[str]] = {}
-        for meta, doc in zip(result["metadatas"] or [], result["documents"] or [], strict=True):
-            texts.setdefault(str(meta["item_id"]), []).append(doc or "")
+        for text in self._texts.values():
+            texts.setdefault(text.item_id, []).append(text.text)
         return texts
 
-    # -- internals -----------------------------------------------------------------------------
+    # -- calibration ---------------------------------------------------------------------------
 
-    def _all_metadata(self) -> dict[str, dict[str, Any]]:
-        result = self._collection.get(include=["metadatas"])
-        return {rid: dict(meta or {}) for rid, meta in zip(result["ids"], result["metadatas"] or [], strict=True)}
+    def _calibration_key(self) -> str:
+        """Changes when anything calibration reads changes: the texts, the FAQ answers, the procedure."""
+        digest = hashlib.sha256(f"v{calibration.VERSION}".encode())
+        for rid in sorted(self._metadata):
+            digest.update(rid.encode())
+        for meta in sorted(self._metadata.values(), key=lambda m: str(m["item_id"])):
+            if meta["kind"] == "faq":
+                digest.update(hashlib.sha256(str(meta["body"]).encode()).digest())
+        return digest.hexdigest()
+
+    def _calibration_texts(self) -> list[IndexedText]:
+        """Every text in a fixed order, so calibrating the same knowledge always gives the same result.
+
+        Per item, its lead text comes first (an FAQ's question, a passage's whole section: calibration
+        never hides it), then the others alphabetically.
+        """
+        catalog = self._ranking.catalog
+
+        def order(text: IndexedText) -> tuple[str, bool, str]:
+            title = catalog[text.item_id].title if text.item_id in catalog else ""
+            lead = text.text == title or text.text.startswith(title + "\n")
+            return (text.item_id, not lead, text.text)
+
+        return sorted(self._texts.values(), key=order)
+
+    def _cached_calibration(self, key: str) -> Calibration | None:
+        stored = self._collection.metadata or {}
+        if stored.get(_CALIBRATION_KEY) != key:
+            return None
+        try:
+            return Calibration.from_dict(json.loads(str(stored[_CALIBRATION])))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def _recalibrate(self, key: str, generation: int, texts: list[IndexedText], catalog: dict[str, Hit]) -> None:
+        with self._calibration_lock:
+            if generation != self._generation:
+                return  # a newer sync has started its own
+            result = calibrate(texts, lambda: self._answer_texts(catalog))
+            if generation != self._generation:
+                return
+            self._ranking = replace(self._ranking, calibration=result)
+            log.info("answer selection calibrated: %s", result.summary())
+            metadata = {k: v for k, v in (self._collection.metadata or {}).items() if k not in ("hnsw:space",)}
+            metadata |= {_CALIBRATION_KEY: key, _CALIBRATION: json.dumps(result.to_dict())}
+            self._collection.modify(metadata=metadata)
+
+    def _answer_texts(self, catalog: dict[str, Hit]) -> list[IndexedText]:
+        """FAQ answers split as passages are: how the knowledge base words its answers rather than its questions."""
+        pending: list[tuple[str, str, str]] = []  # (item id, text, digest)
+        for hit in catalog.values():
+            if hit.kind == "faq":
+                as_passage = Passage(hit.item_id, ("FAQ", hit.title), hit.body, hit.file, hit.line)
+                pending.extend((hit.item_id, text, _digest(text)) for text in as_passage.utterances())
+        missing = sorted({text for _, text, digest in pending if digest not in self._answer_vectors})
+        if missing:
+            for text, vector in zip(missing, self._embedder.embed(missing), strict=True):
+                self._answer_vectors[_digest(text)] = vector
+        wanted = {digest for _, _, digest in pending}
+        self._answer_vectors = {d: v for d, v in self._answer_vectors.items() if d in wanted}
+        return [IndexedText(item_id, "passage", text, self._answer_vectors[d]) for item_id, text, d in pending]
+
+    # -- internals -----------------------------------------------------------------------------
 
     def _plan(
         self, vetting: Vetting, existing: dict[str, dict[str, Any]]
@@ -200,8 +330,10 @@ class KnowledgeIndex:
         unchanged = len(set(new_items) - added - updated)
         return plan, added, updated, removed, unchanged
 
-    def _write(self, plan: _Plan, progress: Progress | None) -> None:
+    def _write(self, plan: _Plan, progress: Progress | None) -> dict[str, np.ndarray]:
+        """Apply the plan; returns the vectors of the texts it embedded, by record id."""
         # Add first, delete last: a search running meanwhile sees the old or the new text, never neither.
+        embedded: dict[str, np.ndarray] = {}
         for start in range(0, len(plan.to_embed), _WRITE_BATCH):
             batch = plan.to_embed[start : start + _WRITE_BATCH]
             done = start
@@ -211,6 +343,7 @@ class KnowledgeIndex:
                     progress(done + n, len(plan.to_embed))
 
             vectors = self._embedder.embed([r.text for r in batch], report)
+            embedded.update(zip((r.id for r in batch), vectors, strict=True))
             self._collection.upsert(
                 ids=[r.id for r in batch],
                 embeddings=vectors,
@@ -222,6 +355,7 @@ class KnowledgeIndex:
             self._collection.update(ids=[r.id for r in batch], metadatas=[r.metadata for r in batch])
         for start in range(0, len(plan.to_delete), _WRITE_BATCH):
             self._collection.delete(ids=plan.to_delete[start : start + _WRITE_BATCH])
+        return embedded
 
 
 def _after(existing: dict[str, dict[str, Any]], plan: _Plan) -> dict[str, dict[str, Any]]:
@@ -230,6 +364,18 @@ def _after(existing: dict[str, dict[str, Any]], plan: _Plan) -> dict[str, dict[s
     metadata = {rid: meta for rid, meta in existing.items() if rid not in deleted}
     metadata.update({record.id: dict(record.metadata) for record in plan.to_embed + plan.to_relabel})
     return metadata
+
+
+def _indexed(metadata: dict[str, Any], text: str, vector: np.ndarray) -> IndexedText:
+    return IndexedText(str(metadata["item_id"]), str(metadata["kind"]), text, vector)
+
+
+def _rows(embeddings: Any) -> list[np.ndarray]:
+    return [] if embeddings is None else list(embeddings)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 def _catalog(metadata: dict[str, dict[str, Any]]) -> dict[str, Hit]:
@@ -260,6 +406,5 @@ def _records(items: Iterable[KnowledgeItem]) -> list[_Record]:
             "fingerprint": item_fingerprint(item),
         }
         for text in item.utterances():
-            digest = hashlib.sha256(text.encode()).hexdigest()[:20]
-            records.append(_Record(f"{item.id}::{digest}", text, metadata))
+            records.append(_Record(f"{item.id}::{_digest(text)}", text, metadata))
     return records

@@ -74,27 +74,27 @@ class ResponsePolicy:
         return Decision(DecisionKind.NOT_SURE, text, None, tuple(candidates), retrieval_ms=retrieval_ms)
 
     def rank(self, text: str) -> list[Hit]:
-        """Candidates best first, each kind judged against its own threshold."""
-        hits = self._retrieval.run(text)
-        return sorted(hits, key=self.clearance, reverse=True)[: self._candidates]
+        """Candidates best first."""
+        return self._retrieval.run(text)[: self._candidates]
 
     @property
     def _candidates(self) -> int:
         return max(self._settings.suggestions, 3)
 
     def _retrieve_many(self, texts: Sequence[str]) -> list[list[Hit]]:
-        return self._index.search_many(self._index.embedder.embed(texts), self._candidates * 2)
+        return self._index.search_many(self._index.embedder.embed(texts), texts, self._candidates * 2)
+
+    @property
+    def threshold(self) -> float:
+        """The score an answer needs: pinned in config, or calibrated from the knowledge base."""
+        pinned = self._settings.threshold
+        return self._index.calibration.threshold if pinned == "auto" else pinned
 
     def clearance(self, hit: Hit) -> float:
-        """How far a hit's similarity clears the threshold for its kind (negative: below it)."""
-        threshold = self._settings.faq_threshold if hit.kind == "faq" else self._settings.passage_threshold
-        return hit.score - threshold
+        """How far a hit's score clears the answer threshold (negative: below it)."""
+        return hit.score - self.threshold
 
     def _confident(self, best: Hit, runner_up: list[Hit]) -> bool:
         if self.clearance(best) < 0:
             return False
-        # Candidates are ranked by clearance, so the lead is measured the same way: a passage can
-        # lead an FAQ entry whose raw similarity is higher.
-        if not runner_up:
-            return True
-        return self.clearance(best) - self.clearance(runner_up[0]) >= self._settings.min_margin
+        return not runner_up or best.score - runner_up[0].score >= self._settings.min_margin

@@ -177,6 +177,7 @@ def kb_index(config: ConfigOption = Path("config.yml"), knowledge: KnowledgeOpti
     for label, ids in (("added", report.added), ("updated", report.updated), ("removed", report.removed)):
         if ids:
             typer.echo(f"  {label}: {', '.join(ids[:20])}{' …' if len(ids) > 20 else ''}")
+    typer.echo(f"answer selection: {engine.index.calibration.summary()}")
     for file in report.rejected:
         for problem in file.problems:
             typer.echo(f"not applied (last good version kept): {problem}", err=True)

@@ -28,11 +28,11 @@ def test_unknown_key_names_file_line_and_key(tmp_path: Path) -> None:
 
 def test_bad_values_are_all_reported(tmp_path: Path) -> None:
     path = tmp_path / "config.yml"
-    path.write_text("answering:\n  faq_threshold: 1.5\nserver:\n  port: http\n")
+    path.write_text("answering:\n  min_margin: 1.5\nserver:\n  port: http\n")
     with pytest.raises(ConfigError) as err:
         load_config(path)
     lines = str(err.value).splitlines()
-    assert lines[0].startswith(f"{path}:2: answering.faq_threshold: Input should be less than or equal to 1")
+    assert lines[0].startswith(f"{path}:2: answering.min_margin: Input should be less than or equal to 1")
     assert "(got 1.5)" in lines[0]
     assert lines[1].startswith(f"{path}:4: server.port: ") and "'http'" in lines[1]
 

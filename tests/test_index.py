@@ -28,7 +28,7 @@ def open_index(path: Path, embedder: Embedder) -> KnowledgeIndex:
 
 
 def top(index: KnowledgeIndex, embedder: Embedder, text: str) -> tuple[str, str]:
-    hit = index.search(embedder.embed_one(text), 1)[0]
+    hit = index.search(embedder.embed_one(text), text, 1)[0]
     return hit.item_id, hit.body
 
 

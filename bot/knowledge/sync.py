@@ -21,9 +21,9 @@ class KnowledgeSync:
         self.directory = directory
         self.index = index
 
-    def run(self, progress: Progress | None = None) -> SyncReport:
+    def run(self, progress: Progress | None = None, calibrate_in_background: bool = False) -> SyncReport:
         """Apply the directory as it is now. Broken files are logged and their last good version kept."""
-        report = self.index.sync(read_knowledge_dir(self.directory), progress)
+        report = self.index.sync(read_knowledge_dir(self.directory), progress, calibrate_in_background)
         for file in report.rejected:
             for problem in file.problems:
                 log.warning("knowledge file not applied (last good version stays served): %s", problem)
@@ -45,6 +45,7 @@ class KnowledgeSync:
             stop_event=stop,
         ):
             try:
-                await anyio.to_thread.run_sync(self.run)
+                # New content answers at once; the answer threshold catches up when recalibrated.
+                await anyio.to_thread.run_sync(lambda: self.run(calibrate_in_background=True))
             except Exception:
                 log.exception("knowledge sync failed; the index keeps serving its current content")

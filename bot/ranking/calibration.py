@@ -1,0 +1,244 @@
+"""Choosing the score weights and the answer threshold from the knowledge base itself.
+
+Operators write several phrasings per FAQ entry and several sentences per passage, so the knowledge
+base can test itself: hide some phrasings and ask whether they still find their item (questions that
+should be answered), and hide whole items and ask whether their phrasings are declined (questions the
+knowledge base has no answer for). The weights and threshold that do best on that become the bot's.
+
+One thing that test cannot see: a hidden passage sentence is worded like the passage, while customers
+ask about a policy in their own words. FAQ entries show the size of that gap, because each has both:
+a customer's phrasing scores this much lower against the entry's answer (policy wording) than against
+its other phrasings (question wording). Passages get that much added.
+
+Nothing here looks at evaluation cases or customer traffic. It runs whenever the knowledge changes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from bot.ranking.dense import DenseScores
+from bot.ranking.lexical import LexicalScores, Tokenizer
+from bot.ranking.scorer import IndexedText, ItemScorer, Weights
+
+# Searched jointly with the threshold; each gets its own measured passage bonus.
+WEIGHT_GRID: tuple[Weights, ...] = tuple(
+    Weights(nearest, lexical, absolute)
+    for nearest in (0.4, 0.7, 1.0)
+    for lexical in (0.0, 0.1, 0.2, 0.3)
+    for absolute in ((False, True) if lexical else (False,))
+)
+FOLDS = 4
+# How much declining an unanswerable question counts against answering an answerable one correctly.
+# Fixed in advance, not tuned: roughly one in five support messages has no answer in the knowledge base.
+UNANSWERABLE_SHARE = 0.2
+MIN_ITEMS = 8
+MIN_HELD_OUT = 20
+MIN_STYLE_PROBES = 20
+# When there is too little to learn from.
+DEFAULT_WEIGHTS = Weights(0.4, 0.1, passage_bonus=0.1)
+DEFAULT_THRESHOLD = 0.6
+VERSION = 1  # part of the cache key: bump when the procedure changes
+
+
+@dataclass(frozen=True)
+class Calibration:
+    weights: Weights
+    threshold: float
+    calibrated: bool  # False: too few items or phrasings to learn from; defaults in use
+    objective: float = 0.0
+    answered_correctly: float = 0.0  # share of hidden phrasings answered with their own item
+    declined: float = 0.0  # share of phrasings of hidden items declined
+    held_out: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Calibration:
+        weights = data["weights"]
+        assert isinstance(weights, dict)
+        fields = {k: v for k, v in data.items() if k != "weights"}
+        return cls(weights=Weights(**weights), **fields)  # type: ignore[arg-type]
+
+    def summary(self) -> str:
+        if not self.calibrated:
+            return f"default weights, threshold {self.threshold:.3f} (too little knowledge to calibrate from)"
+        w = self.weights
+        return (
+            f"threshold {self.threshold:.3f}; weights nearest {w.nearest}, lexical {w.lexical}"
+            f"{' (coverage)' if w.absolute_lexical else ''}, passage bonus {w.passage_bonus:.3f}; "
+            f"hidden phrasings answered correctly {self.answered_correctly:.1%}, "
+            f"phrasings of hidden items declined {self.declined:.1%} "
+            f"({self.held_out} phrasings held out, {self.seconds:.1f}s)"
+        )
+
+
+DEFAULT = Calibration(DEFAULT_WEIGHTS, DEFAULT_THRESHOLD, calibrated=False)
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """Held-out messages scored against a knowledge base without them; fused later under each weighting."""
+
+    dense: DenseScores
+    lexical: LexicalScores
+    passages: np.ndarray  # (items,) bool
+    expected: np.ndarray  # (messages,) position of the message's own item, -1 if removed
+    owners: list[str]
+
+    def fuse(self, weights: Weights) -> np.ndarray:
+        return weights.fuse(self.dense, self.lexical, self.passages)
+
+    def own_scores(self, weights: Weights) -> np.ndarray:
+        scores: np.ndarray = self.fuse(weights)[np.arange(len(self.owners)), self.expected]
+        return scores
+
+
+def calibrate(
+    texts: Sequence[IndexedText], answer_texts: Callable[[], Sequence[IndexedText]] = tuple, seed: int = 0
+) -> Calibration:
+    """Weights and threshold for `texts`, given in a fixed order (each item's lead text first).
+
+    `answer_texts` gives FAQ answers split like passages (kind "passage", item id of their entry);
+    it is called only when there is enough knowledge to calibrate, since it may have to embed them.
+    """
+    started = time.perf_counter()
+    by_item: dict[str, list[int]] = defaultdict(list)  # item -> positions of its texts
+    for position, text in enumerate(texts):
+        by_item[text.item_id].append(position)
+    rng = np.random.default_rng(seed)
+    # The first text (an FAQ's question, a passage's whole section) always stays; the others take turns.
+    text_fold: dict[int, int] = {}
+    for positions in by_item.values():
+        offset = int(rng.integers(FOLDS))
+        for rank, i in enumerate(rng.permutation(len(positions) - 1)):
+            text_fold[positions[i + 1]] = (rank + offset) % FOLDS
+    items = sorted(by_item)
+    item_fold = {item: rank % FOLDS for rank, item in enumerate(rng.permutation(items).tolist())}
+    if len(items) < MIN_ITEMS or len(text_fold) < MIN_HELD_OUT:
+        return DEFAULT
+
+    tokenizer = Tokenizer()
+    answers = answer_texts()
+    answered_by = {t.item_id for t in answers}
+    answerable: list[_Probe] = []
+    unanswerable: list[_Probe] = []
+    style: list[tuple[_Probe, _Probe]] = []  # FAQ phrasings vs. question wording, and vs. answer wording
+    for fold in range(FOLDS):
+        hidden = [t for i, t in enumerate(texts) if text_fold.get(i) == fold]
+        # A passage's first text is its whole section, which contains every hidden sentence word for word.
+        leaking = {t.item_id for t in hidden if t.kind == "passage"}
+        kept = [
+            t
+            for i, t in enumerate(texts)
+            if text_fold.get(i) != fold and not (t.item_id in leaking and i == by_item[t.item_id][0])
+        ]
+        kept_scorer = ItemScorer(kept, tokenizer)
+        answerable.append(_probe(kept_scorer, hidden))
+        # A hidden item is asked about with its phrasings (its only text when it has just one).
+        asked = [
+            t
+            for i, t in enumerate(texts)
+            if item_fold[t.item_id] == fold and (i in text_fold or len(by_item[t.item_id]) == 1)
+        ]
+        remaining = [t for t in texts if item_fold[t.item_id] != fold]
+        unanswerable.append(_probe(ItemScorer(remaining, tokenizer), asked))
+        faq_hidden = [t for t in hidden if t.item_id in answered_by]
+        if faq_hidden:
+            worded_as_answers = [t for t in kept if t.item_id not in answered_by] + list(answers)
+            style.append(
+                (_probe(kept_scorer, faq_hidden), _probe(ItemScorer(worded_as_answers, tokenizer), faq_hidden))
+            )
+
+    probes = sum(len(q.owners) for q, _ in style)
+    best: Calibration | None = None
+    for base in WEIGHT_GRID:
+        bonus = _style_gap(style, base) if probes >= MIN_STYLE_PROBES else DEFAULT_WEIGHTS.passage_bonus
+        weights = replace(base, passage_bonus=round(bonus, 4))
+        correct_top, correct_weight = _answered(answerable, weights)
+        declined_top, declined_weight = _tops(unanswerable, weights)
+        candidates = np.unique(np.concatenate([correct_top, declined_top]))
+        # At threshold t: answered correctly = weight of correctly ranked messages scoring >= t;
+        # declined = weight of unanswerable messages scoring < t.
+        answered = _mass_at_or_above(correct_top, correct_weight, candidates)
+        declined = 1 - _mass_at_or_above(declined_top, declined_weight, candidates)
+        objective = (1 - UNANSWERABLE_SHARE) * answered + UNANSWERABLE_SHARE * declined
+        pick = int(np.argmax(objective))
+        if best is None or objective[pick] > best.objective + 1e-9:
+            best = Calibration(
+                weights=weights,
+                threshold=round(float(candidates[pick]), 4),
+                calibrated=True,
+                objective=float(objective[pick]),
+                answered_correctly=float(answered[pick]),
+                declined=float(declined[pick]),
+                held_out=len(text_fold),
+            )
+    assert best is not None
+    return replace(best, seconds=time.perf_counter() - started)
+
+
+def _probe(scorer: ItemScorer, queries: Sequence[IndexedText]) -> _Probe:
+    owners = [q.item_id for q in queries]
+    vectors = np.array([q.vector for q in queries], dtype=np.float32).reshape(len(queries), -1)
+    if not queries or len(scorer) == 0:
+        empty = np.zeros((len(queries), len(scorer)), dtype=np.float32)
+        return _Probe(
+            DenseScores(empty, empty), LexicalScores(empty, empty), scorer.passages, np.full(len(queries), -1), owners
+        )
+    dense, lexical = scorer.signals(vectors, [q.text for q in queries])
+    expected = np.array([scorer.position.get(o, -1) for o in owners])
+    return _Probe(dense, lexical, scorer.passages, expected, owners)
+
+
+def _style_gap(style: list[tuple[_Probe, _Probe]], weights: Weights) -> float:
+    """Median of how much higher a hidden FAQ phrasing scores against its entry's question wording."""
+    gaps = np.concatenate(
+        [as_questions.own_scores(weights) - as_answers.own_scores(weights) for as_questions, as_answers in style]
+    )
+    return max(0.0, float(np.median(gaps)))
+
+
+def _item_weights(owners: list[str]) -> np.ndarray:
+    """Every item counts equally, however many phrasings it has."""
+    counts: dict[str, int] = defaultdict(int)
+    for owner in owners:
+        counts[owner] += 1
+    return np.array([1 / (counts[o] * len(counts)) for o in owners], dtype=np.float64)
+
+
+def _answered(probes: list[_Probe], weights: Weights) -> tuple[np.ndarray, np.ndarray]:
+    """Top scores of correctly ranked messages, with their weights (wrongly ranked ones still count in the total)."""
+    tops, correct = [], []
+    for probe in probes:
+        fused = probe.fuse(weights)
+        tops.append(fused.max(axis=1) if fused.shape[1] else np.zeros(len(probe.owners)))
+        correct.append(
+            (fused.argmax(axis=1) == probe.expected) if fused.shape[1] else np.zeros(len(probe.owners), bool)
+        )
+    weight = _item_weights([o for p in probes for o in p.owners])
+    keep = np.concatenate(correct)
+    return np.concatenate(tops)[keep], weight[keep]
+
+
+def _tops(probes: list[_Probe], weights: Weights) -> tuple[np.ndarray, np.ndarray]:
+    tops = []
+    for probe in probes:
+        fused = probe.fuse(weights)
+        tops.append(fused.max(axis=1) if fused.shape[1] else np.full(len(probe.owners), -np.inf))
+    return np.concatenate(tops), _item_weights([o for p in probes for o in p.owners])
+
+
+def _mass_at_or_above(values: np.ndarray, weights: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    order = np.argsort(values)
+    sorted_values, sorted_weights = values[order], weights[order]
+    tail = np.concatenate((np.cumsum(sorted_weights[::-1])[::-1], [0.0]))
+    result: np.ndarray = tail[np.searchsorted(sorted_values, thresholds, side="left")]
+    return result

@@ -1,0 +1,140 @@
+"""Answer selection: exact item scores, word overlap, and the threshold the knowledge base calibrates itself."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bot.config import AnsweringSettings
+from bot.embedding import Embedder
+from bot.index import KnowledgeIndex
+from bot.knowledge.loader import read_knowledge_dir
+from bot.policy import DecisionKind, ResponsePolicy
+from bot.ranking.calibration import DEFAULT_THRESHOLD, calibrate
+from bot.ranking.dense import ItemSpace
+from bot.ranking.lexical import LexicalScorer
+from tests.conftest import DEMO_KNOWLEDGE
+
+
+def test_item_scores_use_the_two_best_texts_and_the_centroid() -> None:
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(7, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    owners = np.array([2, 0, 1, 0, 2, 0, 2])  # texts of three items, interleaved; item 1 has one text
+    queries = rng.normal(size=(3, 8)).astype(np.float32)
+    space = ItemSpace(["a", "b", "c"], owners, vectors)
+
+    scores = space.scores(queries)
+    subset = space.scores(queries, np.array([2, 1]))
+
+    for item in range(3):
+        sims = np.sort(queries @ vectors[owners == item].T, axis=1)[:, ::-1]
+        expected = sims[:, :2].mean(axis=1) if sims.shape[1] > 1 else sims[:, 0]
+        np.testing.assert_allclose(scores.nearest[:, item], expected, rtol=1e-5)
+        centroid = vectors[owners == item].sum(axis=0)
+        np.testing.assert_allclose(scores.centroid[:, item], queries @ centroid / np.linalg.norm(centroid), rtol=1e-5)
+    np.testing.assert_allclose(subset.nearest, scores.nearest[:, [2, 1]], rtol=1e-6)
+
+
+def test_word_overlap_finds_the_item_with_the_rare_word_and_ignores_stop_words() -> None:
+    lexical = LexicalScorer(
+        [
+            ["How do I pay by bank transfer?", "Can I pay with my IBAN"],
+            ["How do I pay with a credit card?"],
+            ["When will my order ship?"],
+        ]
+    )
+    scores = lexical.scores(["paying via IBAN", "the and of", "shipping of orders"])
+    assert scores.relative[0].argmax() == 0 and scores.relative[0, 0] == 1.0  # "iban" decides, "paying" -> "pay"
+    assert not scores.relative[1].any() and not scores.absolute[1].any()  # nothing but stop words
+    assert scores.relative[2].argmax() == 2  # stems: shipping -> ship, orders -> order
+    assert 0 < scores.absolute[0, 0] < 1  # "via" appears nowhere, so the message is only partly covered
+
+
+@pytest.fixture(scope="module")
+def demo_index(demo_index_template: Path, embedder: Embedder) -> KnowledgeIndex:
+    return KnowledgeIndex.open(demo_index_template, "knowledge", embedder)
+
+
+def test_calibration_is_stored_with_the_index_and_reused_after_a_restart(
+    tmp_path: Path, demo_index_template: Path, embedder: Embedder
+) -> None:
+    shutil.copytree(demo_index_template, tmp_path / "chroma")
+    reopened = KnowledgeIndex.open(tmp_path / "chroma", "knowledge", embedder)
+    first = reopened.calibration
+    assert first.calibrated and 0.3 < first.threshold < 1.0 and first.weights.passage_bonus > 0
+
+    started = time.perf_counter()
+    report = reopened.sync(read_knowledge_dir(DEMO_KNOWLEDGE))
+    assert report.texts_embedded == 0 and report.calibration == first  # the stored result, not a new run
+    assert time.perf_counter() - started < first.seconds + 2
+
+
+def test_calibration_does_not_depend_on_the_order_chroma_returns_texts_in(demo_index: KnowledgeIndex) -> None:
+    # The stored calibration was computed right after indexing; a reopened index reads its texts back
+    # from Chroma in another order. Same knowledge, same result.
+    again = calibrate(demo_index._calibration_texts(), lambda: demo_index._answer_texts(demo_index._ranking.catalog))
+    assert (again.threshold, again.weights) == (demo_index.calibration.threshold, demo_index.calibration.weights)
+
+
+def test_a_tiny_knowledge_base_uses_the_default_threshold(tmp_path: Path, embedder: Embedder) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "hours.yml").write_text(
+        "- id: opening-hours\n  question: When are you open?\n  answer: Monday to Friday, 9:00 to 17:00.\n"
+    )
+    index = KnowledgeIndex.open(tmp_path / "chroma", "knowledge", embedder)
+    report = index.sync(read_knowledge_dir(kb))
+    assert report.calibration is not None and not report.calibration.calibrated
+    assert index.calibration.threshold == DEFAULT_THRESHOLD
+
+
+def demo_copy(tmp_path: Path, template: Path, embedder: Embedder) -> KnowledgeIndex:
+    """An editable copy of the demo knowledge (at tmp_path/kb) and of its index."""
+    shutil.copytree(template, tmp_path / "chroma")
+    shutil.copytree(DEMO_KNOWLEDGE, tmp_path / "kb")
+    return KnowledgeIndex.open(tmp_path / "chroma", "knowledge", embedder)
+
+
+def test_an_edit_recalibrates_and_a_pinned_threshold_wins(
+    tmp_path: Path, demo_index_template: Path, embedder: Embedder
+) -> None:
+    index = demo_copy(tmp_path, demo_index_template, embedder)
+    before = index.calibration
+    (tmp_path / "kb" / "faq" / "shipping.yml").unlink()
+    report = index.sync(read_knowledge_dir(tmp_path / "kb"))
+    assert report.removed and report.calibration is not None and report.calibration.calibrated
+    assert report.calibration != before and index.calibration == report.calibration
+
+    auto = ResponsePolicy(index, AnsweringSettings(), "Talk to a person")
+    pinned = ResponsePolicy(index, AnsweringSettings(threshold=0.05), "Talk to a person")
+    assert auto.threshold == index.calibration.threshold and pinned.threshold == 0.05
+    far_off = "can you write me a poem about mountains"
+    assert auto.decide(far_off).kind is DecisionKind.NOT_SURE
+    assert pinned.decide(far_off).kind is DecisionKind.ANSWER
+
+
+def test_live_edits_answer_at_once_and_recalibrate_in_the_background(
+    tmp_path: Path, demo_index_template: Path, embedder: Embedder
+) -> None:
+    index = demo_copy(tmp_path, demo_index_template, embedder)
+    before = index.calibration
+    (tmp_path / "kb" / "faq" / "kayaks.yml").write_text(
+        "- id: kayak-rental\n  question: Do you rent out kayaks?\n"
+        "  alternates: [can I hire a kayak for the weekend, kayak rental prices]\n"
+        "  answer: Yes, from our Rotterdam store, 35 euros a day.\n"
+    )
+    report = index.sync(read_knowledge_dir(tmp_path / "kb"), calibrate_in_background=True)
+    assert report.added == ("kayak-rental",) and report.calibration is None
+    policy = ResponsePolicy(index, AnsweringSettings(), "Talk to a person")
+    decision = policy.decide("how much is it to hire a kayak")
+    assert decision.answer is not None and decision.answer.item_id == "kayak-rental"
+
+    deadline = time.monotonic() + 60
+    while index.calibration == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert index.calibration != before and index.calibration.calibrated
