@@ -10,6 +10,10 @@ so nothing under the repository's .data/ index is touched.
 Settings:
   full    every row of train.csv (10,003 examples)
   10shot  10 examples per intent, drawn with random.Random(seed) for seed in 0..--seeds-1
+  oos     every row of train.csv for 67 intents; the other 10 (random.Random(77), fixed in advance)
+          are never in the knowledge base and their test messages are expected `out_of_scope`.
+          Reports out-of-scope recall, and in-scope accuracy against the closed-set figure (the same
+          run's ranking with no abstention).
 
 Usage:
   python bench/banking77.py [--data DIR] [--work DIR] [--settings full,10shot] [--seeds 1] [--bot PATH]
@@ -43,8 +47,10 @@ from machine import machine, machine_line  # bench/machine.py (scripts run from 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "banking77"
 DEFAULT_WORK = REPO / ".data" / "bench" / "banking77"
-SETTINGS = ("full", "10shot")
+SETTINGS = ("full", "10shot", "oos")
 SHOTS = 10
+HELD_OUT_INTENTS = 10
+HELD_OUT_SEED = 77
 OUT_OF_SCOPE = "out_of_scope"
 FAQ_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")  # the product's FAQ id rule (bot/knowledge/faq.py)
 FIGURES = (
@@ -123,11 +129,18 @@ def load_data(data: Path) -> tuple[list[str], dict[str, list[str]], list[tuple[s
     return categories, dict(train), test
 
 
+def held_out_intents(categories: list[str]) -> list[str]:
+    return sorted(random.Random(HELD_OUT_SEED).sample(categories, HELD_OUT_INTENTS))
+
+
 def examples_for(
     setting: str, seed: int | None, categories: list[str], train: dict[str, list[str]]
 ) -> dict[str, list[str]]:
     if setting == "full":
         return {c: list(train[c]) for c in categories}
+    if setting == "oos":
+        held_out = set(held_out_intents(categories))
+        return {c: list(train[c]) for c in categories if c not in held_out}
     rng = random.Random(seed)
     chosen = {}
     for category in categories:  # fixed order, so a seed always draws the same examples
@@ -156,11 +169,13 @@ def write_knowledge(directory: Path, examples: dict[str, list[str]], ids: dict[s
     return utterances
 
 
-def write_cases(path: Path, test: list[tuple[str, str]], ids: dict[str, str]) -> None:
+def write_cases(
+    path: Path, test: list[tuple[str, str]], ids: dict[str, str], held_out: frozenset[str] = frozenset()
+) -> None:
     with path.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["text", "expected"])
-        writer.writerows((text, ids[category]) for text, category in test)
+        writer.writerows((text, OUT_OF_SCOPE if category in held_out else ids[category]) for text, category in test)
 
 
 def write_config(work: Path) -> Path:
@@ -223,12 +238,15 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
     cases = report["cases"]
     figures = {key: report[key] for key in FIGURES}
     figures["abstained"] = round(sum(c["predicted"] == OUT_OF_SCOPE for c in cases) / len(cases), 4) if cases else 0.0
+    in_scope = [c for c in cases if c["expected"] != OUT_OF_SCOPE]
+    ranked_first = sum(bool(c["top3"]) and c["top3"][0] == c["expected"] for c in in_scope)
+    figures["closed_set_accuracy"] = round(ranked_first / len(in_scope), 4) if in_scope else 0.0
     figures["confused_pairs"] = report.get("confused_pairs", [])
     return figures
 
 
 def mean_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = [*FIGURES, "abstained", "seconds"]
+    keys = [*FIGURES, "abstained", "closed_set_accuracy", "seconds"]
     row = {key: round(statistics.fmean(r[key] for r in rows), 4) for key in keys}
     row["n_cases"] = rows[0]["n_cases"]
     row["seconds_stdev"] = round(statistics.stdev(r["seconds"] for r in rows), 2) if len(rows) > 1 else 0.0
@@ -245,6 +263,9 @@ def table(rows: list[dict[str, Any]]) -> str:
         "top-1",
         "top-3",
         "in-scope",
+        "closed-set",
+        "OOS R",
+        "OOS P",
         "abstained",
         "p50 ms",
         "p95 ms",
@@ -261,6 +282,9 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f"{r['top1_accuracy']:.2%}",
                 f"{r['top3_accuracy']:.2%}",
                 f"{r['in_scope_accuracy']:.2%}",
+                f"{r['closed_set_accuracy']:.2%}",
+                f"{r['oos_recall']:.2%}",
+                f"{r['oos_precision']:.2%}",
                 f"{r['abstained']:.2%}",
                 f"{r['latency_ms_p50']:.1f}",
                 f"{r['latency_ms_p95']:.1f}",
@@ -299,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     if renamed:
         print(f"labels renamed to valid FAQ ids: {renamed}\n", flush=True)
     write_cases(cases, test, ids)
+    held_out = frozenset(held_out_intents(categories))
+    oos_cases = work / "cases-oos.csv"
+    write_cases(oos_cases, test, ids, held_out)
     if not args.keep_index:
         # Private eval indexes live in <work>/eval-indexes (beside index.path).
         # Start cold so the timings include indexing.
@@ -307,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     total_started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     for setting in args.settings:
-        seeds: list[int | None] = [None] if setting == "full" else list(range(args.seeds))
+        seeds: list[int | None] = list(range(args.seeds)) if setting == "10shot" else [None]
         for seed in seeds:
             run_dir = work / setting if seed is None else work / setting / f"seed{seed}"
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -318,7 +345,12 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             report, seconds, sync_seconds = run_eval(
-                bot, config, run_dir / "knowledge", cases, run_dir / "eval.json", run_dir / "eval.log"
+                bot,
+                config,
+                run_dir / "knowledge",
+                oos_cases if setting == "oos" else cases,
+                run_dir / "eval.json",
+                run_dir / "eval.log",
             )
             row = {
                 "setting": setting,
@@ -332,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(
                 f"  top-1 {row['top1_accuracy']:.2%}  top-3 {row['top3_accuracy']:.2%}  "
-                f"abstained {row['abstained']:.2%}  {row['seconds']:.1f}s (index sync {sync_seconds}s)",
+                f"in-scope {row['in_scope_accuracy']:.2%} (closed-set {row['closed_set_accuracy']:.2%})  "
+                f"OOS recall {row['oos_recall']:.2%}  abstained {row['abstained']:.2%}  "
+                f"{row['seconds']:.1f}s (index sync {sync_seconds}s)",
                 flush=True,
             )
 
@@ -350,8 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine_line(info)}")
     print(table(shown))
     print(
-        "\ntop-1 counts an abstention (predicted out_of_scope) as wrong; BANKING77 has no "
-        "out-of-scope test cases, so in-scope accuracy equals top-1 here.\n"
+        "\ntop-1 counts an abstention (predicted out_of_scope) as wrong. closed-set: in-scope cases whose "
+        "first-ranked item is right, abstention ignored. OOS figures only mean something for `oos`, "
+        f"whose held-out intents are {sorted(held_out)}.\n"
         f"total {total:.1f}s; per-run logs and eval.json under {work}"
     )
 

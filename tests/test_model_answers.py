@@ -262,13 +262,13 @@ def test_a_near_miss_between_topics_gets_a_clarifying_question_and_a_far_miss_st
 ) -> None:
     config = load_config(model_server_config(write_config, llm_settings))
     with LiveServer(config, embedder) as server:
-        near = chat(server, "what about the jacket")  # just under the threshold, several close topics
+        near = chat(server, "I need help with a package")  # just under the threshold, several close topics
         asked = len(model_proxy.requests)
         far = chat(server, "tell me something nice")  # far from every topic
 
     assert near["answered_by"] == "llm"
     clarify_prompt = model_proxy.requests[0]["messages"][-1]["content"]
-    assert "<customer_message>\nwhat about the jacket\n</customer_message>" in clarify_prompt
+    assert "<customer_message>\nI need help with a package\n</customer_message>" in clarify_prompt
     options = [line[2:] for line in clarify_prompt.splitlines() if line.startswith("- ")]
     assert len(options) >= 2 and options == list(near["quick_replies"])[: len(options)]  # type: ignore[call-overload]
     assert near["quick_replies"][-1] == config.messages.talk_to_human_button  # type: ignore[index]
