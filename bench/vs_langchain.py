@@ -49,6 +49,7 @@ from bot.policy import ResponsePolicy  # noqa: E402
 
 DATASETS = ("demo", "b77-10shot", "b77-oos")
 BASELINE_THRESHOLD = 0.5
+BATCH = 5000
 
 
 class SentenceTransformerEmbeddings(Embeddings):
@@ -129,7 +130,9 @@ def run(dataset: str, data: Path, work: Path, embedder: Embedder, baseline_embed
         persist_directory=str(work / dataset / "baseline"),
         collection_configuration={"hnsw": {"space": "cosine"}},
     )
-    store.add_texts([t for _, t in texts], metadatas=[{"item_id": i} for i, _ in texts])
+    for start in range(0, len(texts), BATCH):  # Chroma refuses larger batches (about 5,400 records)
+        batch = texts[start : start + BATCH]
+        store.add_texts([t for _, t in batch], metadatas=[{"item_id": i} for i, _ in batch])
     baseline_prepare = time.perf_counter() - started
 
     ours, plain, thresholded = Tally(), Tally(), Tally()

@@ -66,22 +66,22 @@ class Embedder:
         model = self._load()
         if not texts:
             return np.zeros((0, model.get_embedding_dimension() or 0), dtype=np.float32)
-        chunks = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = list(texts[start : start + self.batch_size])
-            chunks.append(
-                model.encode(
-                    batch,
-                    batch_size=self.batch_size,
-                    normalize_embeddings=True,
-                    convert_to_numpy=True,
-                    show_progress_bar=False,
-                )
+        # Longest first, so each batch pads to texts of about its own length (half the work on a mix of
+        # short questions and long policy sections); results go back to the callers' order.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        vectors = np.empty((len(texts), model.get_embedding_dimension() or 0), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            vectors[rows] = model.encode(
+                [texts[i] for i in rows],
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
             )
-            self.texts_embedded += len(batch)
+            self.texts_embedded += len(rows)
             if progress is not None:
-                progress(min(start + len(batch), len(texts)), len(texts))
-        vectors: np.ndarray = np.vstack(chunks).astype(np.float32)
+                progress(min(start + len(rows), len(texts)), len(texts))
         return vectors
 
     def embed_one(self, text: str) -> np.ndarray:
