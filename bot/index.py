@@ -106,9 +106,11 @@ class KnowledgeIndex:
         self._collection = collection
         self._embedder = embedder
         self._sync_lock = threading.Lock()
-        self._calibration_lock = threading.Lock()
-        self._generation = 0  # bumped by each sync; a background calibration for an older one is dropped
-        self._count = collection.count()
+        self._calibration_lock = threading.Lock()  # one calibration at a time
+        # Guards replacing `_ranking` together with `_generation` (bumped by each sync), so a background
+        # calibration finishing for older content never lands on newer content.
+        self._swap_lock = threading.Lock()
+        self._generation = 0
         stored = collection.get(include=["metadatas", "documents", "embeddings"])
         self._metadata: dict[str, dict[str, Any]] = {
             rid: dict(meta or {}) for rid, meta in zip(stored["ids"], stored["metadatas"] or [], strict=True)
@@ -120,10 +122,11 @@ class KnowledgeIndex:
             )
         }
         self._answer_vectors: dict[str, np.ndarray] = {}  # FAQ answer sentences, by text digest
-        self._ranking = _Ranking(_catalog(self._metadata), ItemScorer(list(self._texts.values())), calibration.DEFAULT)
-        cached = self._cached_calibration(self._calibration_key())
-        if cached is not None:
-            self._ranking = replace(self._ranking, calibration=cached)
+        self._ranking = _Ranking(
+            _catalog(self._metadata),
+            ItemScorer(list(self._texts.values())),
+            self._cached_calibration(self._calibration_key()) or calibration.DEFAULT,
+        )
 
     @classmethod
     def open(cls, path: Path, collection_name: str, embedder: Embedder) -> KnowledgeIndex:
@@ -149,7 +152,7 @@ class KnowledgeIndex:
         return self._ranking.calibration
 
     def __len__(self) -> int:
-        return self._count
+        return len(self._metadata)
 
     def owners(self) -> dict[str, str]:
         """item id -> file that currently serves it."""
@@ -171,7 +174,6 @@ class KnowledgeIndex:
             embedded_before = self._embedder.texts_embedded
             vectors = self._write(plan, progress)
             texts_embedded = self._embedder.texts_embedded - embedded_before
-            self._count = self._collection.count()
             self._metadata = _after(existing, plan)  # what was written, without reading it back
             for rid in plan.to_delete:
                 self._texts.pop(rid, None)
@@ -179,24 +181,18 @@ class KnowledgeIndex:
                 self._texts[record.id] = _indexed(record.metadata, record.text, self._texts[record.id].vector)
             for record in plan.to_embed:
                 self._texts[record.id] = _indexed(record.metadata, record.text, vectors[record.id])
-            self._generation += 1
-            self._ranking = _Ranking(
-                _catalog(self._metadata), ItemScorer(list(self._texts.values())), self._ranking.calibration
-            )
             key = self._calibration_key()
             cached = self._cached_calibration(key)
-            if cached is not None:
-                self._ranking = replace(self._ranking, calibration=cached)
-            elif calibrate_in_background:
-                generation = self._generation
-                threading.Thread(
-                    target=self._recalibrate,
-                    args=(key, generation, self._calibration_texts(), self._ranking.catalog),
-                    name="calibration",
-                    daemon=True,
-                ).start()
-            else:
-                self._recalibrate(key, self._generation, self._calibration_texts(), self._ranking.catalog)
+            scorer = ItemScorer(list(self._texts.values()))
+            with self._swap_lock:
+                self._generation += 1
+                self._ranking = _Ranking(_catalog(self._metadata), scorer, cached or self._ranking.calibration)
+            if cached is None:
+                job = (key, self._generation, self._calibration_texts(), self._ranking.catalog)
+                if calibrate_in_background:
+                    threading.Thread(target=self._recalibrate, args=job, name="calibration", daemon=True).start()
+                else:
+                    self._recalibrate(*job)
             return SyncReport(
                 added=tuple(sorted(added)),
                 updated=tuple(sorted(updated)),
@@ -216,10 +212,10 @@ class KnowledgeIndex:
     def search_many(self, query_vectors: np.ndarray, query_texts: Sequence[str], k: int) -> list[list[Hit]]:
         """`search` for several messages with one Chroma call (much cheaper per message)."""
         ranking = self._ranking
-        if self._count == 0 or k <= 0 or not ranking.catalog:
+        if k <= 0 or not ranking.catalog:
             return [[] for _ in query_vectors]
         # Items have several texts each; ask for enough texts to see 2k distinct items.
-        n_results = min(self._count, max(k * 8, 40))
+        n_results = min(len(self), max(k * 8, 40))
         result = self._collection.query(
             query_embeddings=[v.tolist() for v in query_vectors], n_results=n_results, include=[]
         )
@@ -228,7 +224,7 @@ class KnowledgeIndex:
         for vector, text, record_ids in zip(query_vectors, query_texts, result["ids"], strict=True):
             nearest = list(dict.fromkeys(rid.rpartition("::")[0] for rid in record_ids))[: 2 * k]
             scored = ranking.scorer.score_candidates(vector, text, nearest, weights, extra=k)
-            ranked.append([replace(ranking.catalog[i], score=score) for i, score in scored if i in ranking.catalog][:k])
+            ranked.append([replace(ranking.catalog[i], score=score) for i, score in scored[:k]])
         return ranked
 
     def items(self) -> dict[str, list[str]]:
@@ -279,9 +275,10 @@ class KnowledgeIndex:
             if generation != self._generation:
                 return  # a newer sync has started its own
             result = calibrate(texts, lambda: self._answer_texts(catalog))
-            if generation != self._generation:
-                return
-            self._ranking = replace(self._ranking, calibration=result)
+            with self._swap_lock:
+                if generation != self._generation:
+                    return
+                self._ranking = replace(self._ranking, calibration=result)
             log.info("answer selection calibrated: %s", result.summary())
             metadata = {k: v for k, v in (self._collection.metadata or {}).items() if k not in ("hnsw:space",)}
             metadata |= {_CALIBRATION_KEY: key, _CALIBRATION: json.dumps(result.to_dict())}

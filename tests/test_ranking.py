@@ -26,7 +26,7 @@ def test_item_scores_use_the_two_best_texts_and_the_centroid() -> None:
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     owners = np.array([2, 0, 1, 0, 2, 0, 2])  # texts of three items, interleaved; item 1 has one text
     queries = rng.normal(size=(3, 8)).astype(np.float32)
-    space = ItemSpace(["a", "b", "c"], owners, vectors)
+    space = ItemSpace(3, owners, vectors)
 
     scores = space.scores(queries)
     subset = space.scores(queries, np.array([2, 1]))

@@ -107,6 +107,24 @@ class _Probe:
         scores: np.ndarray = self.fuse(weights)[np.arange(len(self.owners)), self.expected]
         return scores
 
+    def ranked(self, weights: Weights) -> tuple[np.ndarray, np.ndarray]:
+        """Each message's best score (-inf with nothing to find) and whether its own item ranks first."""
+        fused = self.fuse(weights)
+        if fused.shape[1] == 0:
+            return np.full(len(self.owners), -np.inf), np.zeros(len(self.owners), dtype=bool)
+        top: np.ndarray = fused.max(axis=1)
+        return top, fused.argmax(axis=1) == self.expected
+
+    def rows(self, keep: np.ndarray) -> _Probe:
+        """The same probe for the messages where `keep` is true."""
+        return _Probe(
+            DenseScores(self.dense.nearest[keep], self.dense.centroid[keep]),
+            LexicalScores(self.lexical.relative[keep], self.lexical.absolute[keep]),
+            self.passages,
+            self.expected[keep],
+            [o for o, k in zip(self.owners, keep, strict=True) if k],
+        )
+
 
 def calibrate(
     texts: Sequence[IndexedText], answer_texts: Callable[[], Sequence[IndexedText]] = tuple, seed: int = 0
@@ -147,8 +165,7 @@ def calibrate(
             for i, t in enumerate(texts)
             if text_fold.get(i) != fold and not (t.item_id in leaking and i == by_item[t.item_id][0])
         ]
-        kept_scorer = ItemScorer(kept, tokenizer)
-        answerable.append(_probe(kept_scorer, hidden))
+        answerable.append(_probe(ItemScorer(kept, tokenizer), hidden))
         # A hidden item is asked about with its phrasings (its only text when it has just one).
         asked = [
             t
@@ -157,20 +174,21 @@ def calibrate(
         ]
         remaining = [t for t in texts if item_fold[t.item_id] != fold]
         unanswerable.append(_probe(ItemScorer(remaining, tokenizer), asked))
-        faq_hidden = [t for t in hidden if t.item_id in answered_by]
-        if faq_hidden:
+        is_faq = np.array([t.item_id in answered_by for t in hidden], dtype=bool)
+        if is_faq.any():
+            faq_hidden = [t for t, faq in zip(hidden, is_faq, strict=True) if faq]
             worded_as_answers = [t for t in kept if t.item_id not in answered_by] + list(answers)
-            style.append(
-                (_probe(kept_scorer, faq_hidden), _probe(ItemScorer(worded_as_answers, tokenizer), faq_hidden))
-            )
+            style.append((answerable[-1].rows(is_faq), _probe(ItemScorer(worded_as_answers, tokenizer), faq_hidden)))
 
     probes = sum(len(q.owners) for q, _ in style)
     best: Calibration | None = None
     for base in WEIGHT_GRID:
         bonus = _style_gap(style, base) if probes >= MIN_STYLE_PROBES else DEFAULT_WEIGHTS.passage_bonus
         weights = replace(base, passage_bonus=round(bonus, 4))
-        correct_top, correct_weight = _answered(answerable, weights)
-        declined_top, declined_weight = _tops(unanswerable, weights)
+        # Wrongly ranked answerable messages keep their weight in the total, but no threshold counts them.
+        top, correct, weight = _ranked(answerable, weights)
+        correct_top, correct_weight = top[correct], weight[correct]
+        declined_top, _, declined_weight = _ranked(unanswerable, weights)
         candidates = np.unique(np.concatenate([correct_top, declined_top]))
         # At threshold t: answered correctly = weight of correctly ranked messages scoring >= t;
         # declined = weight of unanswerable messages scoring < t.
@@ -223,26 +241,12 @@ def _item_weights(owners: list[str]) -> np.ndarray:
     return np.array([1 / (counts[o] * len(counts)) for o in owners], dtype=np.float64)
 
 
-def _answered(probes: list[_Probe], weights: Weights) -> tuple[np.ndarray, np.ndarray]:
-    """Top scores of correctly ranked messages, with their weights (wrongly ranked ones still count in the total)."""
-    tops, correct = [], []
-    for probe in probes:
-        fused = probe.fuse(weights)
-        tops.append(fused.max(axis=1) if fused.shape[1] else np.zeros(len(probe.owners)))
-        correct.append(
-            (fused.argmax(axis=1) == probe.expected) if fused.shape[1] else np.zeros(len(probe.owners), bool)
-        )
-    weight = _item_weights([o for p in probes for o in p.owners])
-    keep = np.concatenate(correct)
-    return np.concatenate(tops)[keep], weight[keep]
-
-
-def _tops(probes: list[_Probe], weights: Weights) -> tuple[np.ndarray, np.ndarray]:
-    tops = []
-    for probe in probes:
-        fused = probe.fuse(weights)
-        tops.append(fused.max(axis=1) if fused.shape[1] else np.full(len(probe.owners), -np.inf))
-    return np.concatenate(tops), _item_weights([o for p in probes for o in p.owners])
+def _ranked(probes: list[_Probe], weights: Weights) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All probes' messages: best score, whether their own item ranks first, and their weight."""
+    ranked = [probe.ranked(weights) for probe in probes]
+    top = np.concatenate([r[0] for r in ranked])
+    correct = np.concatenate([r[1] for r in ranked])
+    return top, correct, _item_weights([o for p in probes for o in p.owners])
 
 
 def _mass_at_or_above(values: np.ndarray, weights: np.ndarray, thresholds: np.ndarray) -> np.ndarray:

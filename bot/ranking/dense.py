@@ -7,7 +7,6 @@ its centroid (the topic as a whole, which rewards items whose texts agree with e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,24 +23,20 @@ class DenseScores:
 class ItemSpace:
     """Text vectors grouped by item; items are numbered in the order given."""
 
-    def __init__(self, item_ids: Sequence[str], text_items: np.ndarray, vectors: np.ndarray) -> None:
-        """`text_items[i]` is the position in `item_ids` of the item that text `i` (row `vectors[i]`) finds."""
-        self.item_ids = tuple(item_ids)
+    def __init__(self, n_items: int, text_items: np.ndarray, vectors: np.ndarray) -> None:
+        """`text_items[i]` is the number (0 .. n_items-1) of the item that text `i` (row `vectors[i]`) finds."""
         order = np.argsort(text_items, kind="stable")
         self._vectors = np.ascontiguousarray(vectors[order], dtype=np.float32)
-        counts = np.bincount(text_items, minlength=len(item_ids))
-        if len(item_ids) and counts.min() == 0:
+        counts = np.bincount(text_items, minlength=n_items)
+        if n_items and counts.min() == 0:
             raise ValueError("every item needs at least one text")
         self._starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.intp)
         self._counts = counts
-        if len(item_ids):
+        if n_items:
             sums = np.add.reduceat(self._vectors, self._starts, axis=0)
             self._centroids = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
         else:
             self._centroids = np.zeros((0, vectors.shape[1] if vectors.ndim == 2 else 0), dtype=np.float32)
-
-    def __len__(self) -> int:
-        return len(self.item_ids)
 
     def centroid_scores(self, queries: np.ndarray) -> np.ndarray:
         scores: np.ndarray = queries @ self._centroids.T

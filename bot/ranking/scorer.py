@@ -51,7 +51,7 @@ class ItemScorer:
         dimension = len(texts[0].vector) if texts else 0
         vectors = np.array([t.vector for t in texts], dtype=np.float32).reshape(len(texts), dimension)
         text_items = np.array([self.position[t.item_id] for t in texts], dtype=np.intp)
-        self.space = ItemSpace(item_ids, text_items, vectors)
+        self.space = ItemSpace(len(item_ids), text_items, vectors)
         documents: list[list[str]] = [[] for _ in item_ids]
         self.passages = np.zeros(len(item_ids), dtype=bool)
         for t in texts:
@@ -65,10 +65,6 @@ class ItemScorer:
     def signals(self, vectors: np.ndarray, texts: Sequence[str]) -> tuple[DenseScores, LexicalScores]:
         """Dense and lexical scores of every item, (messages, items) each."""
         return self.space.scores(vectors), self.lexical.scores(texts)
-
-    def score(self, vectors: np.ndarray, texts: Sequence[str], weights: Weights) -> np.ndarray:
-        dense, lexical = self.signals(vectors, texts)
-        return weights.fuse(dense, lexical, self.passages)
 
     def score_candidates(
         self, vector: np.ndarray, text: str, candidates: Sequence[str], weights: Weights, extra: int
