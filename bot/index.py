@@ -5,9 +5,10 @@ so a text that did not change keeps its record and is never embedded again. Reco
 item's answer and citation, so the index alone can serve answers — including the last good version
 of a file that is currently broken.
 
-Chroma finds the texts nearest to a message; the items they belong to, plus the items whose words or
-overall topic match best, are then scored exactly in memory (`bot.ranking`), with weights and an answer
-threshold calibrated from the knowledge base itself each time it changes.
+Chroma finds the texts nearest to a message; the items they belong to, plus the items whose words,
+overall topic or classifier match best, are then scored exactly in memory (`bot.ranking`), with weights
+and an answer threshold calibrated from the knowledge base itself each time it changes. The classifier,
+trained on the texts at each change, is stored beside Chroma so a restart does not train it again.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from bot.knowledge.loader import Vetting, vet
 from bot.knowledge.model import KnowledgeFile, KnowledgeItem, Passage, item_fingerprint
 from bot.ranking import calibration
 from bot.ranking.calibration import Calibration, calibrate
+from bot.ranking.classifier import ItemClassifier
 from bot.ranking.scorer import IndexedText, ItemScorer
 
 log = logging.getLogger(__name__)
@@ -102,9 +104,11 @@ class _Plan:
 
 
 class KnowledgeIndex:
-    def __init__(self, collection: Collection, embedder: Embedder) -> None:
+    def __init__(self, collection: Collection, embedder: Embedder, classifier_path: Path | None = None) -> None:
+        """`classifier_path`: where the trained classifier is kept between runs (retrained at start when None)."""
         self._collection = collection
         self._embedder = embedder
+        self._classifier_path = classifier_path
         self._sync_lock = threading.Lock()
         self._calibration_lock = threading.Lock()  # one calibration at a time
         # Guards replacing `_ranking` together with `_generation` (bumped by each sync), so a background
@@ -122,10 +126,11 @@ class KnowledgeIndex:
             )
         }
         self._answer_vectors: dict[str, np.ndarray] = {}  # FAQ answer sentences, by text digest
+        key = self._calibration_key()
         self._ranking = _Ranking(
             _catalog(self._metadata),
-            ItemScorer(list(self._texts.values())),
-            self._cached_calibration(self._calibration_key()) or calibration.DEFAULT,
+            self._scorer(key),
+            self._cached_calibration(key) or calibration.DEFAULT,
         )
 
     @classmethod
@@ -140,7 +145,7 @@ class KnowledgeIndex:
             embedding_function=KnowledgeEmbeddingFunction(embedder),  # type: ignore[arg-type]
             configuration={"hnsw": {"space": "cosine"}},
         )
-        return cls(collection, embedder)
+        return cls(collection, embedder, path / f"{collection_name}.classifier.npz")
 
     @property
     def embedder(self) -> Embedder:
@@ -183,7 +188,7 @@ class KnowledgeIndex:
                 self._texts[record.id] = _indexed(record.metadata, record.text, vectors[record.id])
             key = self._calibration_key()
             cached = self._cached_calibration(key)
-            scorer = ItemScorer(list(self._texts.values()))
+            scorer = self._scorer(key)
             with self._swap_lock:
                 self._generation += 1
                 self._ranking = _Ranking(_catalog(self._metadata), scorer, cached or self._ranking.calibration)
@@ -260,6 +265,15 @@ class KnowledgeIndex:
             return (text.item_id, not lead, text.text)
 
         return sorted(self._texts.values(), key=order)
+
+    def _scorer(self, key: str) -> ItemScorer:
+        """A scorer for the current texts, with the classifier stored for them (`key`) or a newly trained one."""
+        path = self._classifier_path
+        stored = ItemClassifier.load(path, key) if path is not None else None
+        scorer = ItemScorer(list(self._texts.values()), classifier=stored)
+        if path is not None and scorer.classifier is not stored:
+            scorer.classifier.save(path, key)
+        return scorer
 
     def _cached_calibration(self, key: str) -> Calibration | None:
         stored = self._collection.metadata or {}

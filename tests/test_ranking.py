@@ -15,6 +15,7 @@ from bot.index import KnowledgeIndex
 from bot.knowledge.loader import read_knowledge_dir
 from bot.policy import DecisionKind, ResponsePolicy
 from bot.ranking.calibration import DEFAULT_THRESHOLD, calibrate
+from bot.ranking.classifier import ItemClassifier
 from bot.ranking.dense import ItemSpace
 from bot.ranking.lexical import LexicalScorer
 from tests.conftest import DEMO_KNOWLEDGE
@@ -55,23 +56,61 @@ def test_word_overlap_finds_the_item_with_the_rare_word_and_ignores_stop_words()
     assert 0 < scores.absolute[0, 0] < 1  # "via" appears nowhere, so the message is only partly covered
 
 
+def test_the_classifier_learns_which_direction_tells_two_items_apart() -> None:
+    # Two items whose phrasings differ by a small, consistent step along axis 0 and vary widely along axis 1.
+    # The message is on "refund"'s side of axis 0, but its single nearest phrasing is one of "return"'s.
+    spread = np.repeat(np.arange(-2.0, 2.5, 1.0), 6)  # 30 phrasings each
+    refund = np.column_stack([np.full(30, 0.3), spread, np.full(30, 3.0)])
+    returns = np.column_stack([np.full(30, -0.3), spread + 0.5, np.full(30, 3.0)])
+    vectors = np.vstack([refund, returns]).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    message = np.array([[0.12, 0.5, 3.0]], dtype=np.float32)
+    message /= np.linalg.norm(message)
+
+    classifier = ItemClassifier.fit(vectors, ["refund"] * 30 + ["return"] * 30, ["refund", "return"])
+    probabilities = classifier.probabilities(message)
+
+    assert (message @ vectors.T).argmax() >= 30  # nearest neighbour: a "return" phrasing
+    assert probabilities[0, 0] > 0.5  # the classifier: refund
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert classifier.probabilities(vectors).argmax(axis=1).tolist() == [0] * 30 + [1] * 30
+    only = ItemClassifier.fit(vectors[:3], ["refund"] * 3, ["refund"])  # nothing to tell apart
+    assert only.probabilities(message).tolist() == [[1.0]]
+
+
 @pytest.fixture(scope="module")
 def demo_index(demo_index_template: Path, embedder: Embedder) -> KnowledgeIndex:
     return KnowledgeIndex.open(demo_index_template, "knowledge", embedder)
 
 
-def test_calibration_is_stored_with_the_index_and_reused_after_a_restart(
-    tmp_path: Path, demo_index_template: Path, embedder: Embedder
+def test_calibration_and_classifier_are_stored_with_the_index_and_reused_after_a_restart(
+    tmp_path: Path, demo_index_template: Path, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shutil.copytree(demo_index_template, tmp_path / "chroma")
-    reopened = KnowledgeIndex.open(tmp_path / "chroma", "knowledge", embedder)
-    first = reopened.calibration
-    assert first.calibrated and 0.3 < first.threshold < 1.0 and first.weights.passage_bonus > 0
 
-    started = time.perf_counter()
-    report = reopened.sync(read_knowledge_dir(DEMO_KNOWLEDGE))
-    assert report.texts_embedded == 0 and report.calibration == first  # the stored result, not a new run
-    assert time.perf_counter() - started < first.seconds + 2
+    def retrain(*_args: object) -> ItemClassifier:
+        raise AssertionError("the classifier was trained again for unchanged knowledge")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ItemClassifier, "fit", classmethod(retrain))
+        reopened = KnowledgeIndex.open(tmp_path / "chroma", "knowledge", embedder)
+        first = reopened.calibration
+        assert first.calibrated and 0.3 < first.threshold < 1.0 and first.weights.passage_bonus > 0
+
+        started = time.perf_counter()
+        report = reopened.sync(read_knowledge_dir(DEMO_KNOWLEDGE))
+        assert report.texts_embedded == 0 and report.calibration == first  # the stored result, not a new run
+        assert time.perf_counter() - started < first.seconds + 2
+
+    # An edit trains a classifier that knows the new item, and stores it in place of the old one.
+    (tmp_path / "kb").mkdir()
+    shutil.copytree(DEMO_KNOWLEDGE, tmp_path / "kb", dirs_exist_ok=True)
+    (tmp_path / "kb" / "faq" / "gift-wrap.yml").write_text(
+        "- id: gift-wrap\n  question: Can you gift wrap my order?\n  answer: Yes, for 3 euros at checkout.\n"
+    )
+    reopened.sync(read_knowledge_dir(tmp_path / "kb"))
+    stored = ItemClassifier.load(tmp_path / "chroma" / "knowledge.classifier.npz", reopened._calibration_key())
+    assert stored is not None and "gift-wrap" in stored.item_ids
 
 
 def test_calibration_does_not_depend_on_the_order_chroma_returns_texts_in(demo_index: KnowledgeIndex) -> None:

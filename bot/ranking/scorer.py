@@ -1,4 +1,4 @@
-"""Item scores for messages: dense similarity fused with BM25, over one consistent set of texts."""
+"""Item scores for messages: dense similarity, BM25 and a classifier fused, over one consistent set of texts."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bot.ranking.classifier import ItemClassifier
 from bot.ranking.dense import DenseScores, ItemSpace
 from bot.ranking.lexical import LexicalScorer, LexicalScores, Tokenizer
 
@@ -20,6 +21,23 @@ class IndexedText:
 
 
 @dataclass(frozen=True)
+class Signals:
+    """Every signal for a batch of messages, (messages, items) each, columns in the scorer's item order."""
+
+    dense: DenseScores
+    lexical: LexicalScores
+    classifier: np.ndarray  # probability of each item
+
+    def rows(self, keep: np.ndarray) -> Signals:
+        """The same signals for the messages where `keep` is true."""
+        return Signals(
+            DenseScores(self.dense.nearest[keep], self.dense.centroid[keep]),
+            LexicalScores(self.lexical.relative[keep], self.lexical.absolute[keep]),
+            self.classifier[keep],
+        )
+
+
+@dataclass(frozen=True)
 class Weights:
     """How the signals add up to an item's score (about 0..1.2; the answer threshold is on this scale)."""
 
@@ -29,13 +47,15 @@ class Weights:
     # Passages are long and worded like policy, not like questions, so messages match them less
     # closely than FAQ entries written as questions; this evens the odds.
     passage_bonus: float = 0.0
+    classifier: float = 0.0  # weight of the classifier's probability, added like BM25
 
-    def fuse(self, dense: DenseScores, lexical: LexicalScores, passages: np.ndarray) -> np.ndarray:
+    def fuse(self, signals: Signals, passages: np.ndarray) -> np.ndarray:
         """`passages`: (items,) bool, which columns are passages."""
         fused: np.ndarray = (
-            self.nearest * dense.nearest
-            + (1 - self.nearest) * dense.centroid
-            + self.lexical * lexical.pick(self.absolute_lexical)
+            self.nearest * signals.dense.nearest
+            + (1 - self.nearest) * signals.dense.centroid
+            + self.lexical * signals.lexical.pick(self.absolute_lexical)
+            + self.classifier * signals.classifier
             + self.passage_bonus * passages
         )
         return fused
@@ -44,7 +64,13 @@ class Weights:
 class ItemScorer:
     """Scores every item (or chosen candidates) for a batch of messages."""
 
-    def __init__(self, texts: Sequence[IndexedText], tokenizer: Tokenizer | None = None) -> None:
+    def __init__(
+        self,
+        texts: Sequence[IndexedText],
+        tokenizer: Tokenizer | None = None,
+        classifier: ItemClassifier | None = None,
+    ) -> None:
+        """`classifier`: one trained earlier on these same texts (from a cache); trained here when None."""
         item_ids = sorted({t.item_id for t in texts})
         self.position = {item_id: i for i, item_id in enumerate(item_ids)}
         self.item_ids = tuple(item_ids)
@@ -58,25 +84,29 @@ class ItemScorer:
             documents[self.position[t.item_id]].append(t.text)
             self.passages[self.position[t.item_id]] = t.kind == "passage"
         self.lexical = LexicalScorer(documents, tokenizer)
+        if classifier is None or classifier.item_ids != self.item_ids:
+            classifier = ItemClassifier.fit(vectors, [t.item_id for t in texts], self.item_ids)
+        self.classifier = classifier
 
     def __len__(self) -> int:
         return len(self.item_ids)
 
-    def signals(self, vectors: np.ndarray, texts: Sequence[str]) -> tuple[DenseScores, LexicalScores]:
-        """Dense and lexical scores of every item, (messages, items) each."""
-        return self.space.scores(vectors), self.lexical.scores(texts)
+    def signals(self, vectors: np.ndarray, texts: Sequence[str]) -> Signals:
+        """Every signal for every item."""
+        return Signals(self.space.scores(vectors), self.lexical.scores(texts), self.classifier.probabilities(vectors))
 
     def score_candidates(
         self, vector: np.ndarray, text: str, candidates: Sequence[str], weights: Weights, extra: int
     ) -> list[tuple[str, float]]:
-        """Fused scores for `candidates` plus the `extra` items whose centroid and words match best.
+        """Fused scores for `candidates` plus the `extra` items whose centroid, words and class match best.
 
         The candidates come from the nearest texts in the vector store; the extras catch items that
-        only their wording or their topic as a whole brings up. Best first.
+        only their wording, their topic as a whole or the classifier brings up. Best first.
         """
         lexical = self.lexical.scores([text])
+        probabilities = self.classifier.probabilities(vector[np.newaxis, :])
         centroid = self.space.centroid_scores(vector[np.newaxis, :])
-        broad = weights.fuse(DenseScores(nearest=centroid, centroid=centroid), lexical, self.passages)[0]
+        broad = weights.fuse(Signals(DenseScores(centroid, centroid), lexical, probabilities), self.passages)[0]
         chosen = {self.position[c] for c in candidates if c in self.position}
         if extra > 0 and len(broad):
             chosen.update(np.argsort(-broad)[:extra].tolist())
@@ -84,7 +114,11 @@ class ItemScorer:
         if len(positions) == 0:
             return []
         dense = self.space.scores(vector[np.newaxis, :], positions)
-        picked = LexicalScores(lexical.relative[:, positions], lexical.absolute[:, positions])
-        fused = weights.fuse(dense, picked, self.passages[positions])[0]
+        picked = Signals(
+            dense,
+            LexicalScores(lexical.relative[:, positions], lexical.absolute[:, positions]),
+            probabilities[:, positions],
+        )
+        fused = weights.fuse(picked, self.passages[positions])[0]
         order = np.argsort(-fused, kind="stable")
         return [(self.item_ids[positions[i]], float(fused[i])) for i in order]
