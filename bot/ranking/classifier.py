@@ -47,9 +47,11 @@ class ItemClassifier:
         sample_weight = len(labels) / (len(item_ids) * counts[labels])
         model = LogisticRegression(C=INVERSE_REGULARISATION, max_iter=_MAX_ITERATIONS)
         # One BLAS thread: the server answers messages on the other core meanwhile. An unconverged fit after
-        # _MAX_ITERATIONS is already a usable ranking signal, so the warning is not worth a log line.
+        # _MAX_ITERATIONS is already a usable ranking signal, and one phrasing per item (an item per class) is
+        # a knowledge base scikit-learn mistakes for regression data: neither warning is worth a log line.
         with threadpool_limits(limits=1), warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.filterwarnings("ignore", "The number of unique classes", UserWarning)
             model.fit(vectors, labels, sample_weight=sample_weight)
         coef, intercept = model.coef_, model.intercept_
         if len(item_ids) == 2:  # scikit-learn keeps one row for two classes; softmax of (-z/2, z/2) is sigmoid(z)
