@@ -39,7 +39,7 @@ class Signals:
 
 @dataclass(frozen=True)
 class Weights:
-    """How the signals add up to an item's score (about 0..1.2; the answer threshold is on this scale)."""
+    """How the signals add up to an item's score (about 0..1.5; the answer threshold is on this scale)."""
 
     nearest: float  # share of the dense part from the item's two best texts; the rest is its centroid
     lexical: float  # weight of BM25, added to the dense part
