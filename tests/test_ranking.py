@@ -67,14 +67,14 @@ def test_the_classifier_learns_which_direction_tells_two_items_apart() -> None:
     message = np.array([[0.12, 0.5, 3.0]], dtype=np.float32)
     message /= np.linalg.norm(message)
 
-    classifier = ItemClassifier.fit(vectors, ["refund"] * 30 + ["return"] * 30, ["refund", "return"])
+    classifier = ItemClassifier.fit(vectors, np.repeat([0, 1], 30), ["refund", "return"])
     probabilities = classifier.probabilities(message)
 
     assert (message @ vectors.T).argmax() >= 30  # nearest neighbour: a "return" phrasing
     assert probabilities[0, 0] > 0.5  # the classifier: refund
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     assert classifier.probabilities(vectors).argmax(axis=1).tolist() == [0] * 30 + [1] * 30
-    only = ItemClassifier.fit(vectors[:3], ["refund"] * 3, ["refund"])  # nothing to tell apart
+    only = ItemClassifier.fit(vectors[:3], np.zeros(3, dtype=np.intp), ["refund"])  # nothing to tell apart
     assert only.probabilities(message).tolist() == [[1.0]]
 
 

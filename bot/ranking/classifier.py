@@ -34,14 +34,15 @@ class ItemClassifier:
     intercept: np.ndarray  # (items,)
 
     @classmethod
-    def fit(cls, vectors: np.ndarray, owners: Sequence[str], item_ids: Sequence[str]) -> ItemClassifier:
-        """Learn from `vectors` (texts, dimension) whose items are `owners`; every item has a text."""
+    def fit(cls, vectors: np.ndarray, labels: np.ndarray, item_ids: Sequence[str]) -> ItemClassifier:
+        """Learn from `vectors` (texts, dimension); `labels[i]` is the position in `item_ids` of text i's item.
+
+        Every item has a text.
+        """
         item_ids = tuple(item_ids)
         dimension = vectors.shape[1] if vectors.ndim == 2 else 0
         if len(item_ids) < 2:  # one item (or none): it is the only answer there is
             return cls(item_ids, np.zeros((len(item_ids), dimension), np.float32), np.zeros(len(item_ids), np.float32))
-        position = {item_id: i for i, item_id in enumerate(item_ids)}
-        labels = np.array([position[o] for o in owners], dtype=np.intp)
         # Each item counts equally, however many phrasings it has (FAQ entries have many, passages few).
         counts = np.bincount(labels, minlength=len(item_ids))
         sample_weight = len(labels) / (len(item_ids) * counts[labels])

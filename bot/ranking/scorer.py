@@ -85,7 +85,7 @@ class ItemScorer:
             self.passages[self.position[t.item_id]] = t.kind == "passage"
         self.lexical = LexicalScorer(documents, tokenizer)
         if classifier is None or classifier.item_ids != self.item_ids:
-            classifier = ItemClassifier.fit(vectors, [t.item_id for t in texts], self.item_ids)
+            classifier = ItemClassifier.fit(vectors, text_items, self.item_ids)
         self.classifier = classifier
 
     def __len__(self) -> int:
