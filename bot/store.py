@@ -7,6 +7,7 @@ the pipeline never loses what the customer said.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,6 +47,9 @@ CREATE TABLE IF NOT EXISTS turns (
     client_message_id TEXT, -- the sender's id for a user turn, so a resent message is answered once
     reply_to        INTEGER REFERENCES turns(id)  -- for a bot turn: the user turn it answers
 );
+"""
+# Created after `_migrate`: on a store from an earlier version they need its added columns.
+_INDEXES = """
 CREATE INDEX IF NOT EXISTS turns_by_conversation ON turns (conversation_id, id);
 CREATE UNIQUE INDEX IF NOT EXISTS turns_by_client_id ON turns (conversation_id, client_message_id)
     WHERE client_message_id IS NOT NULL;
@@ -96,12 +100,29 @@ class Conversation:
     handoff_summary: str | None = None
 
 
+# Columns added since the first release, in the order they came: (table, column, declaration).
+# SQLite adds a column to existing rows with its default, so earlier conversations stay readable.
+_ADDED_COLUMNS = (
+    ("turns", "quick_replies", "TEXT"),
+    ("turns", "handoff", "INTEGER NOT NULL DEFAULT 0"),
+    ("turns", "client_message_id", "TEXT"),
+    ("turns", "reply_to", "INTEGER REFERENCES turns(id)"),
+    ("conversations", "handoff_summary", "TEXT"),
+)
+
+
 async def _migrate(db: aiosqlite.Connection) -> None:
     """Bring a store written by an earlier version up to this schema (columns are only ever added)."""
-    async with db.execute("PRAGMA table_info(conversations)") as cursor:
-        columns = {row[1] for row in await cursor.fetchall()}
-    if "handoff_summary" not in columns:
-        await db.execute("ALTER TABLE conversations ADD COLUMN handoff_summary TEXT")
+    for table in sorted({table for table, _, _ in _ADDED_COLUMNS}):
+        async with db.execute(f"PRAGMA table_info({table})") as cursor:
+            present = {row[1] for row in await cursor.fetchall()}
+        for _, column, declaration in (c for c in _ADDED_COLUMNS if c[0] == table):
+            if column not in present:
+                await db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
+
+class StoreError(Exception):
+    """The conversation store cannot be opened; the message names the file and why. The file is left as it was."""
 
 
 class ConversationStore:
@@ -111,15 +132,26 @@ class ConversationStore:
     @classmethod
     async def open(cls, path: Path) -> ConversationStore:
         path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path)
-        db.row_factory = aiosqlite.Row
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
-        await db.execute("PRAGMA foreign_keys=ON")
-        await db.executescript(_SCHEMA)
-        await _migrate(db)
-        await db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-        await db.commit()
+        try:
+            db = await aiosqlite.connect(path)
+        except sqlite3.Error as err:
+            raise StoreError(f"conversation store {path} cannot be opened: {err}") from err
+        try:
+            db.row_factory = aiosqlite.Row
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
+            await db.execute("PRAGMA foreign_keys=ON")
+            await db.executescript(_SCHEMA)
+            await _migrate(db)
+            await db.executescript(_INDEXES)
+            await db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+            await db.commit()
+        except BaseException as err:
+            # The connection's worker thread would otherwise keep the process from exiting.
+            await db.close()
+            if isinstance(err, sqlite3.Error):
+                raise StoreError(f"conversation store {path} cannot be opened: {err}") from err
+            raise
         return cls(db)
 
     async def close(self) -> None:

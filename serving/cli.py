@@ -14,6 +14,7 @@ import anyio
 import typer
 
 from bot.config import Config, ConfigError, load_config
+from bot.store import StoreError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models are local files; never reach for a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -105,7 +106,11 @@ def chat(config: ConfigOption = Path("config.yml")) -> None:
                 typer.echo(f"{settings.bot_name}: ask me anything (Ctrl-D or /quit to leave).")
             await run_terminal_chat(bot.pipeline, sys.stdin, sys.stdout)
 
-    anyio.run(main)
+    try:
+        anyio.run(main)
+    except StoreError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from err
 
 
 @kb_app.command("check")

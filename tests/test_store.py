@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import anyio
@@ -11,8 +14,8 @@ from bot.config import Config
 from bot.embedding import Embedder
 from bot.pipeline import KnowledgeResponder, Pipeline
 from bot.policy import Decision
-from bot.store import ConversationStore
-from bot.types import AnsweredBy, Message
+from bot.store import ConversationStore, StoreError
+from bot.types import AnsweredBy, Message, Reply
 from serving.runtime import build_engine
 
 
@@ -84,3 +87,76 @@ def test_any_text_can_be_stored(tmp_path: Path, text: str) -> None:
         await store.close()
 
     anyio.run(scenario)
+
+
+# The store as the first release wrote it (user_version 1): no quick replies, handoff flags per turn,
+# client message ids, reply links or handoff summaries yet.
+_FIRST_RELEASE_SCHEMA = """
+CREATE TABLE conversations (
+    id TEXT PRIMARY KEY, channel TEXT NOT NULL, user_id TEXT NOT NULL,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, handoff INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE turns (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, conversation_id TEXT NOT NULL REFERENCES conversations(id),
+    role TEXT NOT NULL CHECK (role IN ('user', 'bot')), text TEXT NOT NULL, created_at REAL NOT NULL,
+    answered_by TEXT, source_id TEXT, confidence REAL, reason TEXT, citations TEXT, timings TEXT, metadata TEXT
+);
+CREATE INDEX turns_by_conversation ON turns (conversation_id, id);
+INSERT INTO conversations VALUES ('old', 'web', 'u1', 1.0, 2.0, 0);
+INSERT INTO turns (conversation_id, role, text, created_at, metadata)
+    VALUES ('old', 'user', 'where is my order', 1.0, '{}');
+INSERT INTO turns (conversation_id, role, text, created_at, answered_by, source_id, confidence, citations, timings)
+    VALUES ('old', 'bot', 'Track it under Account > Orders.', 2.0, 'knowledge', 'track-order', 0.9, '[]', '{}');
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_store_from_the_first_release_opens_keeps_its_history_and_records_new_turns(tmp_path: Path) -> None:
+    path = tmp_path / "conversations.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(_FIRST_RELEASE_SCHEMA)
+
+    async def scenario() -> None:
+        for _ in range(2):  # upgrading is done once; opening the upgraded store again changes nothing
+            store = await ConversationStore.open(path)
+            await store.close()
+        store = await ConversationStore.open(path)
+        old = await store.turns("old")
+        assert [(t.role, t.text, t.source_id, t.handoff, t.client_message_id) for t in old] == [
+            ("user", "where is my order", None, False, None),
+            ("bot", "Track it under Account > Orders.", "track-order", False, None),
+        ]
+        user_turn = await store.record_user_turn(Message("old", "web", "u1", "and my refund?", client_message_id="m-7"))
+        reply = Reply(text="Let me get a person.", answered_by=AnsweredBy.HUMAN, confidence=0.0, handoff=True)
+        await store.record_bot_turn("old", reply, {"total": 1.0}, reply_to=user_turn)
+        await store.set_handoff_summary("old", "asks about a refund")
+        resent = await store.user_turn_by_client_id("old", "m-7")
+        assert resent is not None and resent.id == user_turn
+        answer = await store.reply_to(user_turn)
+        assert answer is not None and answer.handoff and answer.text == "Let me get a person."
+        conversation = await store.conversation("old")
+        assert conversation is not None and conversation.handoff
+        assert conversation.handoff_summary == "asks about a refund"
+        assert len(await store.turns("old")) == 4
+        await store.close()
+
+    anyio.run(scenario)
+
+
+def test_a_file_that_is_not_a_store_is_refused_with_an_error_and_left_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "conversations.sqlite3"
+    path.write_bytes(b"not a database " * 100)
+
+    before = set(threading.enumerate())
+
+    async def scenario() -> None:
+        with pytest.raises(StoreError, match=f"conversation store {path} cannot be opened: file is not a database"):
+            await ConversationStore.open(path)
+
+    anyio.run(scenario)
+    assert path.read_bytes() == b"not a database " * 100
+    # A connection left open keeps a worker thread alive, and the process could never exit.
+    deadline = time.monotonic() + 5
+    while (left := set(threading.enumerate()) - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left
