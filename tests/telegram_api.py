@@ -124,7 +124,8 @@ class FakeBotApi:
         handler = getattr(self, f"_m_{method}", None)
         if handler is None:
             return _json({"ok": False, "error_code": 404, "description": "Not Found: method not found"}, 404)
-        return await handler(params)
+        response: web.Response = await handler(params)
+        return response
 
     async def _m_getMe(self, params: dict[str, Any]) -> web.Response:
         return _ok(BOT_USER)

@@ -26,7 +26,7 @@ QUERIES = [
 
 def test_concurrent_queries_get_their_own_vectors_from_shared_batches(embedder: Embedder) -> None:
     expected = {q: embedder.embed([q])[0] for q in QUERIES}
-    batcher = QueryBatcher(embedder.embed)
+    batcher = QueryBatcher(lambda texts: list(embedder.embed(texts)))
     results: dict[str, np.ndarray] = {}
     start = threading.Barrier(len(QUERIES))
 
@@ -50,18 +50,18 @@ def test_callers_arriving_during_an_encode_go_together_in_the_next_batch() -> No
     release_first_call = threading.Event()
     calls: list[list[str]] = []
 
-    def encode_many(texts: Sequence[str]) -> np.ndarray:
+    def encode_many(texts: Sequence[str]) -> list[float]:
         calls.append(list(texts))
         if len(calls) == 1:
             first_call_started.set()
             release_first_call.wait(5)
-        return np.array([[float(len(t))] for t in texts])
+        return [float(len(t)) for t in texts]
 
     batcher = QueryBatcher(encode_many)
     results: dict[str, float] = {}
 
     def ask(text: str) -> None:
-        results[text] = float(batcher.run(text)[0])
+        results[text] = batcher.run(text)
 
     first = threading.Thread(target=ask, args=("a",))
     first.start()
@@ -84,13 +84,13 @@ def test_an_encoder_failure_reaches_every_waiting_caller_and_the_batcher_recover
     failing = threading.Event()
     failing.set()
 
-    def encode_many(texts: Sequence[str]) -> np.ndarray:
+    def encode_many(texts: Sequence[str]) -> list[float]:
         if failing.is_set():
             raise RuntimeError("model crashed")
-        return np.ones((len(texts), 1))
+        return [1.0 for _ in texts]
 
     batcher = QueryBatcher(encode_many)
     with pytest.raises(RuntimeError, match="model crashed"):
         batcher.run("hello")
     failing.clear()
-    assert batcher.run("hello")[0] == 1.0
+    assert batcher.run("hello") == 1.0

@@ -41,6 +41,7 @@ def test_valid_faq_file_parses_every_field_with_its_line() -> None:
         ("orders",),
     )
     assert (first.line, second.line) == (1, 7)
+    assert isinstance(second, FaqEntry)
     assert second.alternates == () and second.answer == "Within 30 minutes of ordering."
 
 

@@ -12,6 +12,7 @@ import logging
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.sync.client import connect
@@ -37,6 +38,12 @@ def chat(server: LiveServer, text: str, conversation_id: str | None = None) -> d
     return dict(response.json())
 
 
+def citations(reply: dict[str, object]) -> list[dict[str, Any]]:
+    listed = reply["citations"]
+    assert isinstance(listed, list)
+    return listed
+
+
 def model_server_config(write_config: ConfigFactory, llm: dict[str, object], **overrides: object) -> Path:
     return write_config(llm={**llm, **overrides})
 
@@ -50,7 +57,7 @@ def test_a_confident_question_gets_the_model_answer_with_its_citation(
 
     assert reply["answered_by"] == "llm"
     assert reply["reply"] == CITED_ANSWER.replace(" [1]", "")  # the marker became a citation
-    assert [c["id"] for c in reply["citations"]] == ["return-window"]  # type: ignore[union-attr]
+    assert [c["id"] for c in citations(reply)] == ["return-window"]
 
     request = model_proxy.requests[-1]
     assert request["model"] == llm_settings["model"]
@@ -77,7 +84,7 @@ def test_an_answer_that_cites_nothing_is_replaced_by_the_knowledge_answer(
     assert len(model_proxy.requests) == 1  # the model was asked
     assert reply["answered_by"] == "knowledge"
     assert str(reply["reply"]).startswith(RETURNS_ANSWER_START)
-    assert [c["id"] for c in reply["citations"]] == ["return-window"]  # type: ignore[union-attr]
+    assert [c["id"] for c in citations(reply)] == ["return-window"]
     assert "model_uncited" in caplog.text
 
 
@@ -125,7 +132,7 @@ def test_model_pieces_stream_into_the_widget_channel_before_the_final_reply(
     with LiveServer(config, embedder) as server, connect(server.ws_url, open_timeout=10) as ws:
         json.loads(ws.recv(timeout=10))  # ready
         ws.send(json.dumps({"type": "message", "text": RETURNS_QUESTION, "client_message_id": "m1"}))
-        frames = []
+        frames: list[dict[str, Any]] = []
         while not frames or frames[-1]["type"] != "reply":
             frames.append(json.loads(ws.recv(timeout=30)))
 

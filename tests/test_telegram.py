@@ -89,7 +89,7 @@ def test_server_errors_are_retried_with_backoff(polling_bot: tuple[FakeBotApi, C
 
 def test_groups_answer_only_mentions_and_replies_to_the_bot(polling_bot: tuple[FakeBotApi, Config]) -> None:
     api, config = polling_bot
-    group = {"chat_id": -100, "chat_type": "group"}
+    group: dict[str, Any] = {"chat_id": -100, "chat_type": "group"}
     api.push_update({"message": api.user_message("anyone been to the alps?", user_id=7, **group)})
     text = "@northwind_bot how do I return an item?"
     mention = [{"type": "mention", "offset": 0, "length": len("@northwind_bot")}]

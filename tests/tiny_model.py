@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 CITED_ANSWER = "Here is what our policy says [1]."
 UNCITED_ANSWER = "Sure, anything is possible."
@@ -89,7 +90,7 @@ def build_tiny_model(out: Path, knowledge: Path, prompts: Path, steps: int = 300
         show_progress=False,
     )
     raw.train_from_iterator(_corpus(knowledge, prompts), trainer)
-    tokenizer = PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=raw,
         pad_token="<|pad|>",
         bos_token="<|bos|>",
@@ -114,9 +115,9 @@ def build_tiny_model(out: Path, knowledge: Path, prompts: Path, steps: int = 300
 
     examples = []
     for messages, answer in _training_prompts(knowledge, prompts, rng):
-        prompt_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if not isinstance(prompt_ids, list):
-            prompt_ids = prompt_ids["input_ids"]
+        # A list of ids, or an encoding holding them, depending on the transformers version.
+        encoded: Any = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        prompt_ids: list[int] = list(encoded if isinstance(encoded, list) else encoded["input_ids"])
         answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         ids = torch.tensor([prompt_ids + answer_ids])
         labels = ids.clone()
@@ -131,8 +132,8 @@ def build_tiny_model(out: Path, knowledge: Path, prompts: Path, steps: int = 300
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-    model.eval()
-    model.generation_config = GenerationConfig(
+    model.eval()  # type: ignore[no-untyped-call]
+    model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
         bos_token_id=config.bos_token_id,
         eos_token_id=config.eos_token_id,
         pad_token_id=config.pad_token_id,
