@@ -115,6 +115,8 @@ class KnowledgeIndex:
         # calibration finishing for older content never lands on newer content.
         self._swap_lock = threading.Lock()
         self._generation = 0
+        self._closing = threading.Event()
+        self._background: list[threading.Thread] = []  # calibrations started by live edits
         stored = collection.get(include=["metadatas", "documents", "embeddings"])
         self._metadata: dict[str, dict[str, Any]] = {
             rid: dict(meta or {}) for rid, meta in zip(stored["ids"], stored["metadatas"] or [], strict=True)
@@ -195,7 +197,10 @@ class KnowledgeIndex:
             if cached is None:
                 job = (key, self._generation, self._calibration_texts(), self._ranking.catalog)
                 if calibrate_in_background:
-                    threading.Thread(target=self._recalibrate, args=job, name="calibration", daemon=True).start()
+                    # Not a daemon: the interpreter would stop it mid-computation at exit (and abort in torch).
+                    thread = threading.Thread(target=self._recalibrate, args=job, name="calibration")
+                    self._background = [t for t in self._background if t.is_alive()] + [thread]
+                    thread.start()
                 else:
                     self._recalibrate(*job)
             return SyncReport(
@@ -209,6 +214,12 @@ class KnowledgeIndex:
                 files=len(files),
                 calibration=self._ranking.calibration if not calibrate_in_background or cached else None,
             )
+
+    def close(self) -> None:
+        """Stop a calibration still running in the background (at its next step) and wait for it."""
+        self._closing.set()
+        for thread in self._background:
+            thread.join()
 
     def search(self, query_vector: np.ndarray, query_text: str, k: int) -> list[Hit]:
         """The `k` best items for a message (its vector and its text), best first."""
@@ -286,9 +297,13 @@ class KnowledgeIndex:
 
     def _recalibrate(self, key: str, generation: int, texts: list[IndexedText], catalog: dict[str, Hit]) -> None:
         with self._calibration_lock:
-            if generation != self._generation:
-                return  # a newer sync has started its own
-            result = calibrate(texts, lambda: self._answer_texts(catalog))
+            if generation != self._generation or self._closing.is_set():
+                return  # a newer sync has started its own, or the service is stopping
+            try:
+                result = calibrate(texts, lambda: self._answer_texts(catalog), cancelled=self._closing.is_set)
+            except calibration.Cancelled:
+                log.info("calibration stopped: shutting down (the next start calibrates again)")
+                return
             with self._swap_lock:
                 if generation != self._generation:
                     return

@@ -18,9 +18,9 @@ from pathlib import Path
 import anyio
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
-from watchfiles import awatch
 
 from bot.knowledge.model import Problem
+from bot.watching import watch_directory
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,12 @@ class PromptLibrary:
         return self._templates[name].render(**variables).strip()
 
     async def watch(self, stop: anyio.Event, debounce_ms: int = 200) -> None:
+        """Reload after each burst of edits until `stop` is set; templates that fail keep their last good version."""
+
         if not self.directory.is_dir():
             return
-        async for _changes in awatch(self.directory, debounce=debounce_ms, step=min(50, debounce_ms), stop_event=stop):
+
+        async def reload() -> None:
             self.reload()
+
+        await watch_directory(self.directory, reload, stop, debounce_ms)

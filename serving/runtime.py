@@ -98,6 +98,7 @@ async def running_bot(
                     await model.aclose()
     finally:
         await store.close()
+        await anyio.to_thread.run_sync(engine.index.close)
 
 
 def model_responder(

@@ -142,6 +142,14 @@ def test_kb_check_reports_every_problem_and_exits_non_zero(tmp_path: Path, write
     assert f"{tmp_path / 'kb' / 'broken.yml'}:" in result.output and "invalid YAML" in result.output
 
 
+def test_a_file_name_that_is_not_utf8_is_reported_and_the_other_files_load(tmp_path: Path) -> None:
+    (tmp_path / "good.yml").write_text(GOOD_FAQ)
+    (tmp_path / "caf\udce9.yml").write_text(GOOD_FAQ.replace("id: ", "id: other-"))  # Latin-1 "café.yml"
+    vetting = vet(read_knowledge_dir(tmp_path))
+    assert [f.path for f in vetting.accepted] == ["good.yml"]
+    assert [str(p) for p in vetting.problems] == ["caf\\xe9.yml:1: file name is not UTF-8: rename the file"]
+
+
 def test_kb_check_passes_on_the_demo_knowledge_base(write_config: object) -> None:
     result = CliRunner().invoke(app, ["kb", "check", "--config", str(write_config())])  # type: ignore[operator]
     assert result.exit_code == 0, result.output

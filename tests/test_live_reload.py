@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -65,3 +66,27 @@ def test_edits_apply_live_and_broken_edits_keep_the_last_good_version(
             return not any(c["id"] == "dog-friendly-stores" for c in citations)  # type: ignore[attr-defined]
 
         wait_for(entry_gone, 2.0)
+
+
+def test_live_reload_survives_an_undecodable_file_name_and_a_swapped_directory(
+    config: Config, embedder: Embedder, knowledge_dir: Path
+) -> None:
+    with LiveServer(config, embedder, watch=True) as server:
+        time.sleep(0.3)  # let the watcher start
+        # A file whose name is not UTF-8 (Latin-1 "café"): the watcher cannot decode it.
+        (knowledge_dir / "faq" / "caf\udce9.yml").write_bytes(NEW_FAQ.encode())
+        time.sleep(1.0)
+        reply = ask(server, "How do I track my order?")
+        assert reply["answered_by"] == "knowledge" and reply["citations"]
+        # Edits still apply; the badly named file is not (it could not be cited).
+        (knowledge_dir / "faq" / "stores-dogs.yml").write_text(NEW_FAQ)
+        wait_for(lambda: "Well-behaved dogs" in str(ask(server, "are dogs allowed in the shop?")["reply"]), 2.0)
+
+        # Deployed by swapping folders: the old one moves away, a new copy takes its place.
+        knowledge_dir.rename(knowledge_dir.with_name("knowledge.old"))
+        shutil.copytree(knowledge_dir.with_name("knowledge.old"), knowledge_dir)
+        (knowledge_dir / "faq" / "stores-dogs.yml").write_text(NEW_FAQ.replace("all our stores", "our Berlin store"))
+        wait_for(lambda: "Berlin" in str(ask(server, "are dogs allowed in the shop?")["reply"]), 3.0)
+        # And it goes on watching the new folder.
+        (knowledge_dir / "faq" / "stores-dogs.yml").write_text(NEW_FAQ.replace("all our stores", "our Oslo store"))
+        wait_for(lambda: "Oslo" in str(ask(server, "are dogs allowed in the shop?")["reply"]), 2.0)

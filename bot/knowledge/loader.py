@@ -25,6 +25,14 @@ def is_knowledge_file(path: Path) -> bool:
 def read_knowledge_file(root: Path, path: Path) -> KnowledgeFile:
     relative = path.relative_to(root).as_posix()
     try:
+        relative.encode("utf-8")
+    except UnicodeEncodeError:
+        # The name holds bytes that are not UTF-8 (a file copied from an older system): it could not be
+        # cited, stored or shown. Named here with those bytes escaped so the operator can find it.
+        shown = relative.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        problem = Problem(shown, 1, "file name is not UTF-8: rename the file")
+        return KnowledgeFile(shown, (), (problem,))
+    try:
         raw = path.read_bytes()
     except OSError as err:
         return KnowledgeFile(relative, (), (Problem(relative, 1, f"cannot read file: {err.strerror or err}"),))

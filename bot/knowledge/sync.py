@@ -7,11 +7,11 @@ from pathlib import Path
 
 import anyio
 import anyio.to_thread
-from watchfiles import Change, awatch
 
 from bot.embedding import Progress
 from bot.index import KnowledgeIndex, SyncReport
 from bot.knowledge.loader import is_knowledge_file, read_knowledge_dir
+from bot.watching import watch_directory
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +32,10 @@ class KnowledgeSync:
         return report
 
     async def watch(self, stop: anyio.Event, debounce_ms: int = 200) -> None:
-        """Re-sync after each burst of edits until `stop` is set."""
+        """Re-sync after each burst of edits until `stop` is set; a failed sync keeps the index as it was."""
 
-        def relevant(change: Change, path: str) -> bool:
-            return is_knowledge_file(Path(path))
+        async def resync() -> None:
+            # New content answers at once; the answer threshold catches up when recalibrated.
+            await anyio.to_thread.run_sync(lambda: self.run(calibrate_in_background=True))
 
-        async for _changes in awatch(
-            self.directory,
-            watch_filter=relevant,
-            debounce=debounce_ms,
-            step=min(50, debounce_ms),
-            stop_event=stop,
-        ):
-            try:
-                # New content answers at once; the answer threshold catches up when recalibrated.
-                await anyio.to_thread.run_sync(lambda: self.run(calibrate_in_background=True))
-            except Exception:
-                log.exception("knowledge sync failed; the index keeps serving its current content")
+        await watch_directory(self.directory, resync, stop, debounce_ms, relevant=is_knowledge_file)

@@ -129,13 +129,21 @@ class _Probe:
         )
 
 
+class Cancelled(Exception):
+    """Calibration was asked to stop (the service is shutting down) before it finished."""
+
+
 def calibrate(
-    texts: Sequence[IndexedText], answer_texts: Callable[[], Sequence[IndexedText]] = tuple, seed: int = 0
+    texts: Sequence[IndexedText],
+    answer_texts: Callable[[], Sequence[IndexedText]] = tuple,
+    seed: int = 0,
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> Calibration:
     """Weights and threshold for `texts`, given in a fixed order (each item's lead text first).
 
     `answer_texts` gives FAQ answers split like passages (kind "passage", item id of their entry);
     it is called only when there is enough knowledge to calibrate, since it may have to embed them.
+    `cancelled` is asked between folds; when it says so, `Cancelled` is raised.
     """
     started = time.perf_counter()
     by_item: dict[str, list[int]] = defaultdict(list)  # item -> positions of its texts
@@ -155,6 +163,8 @@ def calibrate(
     for repeat in range(REPEATS):
         text_fold, item_fold = _folds(by_item, np.random.default_rng(seed + repeat))
         for fold in range(FOLDS):
+            if cancelled():
+                raise Cancelled
             hidden = [t for i, t in enumerate(texts) if text_fold.get(i) == fold]
             # A passage's first text is its whole section, which contains every hidden sentence word for word.
             leaking = {t.item_id for t in hidden if t.kind == "passage"}
