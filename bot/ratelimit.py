@@ -18,15 +18,23 @@ class RateLimiter:
         self._last_sweep = clock()
 
     def allow(self, key: str) -> bool:
+        """Whether an event for `key` is allowed now; an allowed one is counted, a refused one is not."""
+        if not self.allows(key):
+            return False
+        self.record(key)
+        return True
+
+    def allows(self, key: str) -> bool:
+        """Whether an event for `key` would be allowed now, counting nothing."""
         now = self._clock()
         self._sweep(now)
-        events = self._events.setdefault(key, deque())
+        events = self._events.get(key)
         while events and events[0] <= now - self.window:
             events.popleft()
-        if len(events) >= self.limit:
-            return False
-        events.append(now)
-        return True
+        return not events or len(events) < self.limit
+
+    def record(self, key: str) -> None:
+        self._events.setdefault(key, deque()).append(self._clock())
 
     def retry_after(self, key: str) -> float:
         events = self._events.get(key)

@@ -52,13 +52,22 @@ def load_yaml(text: str) -> tuple[Any, LineMap]:
     return data, LineMap(lines)
 
 
-def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int]) -> None:
+def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], seen: set[int] | None = None) -> None:
+    """Record the line of every path under `node`.
+
+    A node reached again through an alias (`*name`) is not walked again: nested aliases would otherwise
+    take exponential time (a few hundred bytes could stall the knowledge watcher for hours).
+    """
+    seen = set() if seen is None else seen
     lines[path] = node.start_mark.line + 1
+    if id(node) in seen:
+        return
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             child = (*path, str(key_node.value))
-            _walk(value_node, child, lines)
+            _walk(value_node, child, lines, seen)
             lines[child] = key_node.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _walk(item, (*path, index), lines)
+            _walk(item, (*path, index), lines, seen)

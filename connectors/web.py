@@ -28,6 +28,7 @@ from bot.types import Message, Reply
 log = logging.getLogger(__name__)
 
 CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9_-]{16,64}$"
+_MAX_TURN_ID = 2**63 - 1  # SQLite's largest integer: turn ids never exceed it
 _CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
 CLIENT_MESSAGE_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 CHANNEL = "web"
@@ -138,11 +139,18 @@ class WebChannel:
         self._per_ip = RateLimiter(self._settings.messages_per_minute_per_ip, WINDOW_SECONDS)
 
     def _rate_limited(self, conversation_id: str, client_ip: str) -> float:
-        """Seconds to wait, or 0 when this message may go through."""
-        if not self._per_ip.allow(f"ip:{client_ip}"):
-            return self._per_ip.retry_after(f"ip:{client_ip}") or 1.0
-        if not self._per_conversation.allow(conversation_id):
+        """Seconds to wait, or 0 when this message may go through.
+
+        Only messages that go through count against the limits: a conversation that keeps sending while
+        refused must not use up the allowance of everyone else behind the same address.
+        """
+        ip = f"ip:{client_ip}"
+        if not self._per_ip.allows(ip):
+            return self._per_ip.retry_after(ip) or 1.0
+        if not self._per_conversation.allows(conversation_id):
             return self._per_conversation.retry_after(conversation_id) or 1.0
+        self._per_ip.record(ip)
+        self._per_conversation.record(conversation_id)
         return 0.0
 
     def router(self) -> APIRouter:
@@ -176,7 +184,7 @@ class WebChannel:
         @router.get("/api/conversations/{conversation_id}", response_model=HistoryResponse)
         async def history(
             conversation_id: Annotated[str, Field(pattern=CONVERSATION_ID_PATTERN)],
-            after: Annotated[int, Query(ge=0)] = 0,
+            after: Annotated[int, Query(ge=0, le=_MAX_TURN_ID)] = 0,
         ) -> HistoryResponse:
             store = self._pipeline().store
             if await store.conversation(conversation_id) is None:
@@ -209,13 +217,19 @@ class WebChannel:
         client_ip = websocket.client.host if websocket.client else "unknown"
 
         while True:
-            raw = await websocket.receive_text()
+            received = await websocket.receive()
+            if received["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(received.get("code", 1000), received.get("reason"))
+            raw = received.get("text")
+            if raw is None:
+                await _send_error(websocket, "invalid", "Invalid frame: send JSON as a text frame, not binary data")
+                continue
             if len(raw.encode("utf-8", "surrogatepass")) > self._max_frame_bytes:
                 await _send_error(websocket, "too_large", f"Messages are limited to {self._max_frame_bytes} bytes.")
                 continue
             try:
                 frame = SocketMessage.model_validate(json.loads(raw))
-            except (ValueError, ValidationError) as err:
+            except (ValueError, ValidationError, RecursionError) as err:
                 detail = err.errors()[0]["msg"] if isinstance(err, ValidationError) else "not valid JSON"
                 await _send_error(websocket, "invalid", f"Invalid frame: {detail}")
                 continue

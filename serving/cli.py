@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +16,8 @@ import anyio
 import typer
 
 from bot.config import Config, ConfigError, load_config
-from bot.store import StoreError
+from bot.knowledge.loader import KnowledgeDirMissing
+from bot.store import ConversationStore, StoreError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models are local files; never reach for a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -52,6 +55,21 @@ def _logging(default: str) -> None:
     )
 
 
+@contextlib.contextmanager
+def _operator_errors() -> Iterator[None]:
+    """What an operator fixes in their set-up (a missing folder, a file that is not a store): one line, exit 2."""
+    try:
+        yield
+    except (KnowledgeDirMissing, StoreError) as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from err
+
+
+async def _store_opens(path: Path) -> None:
+    store = await ConversationStore.open(path)
+    await store.close()
+
+
 @app.command()
 def serve(
     config: ConfigOption = Path("config.yml"),
@@ -67,6 +85,10 @@ def serve(
 
     _logging("info")
     settings = _config(config)
+    with _operator_errors():  # here, as one line, rather than as a traceback from inside the server
+        if not settings.knowledge.path.is_dir():
+            raise KnowledgeDirMissing(f"knowledge directory not found: {settings.knowledge.path}")
+        anyio.run(_store_opens, settings.store.path)
     bind_host = host or settings.server.host
     bind_port = settings.server.port if port is None else port
 
@@ -106,11 +128,8 @@ def chat(config: ConfigOption = Path("config.yml")) -> None:
                 typer.echo(f"{settings.bot_name}: ask me anything (Ctrl-D or /quit to leave).")
             await run_terminal_chat(bot.pipeline, sys.stdin, sys.stdout)
 
-    try:
+    with _operator_errors():
         anyio.run(main)
-    except StoreError as err:
-        typer.echo(str(err), err=True)
-        raise typer.Exit(2) from err
 
 
 @kb_app.command("check")
@@ -121,11 +140,8 @@ def kb_check(config: ConfigOption = Path("config.yml"), knowledge: KnowledgeOpti
 
     settings = _config(config)
     directory = knowledge or settings.knowledge.path
-    try:
+    with _operator_errors():
         files = read_knowledge_dir(directory)
-    except FileNotFoundError as err:
-        typer.echo(str(err), err=True)
-        raise typer.Exit(2) from err
     vetting = vet(files)
     for problem in vetting.problems:
         typer.echo(f"{directory / problem.file}:{problem.line}: {problem.message}")
@@ -174,7 +190,8 @@ def kb_index(config: ConfigOption = Path("config.yml"), knowledge: KnowledgeOpti
     _logging("warning")
     settings = _config(config)
     engine = build_engine(settings, knowledge_dir=knowledge)
-    report = engine.sync.run(_ProgressPrinter())
+    with _operator_errors():
+        report = engine.sync.run(_ProgressPrinter())
     typer.echo(
         f"added {len(report.added)}, updated {len(report.updated)}, removed {len(report.removed)}, "
         f"unchanged {report.unchanged}; embedded {report.texts_embedded} texts in {report.seconds:.2f}s"
@@ -211,7 +228,8 @@ def eval_command(
         raise typer.Exit(2) from err
     index_path = eval_index_path(settings, knowledge) if knowledge is not None else None
     engine = build_engine(settings, knowledge_dir=knowledge, index_path=index_path)
-    sync = engine.sync.run(_ProgressPrinter())
+    with _operator_errors():
+        sync = engine.sync.run(_ProgressPrinter())
     for file in sync.rejected:
         for problem in file.problems:
             typer.echo(f"not applied: {problem}", err=True)

@@ -141,6 +141,18 @@ def test_bad_config_exits_with_the_problem(tmp_path: Path) -> None:
     assert code == 2 and f"{bad}:2: answering.min_margin" in output
 
 
+def test_set_up_problems_are_one_line_and_exit_2_on_every_command(tmp_path: Path, write_config: ConfigFactory) -> None:
+    missing = write_config(knowledge={"path": str(tmp_path / "no-such-folder")})
+    for command in (["kb", "check"], ["kb", "index"], ["eval"], ["chat"], ["serve"]):
+        code, output = run(*command, "--config", str(missing))
+        assert (code, output.strip()) == (2, f"knowledge directory not found: {tmp_path / 'no-such-folder'}"), command
+    (tmp_path / "not-a-store.sqlite3").write_bytes(b"\x00garbage" * 500)
+    bad_store = write_config(store={"path": str(tmp_path / "not-a-store.sqlite3")})
+    for command in (["chat"], ["serve"]):
+        code, output = run(*command, "--config", str(bad_store))
+        assert code == 2 and output.strip().endswith("cannot be opened: file is not a database"), (command, output)
+
+
 def test_demo_eval_cases_match_the_knowledge_base_and_accuracy_does_not_regress(
     tmp_path: Path, write_config: ConfigFactory
 ) -> None:

@@ -47,3 +47,27 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_config(tmp_path / "nope.yml")
+
+
+def test_values_that_would_fail_later_are_refused_at_start_up(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text(
+        "index:\n"
+        "  collection: Support KB (EU)\n"  # Chroma refuses spaces and brackets
+        "web:\n"
+        "  allowed_origins: [https://shop.example.com/help]\n"  # a page, not an origin: never matches
+        "messages:\n"
+        '  too_long: "Keep it short ({limit} max), JSON like {\\"text\\": ...} is fine"\n'  # braces read as a field
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith(f"{path}:2: index.collection: String should match pattern")
+    assert lines[1].startswith(f"{path}:4: web.allowed_origins: Value error, 'https://shop.example.com/help'")
+    assert lines[2].startswith(f"{path}:6: messages.too_long: Value error, may use only the placeholders")
+
+
+def test_origins_are_compared_as_browsers_send_them(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text("web:\n  allowed_origins: ['https://Shop.Example.com/', '*']\n")
+    assert load_config(path).web.allowed_origins == ["https://shop.example.com", "*"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -154,3 +155,14 @@ def test_kb_check_passes_on_the_demo_knowledge_base(write_config: object) -> Non
     result = CliRunner().invoke(app, ["kb", "check", "--config", str(write_config())])  # type: ignore[operator]
     assert result.exit_code == 0, result.output
     assert "no problems" in result.output
+
+
+def test_nested_yaml_aliases_are_read_without_expanding_them() -> None:
+    # Each level refers to the one before ten times: expanded, 12 levels would be 10^12 strings.
+    lines = ["- id: a", "  question: q", "  answer: x", '  tags: &l0 ["t","t","t","t","t","t","t","t","t","t"]']
+    lines += [f"  alternates{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 12)]
+    started = time.monotonic()
+    parsed = parse_faq("faq/aliases.yml", "\n".join(lines) + "\n")
+    assert time.monotonic() - started < 5  # a guard against hanging, not a performance figure
+    assert not parsed.ok and parsed.problems[0].message == "entry 'a': alternates1: unknown key"
+    assert parsed.problems[0].line == 5

@@ -78,6 +78,7 @@ def test_unknown_or_malformed_conversation_ids_get_a_fresh_conversation(live_ser
         assert ready["conversation_id"] != bad
     with live_server.client() as client:
         assert client.get("/api/conversations/" + "A" * 24).status_code == 404
+        assert client.get("/api/conversations/" + "A" * 24, params={"after": 2**64}).status_code == 422
 
 
 def test_invalid_and_oversized_frames_get_errors_and_the_socket_stays_usable(
@@ -90,6 +91,10 @@ def test_invalid_and_oversized_frames_get_errors_and_the_socket_stays_usable(
         assert json.loads(ws.recv(timeout=10))["code"] == "invalid"
         ws.send(json.dumps({"type": "message", "text": "x" * 5000, "client_message_id": "big"}))
         assert json.loads(ws.recv(timeout=10))["code"] == "too_large"
+        ws.send(b"\x00\xffbinary")  # a binary frame
+        assert json.loads(ws.recv(timeout=10))["code"] == "invalid"
+        ws.send("[" * 1000 + "]" * 1000)  # nested deeper than the JSON parser recurses
+        assert json.loads(ws.recv(timeout=10))["code"] == "invalid"
         ws.send(json.dumps({"type": "message", "text": "hello", "client_message_id": "ok"}))
         assert frames_until_reply(ws)[-1]["type"] == "reply"
 
@@ -122,6 +127,22 @@ def test_rate_limits_per_ip(write_config: ConfigFactory, embedder: Embedder) -> 
         response = client.post("/api/chat", json={"text": "hello"})
     assert codes == [200, 200, 429]
     assert response.status_code == 429 and int(response.headers["retry-after"]) >= 1
+
+
+def test_a_conversation_refused_for_sending_too_fast_does_not_use_up_its_address_allowance(
+    write_config: ConfigFactory, embedder: Embedder
+) -> None:
+    limits = {"messages_per_minute_per_conversation": 2, "messages_per_minute_per_ip": 5}
+    config = load_config(write_config(web=limits))
+    with LiveServer(config, embedder) as server, server.client() as client:
+        chatty = client.post("/api/chat", json={"text": "hello"}).json()["conversation_id"]
+        retries = [
+            client.post("/api/chat", json={"conversation_id": chatty, "text": "hello?"}).status_code for _ in range(10)
+        ]
+        # Another customer behind the same address (a shop's or an office's NAT) still gets through.
+        others = [client.post("/api/chat", json={"text": "where is my order"}).status_code for _ in range(4)]
+    assert retries == [200] + [429] * 9
+    assert others == [200, 200, 200, 429]  # 5 per minute from the address: the chatty pair and these three
 
 
 def test_only_allowed_origins_may_open_the_socket_or_read_via_cors(

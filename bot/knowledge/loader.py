@@ -47,10 +47,14 @@ def read_knowledge_file(root: Path, path: Path) -> KnowledgeFile:
     return parse_policy(relative, text)
 
 
+class KnowledgeDirMissing(FileNotFoundError):
+    """The configured knowledge directory does not exist (or is not a directory)."""
+
+
 def read_knowledge_dir(root: Path) -> list[KnowledgeFile]:
     """Every knowledge file under `root`, parsed, in a stable order."""
     if not root.is_dir():
-        raise FileNotFoundError(f"knowledge directory not found: {root}")
+        raise KnowledgeDirMissing(f"knowledge directory not found: {root}")
     paths = sorted(p for p in root.rglob("*") if p.is_file() and is_knowledge_file(p) and not _in_hidden_dir(root, p))
     return [read_knowledge_file(root, p) for p in paths]
 
