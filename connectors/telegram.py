@@ -133,15 +133,24 @@ class TelegramConnector:
         except (NetworkError, TimedOut) as err:
             raise ChannelError(f"telegram: cannot reach the Bot API at {self._settings.base_url}: {err}") from err
         await self.application.start()
-        if self._settings.mode == "polling":
-            assert self.application.updater is not None  # built with an updater in polling mode
-            await self.application.updater.start_polling(
-                timeout=dt.timedelta(seconds=self._settings.poll_timeout), error_callback=_log_polling_error
-            )
-        else:
-            await self.application.bot.set_webhook(
-                url=str(self._settings.webhook_url), secret_token=self._webhook_secret, allowed_updates=Update.ALL_TYPES
-            )
+        try:
+            if self._settings.mode == "polling":
+                assert self.application.updater is not None  # built with an updater in polling mode
+                await self.application.updater.start_polling(
+                    timeout=dt.timedelta(seconds=self._settings.poll_timeout), error_callback=_log_polling_error
+                )
+            else:
+                await self.application.bot.set_webhook(
+                    url=str(self._settings.webhook_url),
+                    secret_token=self._webhook_secret,
+                    allowed_updates=Update.ALL_TYPES,
+                )
+        except BaseException:
+            # Refused (a webhook URL the Bot API will not call, say): the channel stays off, so nothing of it
+            # may keep running in the background.
+            self._started = True
+            await self.stop()
+            raise
         self._started = True
         log.info("telegram: running as @%s (%s)", self.application.bot.username, self._settings.mode)
 

@@ -40,6 +40,7 @@ class FakeBotApi:
     token: str = "123456:TEST-TOKEN"
     calls: list[Call] = field(default_factory=list)
     scripted_send_failures: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    webhook_refusal: str | None = None  # setWebhook answers 400 with this description, as the Bot API does
     port: int = 0
 
     def __post_init__(self) -> None:
@@ -134,6 +135,8 @@ class FakeBotApi:
         return _ok(True)
 
     async def _m_setWebhook(self, params: dict[str, Any]) -> web.Response:
+        if self.webhook_refusal is not None:
+            return _json({"ok": False, "error_code": 400, "description": self.webhook_refusal}, 400)
         return _ok(True)
 
     async def _m_getUpdates(self, params: dict[str, Any]) -> web.Response:

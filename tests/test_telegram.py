@@ -8,11 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+from telegram.error import BadRequest
 
 from bot.config import Config, load_config
 from bot.embedding import Embedder
-from connectors.telegram import SECRET_HEADER
+from connectors.telegram import SECRET_HEADER, telegram_connector
 from tests.conftest import ConfigFactory, LiveServer
 from tests.telegram_api import BOT_USER, FakeBotApi, flood_control, server_error
 
@@ -196,3 +198,18 @@ def test_a_missing_token_is_named(write_config: ConfigFactory, api: FakeBotApi, 
     with LiveServer(config, embedder, environ={}) as server, server.client() as client:
         failed = client.get("/health").json()["channels"]["failed"]
     assert failed == {"telegram": "telegram: TELEGRAM_BOT_TOKEN is not set"}
+
+
+def test_a_refused_webhook_turns_telegram_off_and_leaves_none_of_it_running(
+    write_config: ConfigFactory, api: FakeBotApi, embedder: Embedder
+) -> None:
+    api.webhook_refusal = "Bad Request: bad webhook: An HTTPS URL must be provided for webhook"
+    config = telegram_config(write_config, api, mode="webhook", webhook_url="https://bot.example/telegram/webhook")
+    with LiveServer(config, embedder, environ=env(api)) as server, server.client() as client:
+        failed = client.get("/health").json()["channels"]["failed"]
+    assert "bad webhook: an https url must be provided" in failed["telegram"].lower()
+
+    connector = telegram_connector(lambda: pytest.fail("no update may arrive"), config.channels.telegram, env(api))
+    with pytest.raises(BadRequest):
+        anyio.run(connector.start)
+    assert not connector.application.running
