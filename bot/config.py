@@ -7,7 +7,6 @@ they are read from environment variables by the parts that need them.
 from __future__ import annotations
 
 import re
-import string
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -193,12 +192,9 @@ class MessagesSettings(_Section):
     @classmethod
     def _too_long_placeholders(cls, text: str) -> str:
         try:
-            fields = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
             text.format(length=0, limit=0)
-        except (ValueError, IndexError, KeyError, AttributeError):
-            fields = {"?"}
-        if not fields <= {"length", "limit"}:
-            raise ValueError("may use only the placeholders {length} and {limit}; write {{ and }} for a brace")
+        except (ValueError, LookupError, AttributeError, TypeError) as err:
+            raise ValueError("may use only the placeholders {length} and {limit}; write {{ and }} for a brace") from err
         return text
 
 

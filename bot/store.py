@@ -113,12 +113,13 @@ _ADDED_COLUMNS = (
 
 async def _migrate(db: aiosqlite.Connection) -> None:
     """Bring a store written by an earlier version up to this schema (columns are only ever added)."""
-    for table in sorted({table for table, _, _ in _ADDED_COLUMNS}):
-        async with db.execute(f"PRAGMA table_info({table})") as cursor:
-            present = {row[1] for row in await cursor.fetchall()}
-        for _, column, declaration in (c for c in _ADDED_COLUMNS if c[0] == table):
-            if column not in present:
-                await db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+    present: dict[str, set[str]] = {}  # table -> its columns
+    for table, column, declaration in _ADDED_COLUMNS:
+        if table not in present:
+            async with db.execute(f"PRAGMA table_info({table})") as cursor:
+                present[table] = {row[1] for row in await cursor.fetchall()}
+        if column not in present[table]:
+            await db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
 
 class StoreError(Exception):
@@ -132,11 +133,9 @@ class ConversationStore:
     @classmethod
     async def open(cls, path: Path) -> ConversationStore:
         path.parent.mkdir(parents=True, exist_ok=True)
+        db: aiosqlite.Connection | None = None
         try:
             db = await aiosqlite.connect(path)
-        except sqlite3.Error as err:
-            raise StoreError(f"conversation store {path} cannot be opened: {err}") from err
-        try:
             db.row_factory = aiosqlite.Row
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
@@ -147,8 +146,8 @@ class ConversationStore:
             await db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
             await db.commit()
         except BaseException as err:
-            # The connection's worker thread would otherwise keep the process from exiting.
-            await db.close()
+            if db is not None:  # its worker thread would otherwise keep the process from exiting
+                await db.close()
             if isinstance(err, sqlite3.Error):
                 raise StoreError(f"conversation store {path} cannot be opened: {err}") from err
             raise

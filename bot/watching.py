@@ -12,7 +12,7 @@ been missed meanwhile.
 from __future__ import annotations
 
 import logging
-import os
+import stat
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from pathlib import Path
@@ -33,7 +33,7 @@ def _identity(directory: Path) -> tuple[int, int] | None:
         status = directory.stat()
     except OSError:
         return None
-    return (status.st_dev, status.st_ino) if os.path.isdir(directory) else None
+    return (status.st_dev, status.st_ino) if stat.S_ISDIR(status.st_mode) else None
 
 
 async def watch_directory(
