@@ -148,8 +148,7 @@ class TelegramConnector:
         except BaseException:
             # Refused (a webhook URL the Bot API will not call, say): the channel stays off, so nothing of it
             # may keep running in the background.
-            self._started = True
-            await self.stop()
+            await self._close_application()
             raise
         self._started = True
         log.info("telegram: running as @%s (%s)", self.application.bot.username, self._settings.mode)
@@ -158,6 +157,9 @@ class TelegramConnector:
         if not self._started:
             return
         self._started = False
+        await self._close_application()
+
+    async def _close_application(self) -> None:
         if self.application.updater is not None and self.application.updater.running:
             await self.application.updater.stop()
         await self.application.stop()

@@ -16,7 +16,7 @@ import anyio
 import typer
 
 from bot.config import Config, ConfigError, load_config
-from bot.knowledge.loader import KnowledgeDirMissing
+from bot.knowledge.loader import KnowledgeDirMissing, require_knowledge_dir
 from bot.store import ConversationStore, StoreError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models are local files; never reach for a hub
@@ -86,8 +86,7 @@ def serve(
     _logging("info")
     settings = _config(config)
     with _operator_errors():  # here, as one line, rather than as a traceback from inside the server
-        if not settings.knowledge.path.is_dir():
-            raise KnowledgeDirMissing(f"knowledge directory not found: {settings.knowledge.path}")
+        require_knowledge_dir(settings.knowledge.path)
         anyio.run(_store_opens, settings.store.path)
     bind_host = host or settings.server.host
     bind_port = settings.server.port if port is None else port

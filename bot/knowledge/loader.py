@@ -51,10 +51,15 @@ class KnowledgeDirMissing(FileNotFoundError):
     """The configured knowledge directory does not exist (or is not a directory)."""
 
 
-def read_knowledge_dir(root: Path) -> list[KnowledgeFile]:
-    """Every knowledge file under `root`, parsed, in a stable order."""
+def require_knowledge_dir(root: Path) -> None:
+    """Raise KnowledgeDirMissing unless `root` is a directory."""
     if not root.is_dir():
         raise KnowledgeDirMissing(f"knowledge directory not found: {root}")
+
+
+def read_knowledge_dir(root: Path) -> list[KnowledgeFile]:
+    """Every knowledge file under `root`, parsed, in a stable order."""
+    require_knowledge_dir(root)
     paths = sorted(p for p in root.rglob("*") if p.is_file() and is_knowledge_file(p) and not _in_hidden_dir(root, p))
     return [read_knowledge_file(root, p) for p in paths]
 
