@@ -178,6 +178,8 @@ class MessagesSettings(_Section):
     thanks: str = "You're welcome! Is there anything else I can help with?"
     goodbye: str = "Thanks for chatting with us. Have a great day!"
     not_sure: str = "I'm not sure I can answer that correctly."
+    # Declining a message like the knowledge base's out-of-scope examples (unless their group has a reply).
+    out_of_scope: str = "Sorry, that's not something I can help with here."
     suggestions_intro: str = "Were you asking about one of these?"
     offer_human: str = "I can also connect you with a person from our team."
     talk_to_human_button: str = "Talk to a person"

@@ -15,12 +15,14 @@ from bot.config import AnsweringSettings
 from bot.guard import InputProblem, guard_input
 from bot.handoff import asks_for_human
 from bot.index import Hit, KnowledgeIndex
+from bot.ranking.scorer import OUT_OF_SCOPE
 from bot.smalltalk import SmallTalk, classify_smalltalk
 
 
 class DecisionKind(StrEnum):
     ANSWER = "answer"  # a knowledge item is confidently the answer
     NOT_SURE = "not_sure"  # nothing matched well enough: say so, suggest, offer a person
+    OUT_OF_SCOPE = "out_of_scope"  # most like what the operator listed as not to be answered: decline
     SMALLTALK = "smalltalk"
     HANDOFF = "handoff"  # the customer asked for a person
     INVALID = "invalid"  # empty, too long or unreadable input
@@ -31,7 +33,8 @@ class Decision:
     kind: DecisionKind
     text: str  # the message as the engine read it (cleaned)
     answer: Hit | None = None
-    candidates: tuple[Hit, ...] = ()  # best first, whatever the decision
+    candidates: tuple[Hit, ...] = ()  # answerable items, best first, whatever the decision
+    declined_by: Hit | None = None  # the out-of-scope group that ranked first
     smalltalk: SmallTalk | None = None
     problem: InputProblem | None = None
     original_length: int = 0
@@ -66,16 +69,17 @@ class ResponsePolicy:
             return Decision(DecisionKind.SMALLTALK, text, smalltalk=smalltalk)
 
         started = time.perf_counter()
-        candidates = self.rank(text)
+        ranked = self._retrieval.run(text)
         retrieval_ms = (time.perf_counter() - started) * 1000
+        candidates = tuple(hit for hit in ranked if hit.kind != OUT_OF_SCOPE)[: self._candidates]
+        if ranked and ranked[0].kind == OUT_OF_SCOPE:
+            return Decision(
+                DecisionKind.OUT_OF_SCOPE, text, None, candidates, declined_by=ranked[0], retrieval_ms=retrieval_ms
+            )
         best = candidates[0] if candidates else None
         if best is not None and self._confident(best, candidates[1:2]):
-            return Decision(DecisionKind.ANSWER, text, best, tuple(candidates), retrieval_ms=retrieval_ms)
-        return Decision(DecisionKind.NOT_SURE, text, None, tuple(candidates), retrieval_ms=retrieval_ms)
-
-    def rank(self, text: str) -> list[Hit]:
-        """Candidates best first."""
-        return self._retrieval.run(text)[: self._candidates]
+            return Decision(DecisionKind.ANSWER, text, best, candidates, retrieval_ms=retrieval_ms)
+        return Decision(DecisionKind.NOT_SURE, text, None, candidates, retrieval_ms=retrieval_ms)
 
     @property
     def _candidates(self) -> int:
@@ -94,7 +98,7 @@ class ResponsePolicy:
         """How far a hit's score clears the answer threshold (negative: below it)."""
         return hit.score - self.threshold
 
-    def _confident(self, best: Hit, runner_up: list[Hit]) -> bool:
+    def _confident(self, best: Hit, runner_up: Sequence[Hit]) -> bool:
         if self.clearance(best) < 0:
             return False
         return not runner_up or best.score - runner_up[0].score >= self._settings.min_margin

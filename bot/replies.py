@@ -44,7 +44,21 @@ def compose_reply(decision: Decision, messages: MessagesSettings, settings: Answ
         else:
             text = messages.unreadable
         return Reply(text=text, answered_by=AnsweredBy.FALLBACK, reason=str(problem))
+    if kind is DecisionKind.OUT_OF_SCOPE:
+        return _out_of_scope(decision, messages)
     return _not_sure(decision, messages, settings)
+
+
+def _out_of_scope(decision: Decision, messages: MessagesSettings) -> Reply:
+    group = decision.declined_by
+    return Reply(
+        text="\n".join(((group.body if group else "") or messages.out_of_scope, messages.offer_human)),
+        answered_by=AnsweredBy.FALLBACK,
+        confidence=round(decision.confidence, 4),
+        quick_replies=(messages.talk_to_human_button,),
+        source_id=group.item_id if group else None,
+        reason="out_of_scope",
+    )
 
 
 def _not_sure(decision: Decision, messages: MessagesSettings, settings: AnsweringSettings) -> Reply:

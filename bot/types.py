@@ -53,5 +53,5 @@ class Reply:
     citations: tuple[Citation, ...] = ()
     quick_replies: tuple[str, ...] = ()
     handoff: bool = False
-    source_id: str | None = None  # the knowledge item the answer came from, if any
-    reason: str = ""  # machine-readable why: "faq", "passage", "not_sure", "greeting", "empty", ...
+    source_id: str | None = None  # the knowledge item the answer came from (or the out-of-scope group that declined)
+    reason: str = ""  # machine-readable why: "faq", "passage", "not_sure", "out_of_scope", "greeting", "empty", ...

@@ -26,6 +26,8 @@ def field_problems(err: ValidationError) -> list[FieldProblem]:
             reason = "unknown key"
         elif kind == "missing":
             reason = "required key is missing"
+        elif kind in ("too_short", "string_too_short") and detail.get("ctx", {}).get("min_length") == 1:
+            reason = "must not be empty"
         else:
             reason = str(detail["msg"])
             if "input" in detail and not isinstance(detail["input"], dict | list):

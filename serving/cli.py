@@ -135,7 +135,7 @@ def chat(config: ConfigOption = Path("config.yml")) -> None:
 def kb_check(config: ConfigOption = Path("config.yml"), knowledge: KnowledgeOption = None) -> None:
     """Validate every knowledge file; report each problem with file, line and reason."""
     from bot.knowledge.loader import read_knowledge_dir, vet
-    from bot.knowledge.model import FaqEntry
+    from bot.knowledge.model import FaqEntry, OutOfScopeGroup
 
     settings = _config(config)
     directory = knowledge or settings.knowledge.path
@@ -146,7 +146,10 @@ def kb_check(config: ConfigOption = Path("config.yml"), knowledge: KnowledgeOpti
         typer.echo(f"{directory / problem.file}:{problem.line}: {problem.message}")
     items = [item for f in vetting.accepted for item in f.items]
     faqs = sum(isinstance(i, FaqEntry) for i in items)
-    summary = f"{len(files)} files: {faqs} FAQ entries, {len(items) - faqs} passages"
+    groups = sum(isinstance(i, OutOfScopeGroup) for i in items)
+    summary = f"{len(files)} files: {faqs} FAQ entries, {len(items) - faqs - groups} passages"
+    if groups:
+        summary += f", {groups} out-of-scope groups"
     if vetting.problems:
         typer.echo(f"{summary}; {len(vetting.problems)} problems in {len(vetting.rejected)} files", err=True)
         raise typer.Exit(1)
@@ -237,6 +240,7 @@ def eval_command(
 
     figures = report.figures()
     typer.echo(f"cases: {figures['n_cases']}  (knowledge: {engine.sync.directory}, index sync {sync.seconds:.1f}s)")
+    typer.echo(f"answer selection: {engine.index.calibration.summary()}")
     typer.echo(f"top-1 accuracy:       {figures['top1_accuracy']:.2%}")
     typer.echo(f"top-3 accuracy:       {figures['top3_accuracy']:.2%}")
     typer.echo(f"in-scope accuracy:    {figures['in_scope_accuracy']:.2%}")

@@ -44,12 +44,34 @@ def test_policy_question_gets_the_passage_with_its_heading_path(engine: Engine) 
     assert " › " in citation.title and citation.line > 1
 
 
-def test_unrelated_question_is_declined_with_suggestions_and_an_offer_of_a_person(engine: Engine) -> None:
-    reply = reply_to(engine, "what will the weather be like in Berlin tomorrow")
+def test_unanswerable_question_is_declined_with_suggestions_and_an_offer_of_a_person(engine: Engine) -> None:
+    reply = reply_to(engine, "how do I get to your office by bike")
     assert reply.answered_by is AnsweredBy.FALLBACK and reply.reason == "not_sure"
     assert reply.citations == ()
     assert reply.text.startswith(engine.config.messages.not_sure)
+    assert len(reply.quick_replies) >= 2  # closest topics, then the person
     assert reply.quick_replies[-1] == engine.config.messages.talk_to_human_button
+
+
+def test_a_message_like_an_out_of_scope_example_is_declined_even_when_an_answer_clears_the_threshold(
+    engine: Engine,
+) -> None:
+    # knowledge/out_of_scope.yml lists other shops' orders; the demo's track-order entry also matches well.
+    decision = engine.policy.decide("can you check where my zalando order is")
+    assert decision.kind is DecisionKind.OUT_OF_SCOPE
+    assert decision.declined_by is not None and decision.declined_by.item_id == "other-companies"
+    assert decision.candidates[0].item_id == "track-order" and engine.policy.clearance(decision.candidates[0]) > 0
+    reply = compose_reply(decision, engine.config.messages, engine.config.answering)
+    assert reply.answered_by is AnsweredBy.FALLBACK and reply.reason == "out_of_scope"
+    assert reply.source_id == "other-companies" and reply.citations == ()
+    assert reply.text.startswith("I can only see orders and accounts with Northwind Outfitters.")
+    assert reply.quick_replies == (engine.config.messages.talk_to_human_button,)  # no unrelated topics
+
+
+def test_an_out_of_scope_group_without_its_own_reply_uses_the_configured_one(engine: Engine) -> None:
+    reply = reply_to(engine, "what will the weather be like in Berlin tomorrow")
+    assert reply.reason == "out_of_scope" and reply.source_id == "off-topic"
+    assert reply.text.splitlines() == [engine.config.messages.out_of_scope, engine.config.messages.offer_human]
 
 
 def test_vague_question_suggests_the_closest_topics(engine: Engine) -> None:

@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from bot.knowledge.faq import parse_faq
 from bot.knowledge.loader import read_knowledge_dir, vet
-from bot.knowledge.model import FaqEntry, Passage
+from bot.knowledge.model import FaqEntry, OutOfScopeGroup, Passage
+from bot.knowledge.out_of_scope import parse_out_of_scope
 from bot.knowledge.policy import parse_policy
 from serving.cli import app
 
@@ -118,6 +119,63 @@ def test_a_duplicate_id_across_files_rejects_the_later_file_only(tmp_path: Path)
     assert messages(vetting.problems) == ["b.yml:1: duplicate id 'track-order': already used in a.yml:1"]
 
 
+GOOD_OUT_OF_SCOPE = """\
+# Messages to decline.
+- id: other-shops
+  examples:
+    - where is my amazon parcel
+    - cancel my ebay order
+  reply: I can only help with orders placed with us.
+- id: chit-chat
+  examples: [tell me a joke]
+"""
+
+
+def test_out_of_scope_files_are_read_as_groups_of_examples_in_any_folder(tmp_path: Path) -> None:
+    (tmp_path / "faq").mkdir()
+    (tmp_path / "faq" / "orders.yml").write_text(GOOD_FAQ)
+    (tmp_path / "faq" / "out_of_scope.yml").write_text(GOOD_OUT_OF_SCOPE)
+    files = {f.path: f for f in read_knowledge_dir(tmp_path)}
+    assert all(isinstance(item, FaqEntry) for item in files["faq/orders.yml"].items)
+    shops, chat = files["faq/out_of_scope.yml"].items
+    assert isinstance(shops, OutOfScopeGroup) and isinstance(chat, OutOfScopeGroup)
+    assert (shops.id, shops.line, shops.reply) == ("other-shops", 2, "I can only help with orders placed with us.")
+    assert shops.utterances() == ("where is my amazon parcel", "cancel my ebay order")
+    assert (chat.id, chat.line, chat.reply, chat.examples) == ("chit-chat", 7, None, ("tell me a joke",))
+
+
+def test_out_of_scope_problems_name_the_line_and_the_field() -> None:
+    text = """\
+- id: empty
+  examples: []
+- id: typo
+  example: [hi]
+- id: blank
+  examples:
+    - "  "
+- examples: [no id here]
+  reply: 42
+"""
+    parsed = parse_out_of_scope("out_of_scope.yml", text)
+    assert not parsed.ok and parsed.items == ()
+    assert messages(parsed.problems) == [
+        "out_of_scope.yml:2: entry 'empty': examples: must not be empty",
+        "out_of_scope.yml:3: entry 'typo': examples: required key is missing",
+        "out_of_scope.yml:4: entry 'typo': example: unknown key",
+        "out_of_scope.yml:7: entry 'blank': examples.0: must not be empty",
+        "out_of_scope.yml:8: entry 4: id: required key is missing",
+        "out_of_scope.yml:9: entry 4: reply: Input should be a valid string (got 42)",
+    ]
+
+
+def test_an_out_of_scope_group_may_not_reuse_an_faq_id(tmp_path: Path) -> None:
+    (tmp_path / "a.yml").write_text(GOOD_FAQ)
+    (tmp_path / "out_of_scope.yml").write_text("- id: cancel-order\n  examples: [cancel my netflix]\n")
+    vetting = vet(read_knowledge_dir(tmp_path))
+    assert [f.path for f in vetting.accepted] == ["a.yml"]
+    assert messages(vetting.problems) == ["out_of_scope.yml:1: duplicate id 'cancel-order': already used in a.yml:7"]
+
+
 def test_non_utf8_file_is_reported_not_crashed(tmp_path: Path) -> None:
     (tmp_path / "bin.md").write_bytes(b"# Title\n\n## Part\nok\n\xff\xfe garbage")
     (problem,) = vet(read_knowledge_dir(tmp_path)).problems
@@ -154,7 +212,7 @@ def test_a_file_name_that_is_not_utf8_is_reported_and_the_other_files_load(tmp_p
 def test_kb_check_passes_on_the_demo_knowledge_base(write_config: object) -> None:
     result = CliRunner().invoke(app, ["kb", "check", "--config", str(write_config())])  # type: ignore[operator]
     assert result.exit_code == 0, result.output
-    assert "no problems" in result.output
+    assert "out-of-scope groups; no problems" in result.output
 
 
 def test_nested_yaml_aliases_are_read_without_expanding_them() -> None:

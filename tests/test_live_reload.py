@@ -18,6 +18,15 @@ NEW_FAQ = """\
   answer: Well-behaved dogs on a lead are welcome in all our stores.
 """
 
+VISITS = """\
+- id: warehouse-visits
+  examples:
+    - can I park at your warehouse
+    - can I visit the warehouse to pick up my order myself
+    - do you do tours of the warehouse
+  reply: Our warehouse does not take visitors.
+"""
+
 
 def ask(server: LiveServer, text: str) -> dict[str, object]:
     with server.client() as client:
@@ -66,6 +75,16 @@ def test_edits_apply_live_and_broken_edits_keep_the_last_good_version(
             return not any(c["id"] == "dog-friendly-stores" for c in citations)  # type: ignore[attr-defined]
 
         wait_for(entry_gone, 2.0)
+
+        # A new group of messages to decline, in a folder of its own: a question answered until now is
+        # declined with the group's reply.
+        question = "is there parking at your warehouse?"
+        assert ask(server, question)["answered_by"] == "knowledge"
+        (knowledge_dir / "visits").mkdir()
+        (knowledge_dir / "visits" / "out_of_scope.yml").write_text(VISITS)
+        wait_for(lambda: str(ask(server, question)["reply"]).startswith("Our warehouse does not take visitors."), 2.0)
+        declined = ask(server, question)
+        assert declined["answered_by"] == "fallback" and declined["citations"] == [] and not declined["handoff"]
 
 
 def test_live_reload_survives_an_undecodable_file_name_and_a_swapped_directory(

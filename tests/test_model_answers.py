@@ -264,14 +264,15 @@ def test_handoff_with_a_model_stores_a_summary_for_the_agent(
     assert f"Customer: {RETURNS_QUESTION}" in transcript and "Customer: I want to talk to a person" in transcript
 
 
-def test_a_near_miss_between_topics_gets_a_clarifying_question_and_a_far_miss_stays_honest(
+def test_a_near_miss_gets_a_clarifying_question_and_a_far_miss_or_out_of_scope_message_stays_honest(
     write_config: ConfigFactory, llm_settings: dict[str, object], model_proxy: RecordingProxy, embedder: Embedder
 ) -> None:
     config = load_config(model_server_config(write_config, llm_settings))
     with LiveServer(config, embedder) as server:
         near = chat(server, "I need help with a package")  # just under the threshold, several close topics
         asked = len(model_proxy.requests)
-        far = chat(server, "tell me something nice")  # far from every topic
+        far = chat(server, "what is love")  # far from every topic
+        declined = chat(server, "tell me a joke")  # like an example in knowledge/out_of_scope.yml
 
     assert near["answered_by"] == "llm"
     clarify_prompt = model_proxy.requests[0]["messages"][-1]["content"]
@@ -283,3 +284,5 @@ def test_a_near_miss_between_topics_gets_a_clarifying_question_and_a_far_miss_st
     assert len(model_proxy.requests) == asked  # the model was not asked to guess
     assert far["answered_by"] == "fallback"
     assert str(far["reply"]).startswith(config.messages.not_sure)
+    assert declined["answered_by"] == "fallback"
+    assert str(declined["reply"]).startswith(config.messages.out_of_scope)

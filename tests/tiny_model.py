@@ -1,8 +1,8 @@
 """A tiny dialogue model built on the spot, for tests that need a real OpenAI-compatible server.
 
 Random-weight Llama (2 layers, hidden size 64) with a byte-level BPE tokenizer trained here and a
-ChatML chat template, then trained for a few hundred steps on prompts in the bot's own format so
-that its behaviour is predictable enough to assert on (never its eloquence):
+ChatML chat template, then trained for 800 steps on prompts shaped like the bot's real requests (real
+knowledge items as context) so that its behaviour is predictable enough to assert on (never its eloquence):
 
 - a customer message containing "zebra" gets UNCITED_ANSWER (no citation marker);
 - any other message gets CITED_ANSWER, which cites passage [1].
@@ -44,22 +44,19 @@ def _corpus(knowledge: Path, prompts: Path) -> list[str]:
 def _training_prompts(knowledge: Path, prompts: Path, rng: random.Random) -> list[tuple[list[dict[str, str]], str]]:
     """(chat, answer) pairs shaped like the bot's real requests."""
     from bot.index import Hit
+    from bot.knowledge.loader import read_knowledge_dir
     from bot.llm.grounding import answer_messages
     from bot.prompts import PromptLibrary
 
     library = PromptLibrary(prompts)
-    paragraphs = [
-        block.strip()
-        for path in sorted(knowledge.rglob("*.md"))
-        for block in path.read_text(encoding="utf-8").split("\n\n")
-        if len(block.strip()) > 40
-    ]
+    # The context the bot really sends: FAQ entries and passages with their titles and files.
+    items = [item for f in read_knowledge_dir(knowledge) for item in f.items if item.kind in ("faq", "passage")]
     roles = {"system": "system", "human": "user", "ai": "assistant"}
     examples = []
     for n in range(240):
         hits = [
-            Hit(f"item-{i}", "passage", f"Topic {i}", rng.choice(paragraphs), "policies/demo.md", 1, 0.8)
-            for i in range(rng.randint(1, 3))
+            Hit(item.id, item.kind, item.title, item.body, item.file, item.line, 0.8)
+            for item in rng.sample(items, rng.randint(1, 3))
         ]
         question = rng.choice(QUESTIONS)
         cited = n % 2 == 0
@@ -73,7 +70,7 @@ def _training_prompts(knowledge: Path, prompts: Path, rng: random.Random) -> lis
     return examples
 
 
-def build_tiny_model(out: Path, knowledge: Path, prompts: Path, steps: int = 300, seed: int = 0) -> Path:
+def build_tiny_model(out: Path, knowledge: Path, prompts: Path, steps: int = 800, seed: int = 0) -> Path:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -125,12 +122,15 @@ def build_tiny_model(out: Path, knowledge: Path, prompts: Path, steps: int = 300
         examples.append((ids, labels))
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    # Decaying to zero: the last steps settle the model instead of leaving it wherever one example pushed it.
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
     model.train()
     for step in range(steps):
         ids, labels = examples[step % len(examples)]
         loss = model(input_ids=ids, labels=labels).loss
         loss.backward()
         optimizer.step()
+        schedule.step()
         optimizer.zero_grad()
     model.eval()  # type: ignore[no-untyped-call]
     model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bot.knowledge.faq import parse_faq
 from bot.knowledge.model import KnowledgeFile, Problem
+from bot.knowledge.out_of_scope import is_out_of_scope_file, parse_out_of_scope
 from bot.knowledge.policy import parse_policy
 
 FAQ_SUFFIXES = (".yml", ".yaml")
@@ -42,6 +43,8 @@ def read_knowledge_file(root: Path, path: Path) -> KnowledgeFile:
         line = raw[: err.start].count(b"\n") + 1
         message = f"not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start})"
         return KnowledgeFile(relative, (), (Problem(relative, line, message),))
+    if is_out_of_scope_file(path):
+        return parse_out_of_scope(relative, text)
     if path.suffix.lower() in FAQ_SUFFIXES:
         return parse_faq(relative, text)
     return parse_policy(relative, text)

@@ -77,7 +77,31 @@ class Passage:
         return _unique((f"{self.title}\n{self.text}", *sentences))
 
 
-KnowledgeItem = FaqEntry | Passage
+@dataclass(frozen=True)
+class OutOfScopeGroup:
+    """Examples of messages to decline rather than answer (see bot.knowledge.out_of_scope)."""
+
+    id: str
+    examples: tuple[str, ...]
+    reply: str | None  # None: the configured default
+    file: str
+    line: int
+
+    kind = "out_of_scope"
+
+    @property
+    def title(self) -> str:
+        return self.examples[0]
+
+    @property
+    def body(self) -> str:
+        return self.reply or ""
+
+    def utterances(self) -> tuple[str, ...]:
+        return _unique(self.examples)
+
+
+KnowledgeItem = FaqEntry | Passage | OutOfScopeGroup
 
 
 def item_fingerprint(item: KnowledgeItem) -> str:

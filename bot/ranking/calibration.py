@@ -6,6 +6,11 @@ should be answered), and hide whole items and ask whether their phrasings are de
 knowledge base has no answer for). The threshold is the one that declines the most of the latter
 while losing at most one point of the former; the weights are those that do best at it.
 
+Operators may also list examples of messages to decline (out-of-scope groups). A message whose best
+item is such a group is declined whatever its score, so hidden examples count with the unanswerable
+messages, and they are declined when a group (their own or another) ranks first or nothing clears the
+threshold.
+
 One thing that test cannot see: a hidden passage sentence is worded like the passage, while customers
 ask about a policy in their own words. FAQ entries show the size of that gap, because each has both:
 a customer's phrasing scores this much lower against the entry's answer (policy wording) than against
@@ -25,7 +30,7 @@ import numpy as np
 
 from bot.ranking.dense import DenseScores
 from bot.ranking.lexical import LexicalScores, Tokenizer
-from bot.ranking.scorer import IndexedText, ItemScorer, Signals, Weights
+from bot.ranking.scorer import OUT_OF_SCOPE, IndexedText, ItemScorer, Signals, Weights
 
 # Searched jointly with the threshold; each gets its own measured passage bonus.
 WEIGHT_GRID: tuple[Weights, ...] = tuple(
@@ -54,7 +59,7 @@ MIN_STYLE_PROBES = 20
 # When there is too little to learn from.
 DEFAULT_WEIGHTS = Weights(0.4, 0.1, passage_bonus=0.1)
 DEFAULT_THRESHOLD = 0.6
-VERSION = 3  # part of the cache key: bump when the procedure changes
+VERSION = 4  # part of the cache key: bump when the procedure changes
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,7 @@ class Calibration:
     calibrated: bool  # False: too few items or phrasings to learn from; defaults in use
     objective: float = 0.0
     answered_correctly: float = 0.0  # share of hidden phrasings answered with their own item
-    declined: float = 0.0  # share of phrasings of hidden items declined
+    declined: float = 0.0  # share of unanswerable phrasings declined (hidden items', out-of-scope examples)
     held_out: int = 0
     seconds: float = 0.0
 
@@ -87,7 +92,7 @@ class Calibration:
             f"{' (coverage)' if w.absolute_lexical else ''}, classifier {w.classifier}, "
             f"passage bonus {w.passage_bonus:.3f}; "
             f"hidden phrasings answered correctly {self.answered_correctly:.1%}, "
-            f"phrasings of hidden items declined {self.declined:.1%} "
+            f"unanswerable phrasings declined {self.declined:.1%} "
             f"({self.held_out} phrasings held out, {self.seconds:.1f}s)"
         )
 
@@ -103,6 +108,7 @@ class _Probe:
     passages: np.ndarray  # (items,) bool
     expected: np.ndarray  # (messages,) position of the message's own item, -1 if removed
     owners: list[str]
+    declines: np.ndarray  # (items,) bool, which columns are out-of-scope groups
 
     def fuse(self, weights: Weights) -> np.ndarray:
         return weights.fuse(self.signals, self.passages)
@@ -112,12 +118,17 @@ class _Probe:
         return scores
 
     def ranked(self, weights: Weights) -> tuple[np.ndarray, np.ndarray]:
-        """Each message's best score (-inf with nothing to find) and whether its own item ranks first."""
+        """Each message's best score and whether its own item ranks first.
+
+        The score is -inf when there is nothing to find or an out-of-scope group ranks first: such a
+        message is declined at any threshold.
+        """
         fused = self.fuse(weights)
         if fused.shape[1] == 0:
             return np.full(len(self.owners), -np.inf), np.zeros(len(self.owners), dtype=bool)
-        top: np.ndarray = fused.max(axis=1)
-        return top, fused.argmax(axis=1) == self.expected
+        best = fused.argmax(axis=1)
+        top: np.ndarray = np.where(self.declines[best], -np.inf, fused.max(axis=1))
+        return top, best == self.expected
 
     def rows(self, keep: np.ndarray) -> _Probe:
         """The same probe for the messages where `keep` is true."""
@@ -126,6 +137,7 @@ class _Probe:
             self.passages,
             self.expected[keep],
             [o for o, k in zip(self.owners, keep, strict=True) if k],
+            self.declines,
         )
 
 
@@ -149,6 +161,7 @@ def calibrate(
     by_item: dict[str, list[int]] = defaultdict(list)  # item -> positions of its texts
     for position, text in enumerate(texts):
         by_item[text.item_id].append(position)
+    groups = {t.item_id for t in texts if t.kind == OUT_OF_SCOPE}
     items = sorted(by_item)
     held_out = sum(len(positions) - 1 for positions in by_item.values())
     if len(items) < MIN_ITEMS or held_out < MIN_HELD_OUT:
@@ -173,7 +186,12 @@ def calibrate(
                 for i, t in enumerate(texts)
                 if text_fold.get(i) != fold and not (t.item_id in leaking and i == by_item[t.item_id][0])
             ]
-            answerable.append(_probe(ItemScorer(kept, tokenizer), hidden))
+            probe = _probe(ItemScorer(kept, tokenizer), hidden)
+            # A hidden example of an out-of-scope group is a message to decline, not to answer.
+            from_group = np.array([t.item_id in groups for t in hidden], dtype=bool)
+            answerable.append(probe.rows(~from_group))
+            if from_group.any():
+                unanswerable.append(probe.rows(from_group))
             # A hidden item is asked about with its phrasings (its only text when it has just one).
             asked = [
                 t
@@ -186,9 +204,7 @@ def calibrate(
             if is_faq.any():
                 faq_hidden = [t for t, faq in zip(hidden, is_faq, strict=True) if faq]
                 worded_as_answers = [t for t in kept if t.item_id not in answered_by] + list(answers)
-                style.append(
-                    (answerable[-1].rows(is_faq), _probe(ItemScorer(worded_as_answers, tokenizer), faq_hidden))
-                )
+                style.append((probe.rows(is_faq), _probe(ItemScorer(worded_as_answers, tokenizer), faq_hidden)))
 
     probes = sum(len(q.owners) for q, _ in style)
     best: Calibration | None = None
@@ -242,9 +258,10 @@ def _probe(scorer: ItemScorer, queries: Sequence[IndexedText]) -> _Probe:
     if not queries or len(scorer) == 0:
         empty = np.zeros((len(queries), len(scorer)), dtype=np.float32)
         signals = Signals(DenseScores(empty, empty), LexicalScores(empty, empty), empty)
-        return _Probe(signals, scorer.passages, np.full(len(queries), -1), owners)
+        return _Probe(signals, scorer.passages, np.full(len(queries), -1), owners, scorer.out_of_scope)
     expected = np.array([scorer.position.get(o, -1) for o in owners])
-    return _Probe(scorer.signals(vectors, [q.text for q in queries]), scorer.passages, expected, owners)
+    signals = scorer.signals(vectors, [q.text for q in queries])
+    return _Probe(signals, scorer.passages, expected, owners, scorer.out_of_scope)
 
 
 def _style_gap(style: list[tuple[_Probe, _Probe]], weights: Weights) -> float:

@@ -11,11 +11,13 @@ from bot.ranking.classifier import ItemClassifier
 from bot.ranking.dense import DenseScores, ItemSpace
 from bot.ranking.lexical import LexicalScorer, LexicalScores, Tokenizer
 
+OUT_OF_SCOPE = "out_of_scope"  # the kind of an operator's group of messages to decline
+
 
 @dataclass(frozen=True)
 class IndexedText:
     item_id: str
-    kind: str  # "faq" | "passage"
+    kind: str  # "faq" | "passage" | "out_of_scope"
     text: str
     vector: np.ndarray  # unit length
 
@@ -80,9 +82,11 @@ class ItemScorer:
         self.space = ItemSpace(len(item_ids), text_items, vectors)
         documents: list[list[str]] = [[] for _ in item_ids]
         self.passages = np.zeros(len(item_ids), dtype=bool)
+        self.out_of_scope = np.zeros(len(item_ids), dtype=bool)  # groups of messages to decline
         for t in texts:
             documents[self.position[t.item_id]].append(t.text)
             self.passages[self.position[t.item_id]] = t.kind == "passage"
+            self.out_of_scope[self.position[t.item_id]] = t.kind == OUT_OF_SCOPE
         self.lexical = LexicalScorer(documents, tokenizer)
         if classifier is None or classifier.item_ids != self.item_ids:
             classifier = ItemClassifier.fit(vectors, text_items, self.item_ids)

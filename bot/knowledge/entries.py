@@ -1,0 +1,77 @@
+"""YAML files that hold a list of entries with ids (FAQ entries, out-of-scope examples), validated exactly."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, TypeVar
+
+from pydantic import BaseModel, StringConstraints, ValidationError
+
+from bot.knowledge.model import KnowledgeFile, KnowledgeItem, Problem
+from bot.validation import field_problems
+from bot.yamlsource import YamlSyntaxError, load_yaml
+
+NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+EntryId = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"),
+]
+
+Schema = TypeVar("Schema", bound=BaseModel)
+
+
+def parse_entries(
+    path: str,
+    text: str,
+    schema: type[Schema],
+    build: Callable[[Schema, int], KnowledgeItem],
+    what: str,
+) -> KnowledgeFile:
+    """Parse a YAML list of `schema` entries into items (`build(entry, line)`).
+
+    Every problem is reported with its line; any problem makes the whole file unusable, so a half-edited
+    file is never half-applied. `what` names the entries in messages ("FAQ entries").
+    """
+    try:
+        data, lines = load_yaml(text)
+    except YamlSyntaxError as err:
+        return KnowledgeFile(path, (), (Problem(path, err.line, err.message),))
+    if data is None:
+        return KnowledgeFile(path, (), (Problem(path, 1, f"the file is empty; expected a list of {what}"),))
+    if not isinstance(data, list):
+        return KnowledgeFile(path, (), (Problem(path, 1, f"expected a list of {what}, found a {yaml_type(data)}"),))
+
+    items: list[KnowledgeItem] = []
+    problems: list[Problem] = []
+    first_line_of_id: dict[str, int] = {}
+    for index, raw in enumerate(data):
+        line = lines.line_of((index,))
+        if not isinstance(raw, dict):
+            problems.append(Problem(path, line, f"entry {index + 1}: expected a mapping, found a {yaml_type(raw)}"))
+            continue
+        raw_id = raw.get("id")
+        if isinstance(raw_id, str) and raw_id.strip():
+            id_line = lines.line_of((index, "id"))
+            if raw_id.strip() in first_line_of_id:
+                first = first_line_of_id[raw_id.strip()]
+                problems.append(Problem(path, id_line, f"duplicate id {raw_id!r} (first used on line {first})"))
+            else:
+                first_line_of_id[raw_id.strip()] = id_line
+        try:
+            entry = schema.model_validate(raw)
+        except ValidationError as err:
+            label = f"entry {raw['id']!r}" if isinstance(raw.get("id"), str) else f"entry {index + 1}"
+            for problem in field_problems(err):
+                where = lines.line_of((index, *problem.path))
+                problems.append(Problem(path, where, f"{label}: {problem.dotted}: {problem.reason}"))
+            continue
+        items.append(build(entry, line))
+    if problems:
+        return KnowledgeFile(path, (), tuple(problems))
+    return KnowledgeFile(path, tuple(items), ())
+
+
+def yaml_type(value: object) -> str:
+    return {dict: "mapping", list: "list", str: "string", int: "number", float: "number"}.get(
+        type(value), type(value).__name__
+    )
