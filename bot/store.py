@@ -246,6 +246,23 @@ class ConversationStore:
         turns = await self._select("SELECT * FROM turns WHERE reply_to = ? ORDER BY id LIMIT 1", (user_turn_id,))
         return turns[0] if turns else None
 
+    async def exchanges(self, since: float, limit: int) -> list[tuple[Turn, Turn | None]]:
+        """The last `limit` customer messages received since `since` (epoch seconds), newest first, each with
+        the bot turn that answered it (None if none was stored: the process stopped while answering)."""
+        messages = await self._select(
+            "SELECT * FROM turns WHERE role = 'user' AND created_at >= ? ORDER BY id DESC LIMIT ?", (since, limit)
+        )
+        replies = await self._select(
+            "SELECT b.* FROM turns b JOIN (SELECT id FROM turns WHERE role = 'user' AND created_at >= ? "
+            "ORDER BY id DESC LIMIT ?) u ON b.reply_to = u.id ORDER BY b.id",
+            (since, limit),
+        )
+        first_reply: dict[int, Turn] = {}
+        for reply in replies:
+            if reply.reply_to is not None:
+                first_reply.setdefault(reply.reply_to, reply)
+        return [(message, first_reply.get(message.id)) for message in messages]
+
     async def _select(self, sql: str, params: tuple[object, ...]) -> list[Turn]:
         async with self._db.execute(sql, params) as cursor:
             rows = await cursor.fetchall()

@@ -1,4 +1,4 @@
-"""The `bot` command: serve, chat, kb check | index, eval."""
+"""The `bot` command: serve, chat, kb check | index, eval, review."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import typer
 
 from bot.config import Config, ConfigError, load_config
 from bot.knowledge.loader import KnowledgeDirMissing, require_knowledge_dir
-from bot.store import ConversationStore, StoreError
+from bot.store import ConversationStore, StoreError, Turn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models are local files; never reach for a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -305,6 +305,45 @@ def model_serve(config: ConfigOption = Path("config.yml")) -> None:
     if code is not None:
         typer.echo(f"vLLM exited by itself with code {code}", err=True)
         raise typer.Exit(1)
+
+
+@app.command()
+def review(
+    config: ConfigOption = Path("config.yml"),
+    days: Annotated[float, typer.Option(min=0, help="How far back to look.")] = 7.0,
+    declined: Annotated[bool, typer.Option("--declined", help="Only messages the bot declined.")] = False,
+    below: Annotated[float | None, typer.Option(help="Only answers and declines with a confidence under this.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many of the newest messages.")] = 500,
+    cases: Annotated[
+        Path | None, typer.Option(help="Also write them as a draft text,expected case file for bot eval.")
+    ] = None,
+) -> None:
+    """What customers asked and what the bot did, newest first: to review, and to grow eval cases from."""
+    from bot.review import review as reviewed
+    from bot.review import select, summary, write_cases
+
+    settings = _config(config)
+
+    async def load() -> list[tuple[Turn, Turn | None]]:
+        store = await ConversationStore.open(settings.store.path)
+        try:
+            return await store.exchanges(time.time() - days * 86400, limit)
+        finally:
+            await store.close()
+
+    with _operator_errors():
+        messages = reviewed(anyio.run(load))
+    shown = select(messages, declined_only=declined, below=below)
+    for message in shown:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(message.received_at))
+        confidence = "    " if message.confidence is None else f"{message.confidence:.2f}"
+        text = " ".join(message.text.split())
+        typer.echo(f"{when}  {confidence}  {message.outcome:40.40s}  {text[:100]}{'…' if len(text) > 100 else ''}")
+    filtered = f"; {len(shown)} shown" if len(shown) != len(messages) else ""
+    typer.echo(f"{summary(messages)} in the last {days:g} days{filtered}")
+    if cases is not None:
+        rows = write_cases(cases, shown)
+        typer.echo(f"wrote {rows} draft cases to {cases}: correct the labels that are wrong, then run bot eval on them")
 
 
 def main() -> None:
