@@ -36,6 +36,7 @@ class CaseResult:
     confidence: float
     top3: tuple[str, ...]
     latency_ms: float
+    declined_by: str | None = None  # the out-of-scope group that declined it, if one did
 
     @property
     def correct(self) -> bool:
@@ -112,6 +113,7 @@ class EvalReport:
                     "confidence": round(c.confidence, 4),
                     "top3": list(c.top3),
                     "latency_ms": round(c.latency_ms, 3),
+                    "declined_by": c.declined_by,
                 }
                 for c in self.cases
             ],
@@ -147,6 +149,7 @@ def predicted_label(decision: Decision) -> str:
 
 
 def evaluate(decide: Callable[[str], Decision], cases: Sequence[EvalCase], known_ids: set[str]) -> EvalReport:
+    """`known_ids`: the items a case may expect (answerable ones: a case expecting a decline says out_of_scope)."""
     results = []
     for case in cases:
         started = time.perf_counter()
@@ -160,6 +163,7 @@ def evaluate(decide: Callable[[str], Decision], cases: Sequence[EvalCase], known
                 confidence=decision.confidence,
                 top3=tuple(h.item_id for h in decision.candidates[:3]),
                 latency_ms=latency,
+                declined_by=decision.declined_by.item_id if decision.declined_by else None,
             )
         )
     unknown = sorted({c.expected for c in cases if c.expected != OUT_OF_SCOPE and c.expected not in known_ids})

@@ -30,7 +30,14 @@ from chromadb.config import Settings
 
 from bot.embedding import Embedder, KnowledgeEmbeddingFunction, Progress
 from bot.knowledge.loader import Vetting, vet
-from bot.knowledge.model import KnowledgeFile, KnowledgeItem, Passage, item_fingerprint
+from bot.knowledge.model import (
+    OUT_OF_SCOPE_KIND,
+    KnowledgeFile,
+    KnowledgeItem,
+    Passage,
+    item_fingerprint,
+    normalised,
+)
 from bot.ranking import calibration
 from bot.ranking.calibration import Calibration, calibrate
 from bot.ranking.classifier import ItemClassifier
@@ -48,7 +55,7 @@ class Hit:
     """One knowledge item a search found, with the best similarity among its texts."""
 
     item_id: str
-    kind: str  # "faq" | "passage"
+    kind: str  # "faq" | "passage" | "out_of_scope"
     title: str
     body: str
     file: str
@@ -87,6 +94,7 @@ class _Ranking:
     catalog: dict[str, Hit]  # what each item shows when found
     scorer: ItemScorer
     calibration: Calibration
+    examples: dict[str, str]  # out-of-scope example (normalised) -> its group
 
 
 @dataclass
@@ -133,6 +141,7 @@ class KnowledgeIndex:
             _catalog(self._metadata),
             self._scorer(key),
             self._cached_calibration(key) or calibration.DEFAULT,
+            _examples(self._texts.values()),
         )
 
     @classmethod
@@ -193,7 +202,12 @@ class KnowledgeIndex:
             scorer = self._scorer(key)
             with self._swap_lock:
                 self._generation += 1
-                self._ranking = _Ranking(_catalog(self._metadata), scorer, cached or self._ranking.calibration)
+                self._ranking = _Ranking(
+                    _catalog(self._metadata),
+                    scorer,
+                    cached or self._ranking.calibration,
+                    _examples(self._texts.values()),
+                )
             if cached is None:
                 job = (key, self._generation, self._calibration_texts(), self._ranking.catalog)
                 if calibrate_in_background:
@@ -242,6 +256,16 @@ class KnowledgeIndex:
             scored = ranking.scorer.score_candidates(vector, text, nearest, weights, extra=k)
             ranked.append([replace(ranking.catalog[i], score=score) for i, score in scored[:k]])
         return ranked
+
+    def out_of_scope_example(self, text: str) -> Hit | None:
+        """The out-of-scope group that lists `text` itself as an example (case and spacing aside), if any."""
+        ranking = self._ranking
+        group = ranking.examples.get(normalised(text))
+        return None if group is None else replace(ranking.catalog[group], score=1.0)
+
+    def answerable_ids(self) -> set[str]:
+        """The ids of the items a message can be answered with (out-of-scope groups left out)."""
+        return {item_id for item_id, hit in self._ranking.catalog.items() if hit.kind != OUT_OF_SCOPE_KIND}
 
     def items(self) -> dict[str, list[str]]:
         """item id -> its embedded texts (for tools that learn from the knowledge base)."""
@@ -398,6 +422,10 @@ def _indexed(metadata: dict[str, Any], text: str, vector: np.ndarray) -> Indexed
 
 def _rows(embeddings: Any) -> list[np.ndarray]:
     return [] if embeddings is None else list(embeddings)
+
+
+def _examples(texts: Iterable[IndexedText]) -> dict[str, str]:
+    return {normalised(t.text): t.item_id for t in texts if t.kind == OUT_OF_SCOPE_KIND}
 
 
 def _digest(text: str) -> str:

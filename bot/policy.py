@@ -15,7 +15,7 @@ from bot.config import AnsweringSettings
 from bot.guard import InputProblem, guard_input
 from bot.handoff import asks_for_human
 from bot.index import Hit, KnowledgeIndex
-from bot.ranking.scorer import OUT_OF_SCOPE
+from bot.knowledge.model import OUT_OF_SCOPE_KIND
 from bot.smalltalk import SmallTalk, classify_smalltalk
 
 
@@ -42,8 +42,10 @@ class Decision:
 
     @property
     def confidence(self) -> float:
-        if self.answer is not None:
-            return self.answer.score
+        """The score of what the decision went by: the answer, the declining group, or the best candidate."""
+        chosen = self.answer or self.declined_by
+        if chosen is not None:
+            return chosen.score
         return self.candidates[0].score if self.candidates else 0.0
 
 
@@ -71,10 +73,11 @@ class ResponsePolicy:
         started = time.perf_counter()
         ranked = self._retrieval.run(text)
         retrieval_ms = (time.perf_counter() - started) * 1000
-        candidates = tuple(hit for hit in ranked if hit.kind != OUT_OF_SCOPE)[: self._candidates]
-        if ranked and ranked[0].kind == OUT_OF_SCOPE:
+        candidates = tuple(hit for hit in ranked if hit.kind != OUT_OF_SCOPE_KIND)[: self._candidates]
+        group = self._declining_group(text, ranked)
+        if group is not None:
             return Decision(
-                DecisionKind.OUT_OF_SCOPE, text, None, candidates, declined_by=ranked[0], retrieval_ms=retrieval_ms
+                DecisionKind.OUT_OF_SCOPE, text, None, candidates, declined_by=group, retrieval_ms=retrieval_ms
             )
         best = candidates[0] if candidates else None
         if best is not None and self._confident(best, candidates[1:2]):
@@ -97,6 +100,17 @@ class ResponsePolicy:
     def clearance(self, hit: Hit) -> float:
         """How far a hit's score clears the answer threshold (negative: below it)."""
         return hit.score - self.threshold
+
+    def _declining_group(self, text: str, ranked: Sequence[Hit]) -> Hit | None:
+        """The out-of-scope group that declines the message: one listing the message itself, or one that
+        ranks first and clears the threshold. Below it the bot is unsure anyway, and the closest topics
+        it then suggests help more with a vague message ("help me please") than a flat refusal does."""
+        listed = self._index.out_of_scope_example(text)
+        if listed is not None:
+            return listed
+        if ranked and ranked[0].kind == OUT_OF_SCOPE_KIND and self.clearance(ranked[0]) >= 0:
+            return ranked[0]
+        return None
 
     def _confident(self, best: Hit, runner_up: Sequence[Hit]) -> bool:
         if self.clearance(best) < 0:

@@ -236,7 +236,7 @@ def eval_command(
         for problem in file.problems:
             typer.echo(f"not applied: {problem}", err=True)
     engine.index.embedder.load()
-    report = evaluate(engine.policy.decide, eval_cases, set(engine.index.owners()))
+    report = evaluate(engine.policy.decide, eval_cases, engine.index.answerable_ids())
 
     figures = report.figures()
     typer.echo(f"cases: {figures['n_cases']}  (knowledge: {engine.sync.directory}, index sync {sync.seconds:.1f}s)")
@@ -253,7 +253,11 @@ def eval_command(
         for expected, predicted, count in confused:
             typer.echo(f"  {count:3d}  {expected} -> {predicted}")
     if report.unknown_expected:
-        typer.echo(f"warning: expected ids not in the knowledge base: {', '.join(report.unknown_expected)}", err=True)
+        typer.echo(
+            f"warning: expected ids not answerable from the knowledge base: {', '.join(report.unknown_expected)} "
+            "(a case the bot should decline expects out_of_scope, not an out-of-scope group)",
+            err=True,
+        )
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bot.config import Config
 from bot.embedding import Embedder
+from bot.evaluation import OUT_OF_SCOPE, EvalCase, evaluate
 from bot.guard import InputProblem, guard_input
 from bot.handoff import asks_for_human
 from bot.policy import DecisionKind
@@ -66,10 +69,44 @@ def test_a_message_like_an_out_of_scope_example_is_declined_even_when_an_answer_
     assert reply.source_id == "other-companies" and reply.citations == ()
     assert reply.text.startswith("I can only see orders and accounts with Northwind Outfitters.")
     assert reply.quick_replies == (engine.config.messages.talk_to_human_button,)  # no unrelated topics
+    # The confidence is the group's: what the bot went by, not the answer it did not give.
+    assert reply.confidence == round(decision.declined_by.score, 4) > decision.candidates[0].score
+
+
+def test_a_vague_message_nearest_an_out_of_scope_group_still_gets_the_closest_topics(engine: Engine) -> None:
+    decision = engine.policy.decide("help me please")
+    assert decision.kind is DecisionKind.NOT_SURE and decision.declined_by is None
+    reply = compose_reply(decision, engine.config.messages, engine.config.answering)
+    assert reply.reason == "not_sure" and len(reply.quick_replies) >= 2
+
+
+def test_a_message_an_operator_listed_as_out_of_scope_is_declined_whatever_else_matches(
+    engine: Engine, knowledge_dir: Path
+) -> None:
+    asked = "How long does an Amazon refund take?"
+    assert engine.policy.decide(asked).kind is DecisionKind.ANSWER  # the refunds passage, until it is listed
+    listed = (knowledge_dir / "out_of_scope.yml").read_text() + (
+        "\n- id: other-shops-refunds\n  examples:\n    - how long does an amazon refund take?\n"
+    )
+    (knowledge_dir / "out_of_scope.yml").write_text(listed)
+    engine.sync.run(None)
+    decision = engine.policy.decide("how long does an  amazon refund take?")  # case and spacing aside
+    assert decision.kind is DecisionKind.OUT_OF_SCOPE and decision.confidence == 1.0
+    assert decision.declined_by is not None and decision.declined_by.item_id == "other-shops-refunds"
+
+
+def test_eval_reports_which_group_declined_and_warns_about_a_group_id_expected(engine: Engine) -> None:
+    cases = [
+        EvalCase("can you check where my zalando order is", OUT_OF_SCOPE, 2),
+        EvalCase("tell me a joke", "off-topic", 3),
+    ]
+    report = evaluate(engine.policy.decide, cases, engine.index.answerable_ids())
+    assert [c["declined_by"] for c in report.to_json()["cases"]] == ["other-companies", "off-topic"]
+    assert report.unknown_expected == ("off-topic",)  # a decline is expected as out_of_scope
 
 
 def test_an_out_of_scope_group_without_its_own_reply_uses_the_configured_one(engine: Engine) -> None:
-    reply = reply_to(engine, "what will the weather be like in Berlin tomorrow")
+    reply = reply_to(engine, "tell me a joke")
     assert reply.reason == "out_of_scope" and reply.source_id == "off-topic"
     assert reply.text.splitlines() == [engine.config.messages.out_of_scope, engine.config.messages.offer_human]
 

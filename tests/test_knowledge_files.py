@@ -176,6 +176,17 @@ def test_an_out_of_scope_group_may_not_reuse_an_faq_id(tmp_path: Path) -> None:
     assert messages(vetting.problems) == ["out_of_scope.yml:1: duplicate id 'cancel-order': already used in a.yml:7"]
 
 
+def test_an_out_of_scope_example_may_not_repeat_an_faq_phrasing(tmp_path: Path) -> None:
+    (tmp_path / "a.yml").write_text(GOOD_FAQ)
+    (tmp_path / "out_of_scope.yml").write_text("- id: parcels\n  examples: [tell me a joke, 'where is my  PARCEL?']\n")
+    vetting = vet(read_knowledge_dir(tmp_path))
+    assert [f.path for f in vetting.accepted] == ["a.yml"]
+    assert messages(vetting.problems) == [
+        "out_of_scope.yml:1: group 'parcels': example 'where is my  PARCEL?' is also a phrasing of FAQ entry "
+        "'track-order' (a.yml): a message cannot be both answered and declined"
+    ]
+
+
 def test_non_utf8_file_is_reported_not_crashed(tmp_path: Path) -> None:
     (tmp_path / "bin.md").write_bytes(b"# Title\n\n## Part\nok\n\xff\xfe garbage")
     (problem,) = vet(read_knowledge_dir(tmp_path)).problems

@@ -120,16 +120,22 @@ def test_calibration_does_not_depend_on_the_order_chroma_returns_texts_in(demo_i
     assert (again.threshold, again.weights) == (demo_index.calibration.threshold, demo_index.calibration.weights)
 
 
-def test_a_tiny_knowledge_base_uses_the_default_threshold(tmp_path: Path, embedder: Embedder) -> None:
+def test_a_tiny_knowledge_base_uses_the_default_threshold_however_many_out_of_scope_examples_it_has(
+    tmp_path: Path, embedder: Embedder
+) -> None:
     kb = tmp_path / "kb"
     kb.mkdir()
     (kb / "hours.yml").write_text(
         "- id: opening-hours\n  question: When are you open?\n  answer: Monday to Friday, 9:00 to 17:00.\n"
     )
+    shutil.copy(DEMO_KNOWLEDGE / "out_of_scope.yml", kb)  # 60 examples cannot say what a threshold costs
     index = KnowledgeIndex.open(tmp_path / "chroma", "knowledge", embedder)
     report = index.sync(read_knowledge_dir(kb))
     assert report.calibration is not None and not report.calibration.calibrated
     assert index.calibration.threshold == DEFAULT_THRESHOLD
+    policy = ResponsePolicy(index, AnsweringSettings(), "Talk to a person")
+    assert policy.decide("zzzz qqqq").kind is DecisionKind.NOT_SURE
+    assert policy.decide("When are you open?").kind is DecisionKind.ANSWER
 
 
 def demo_copy(tmp_path: Path, template: Path, embedder: Embedder) -> KnowledgeIndex:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.knowledge.faq import parse_faq
-from bot.knowledge.model import KnowledgeFile, Problem
+from bot.knowledge.model import FaqEntry, KnowledgeFile, OutOfScopeGroup, Problem, normalised
 from bot.knowledge.out_of_scope import is_out_of_scope_file, parse_out_of_scope
 from bot.knowledge.policy import parse_policy
 
@@ -120,6 +120,42 @@ def vet(files: Iterable[KnowledgeFile], owners: Mapping[str, str] | None = None)
         for item in file.items:
             claimed[item.id] = (file.path, item.line)
         accepted.append(file)
+    accepted, contradicting = _without_contradictions(accepted)
+    rejected.update((f.path, f) for f in contradicting)
     return Vetting(
         tuple(sorted(accepted, key=lambda f: f.path)), tuple(sorted(rejected.values(), key=lambda f: f.path))
     )
+
+
+def _without_contradictions(files: list[KnowledgeFile]) -> tuple[list[KnowledgeFile], list[KnowledgeFile]]:
+    """Reject out-of-scope files listing an FAQ question or alternate as a message to decline.
+
+    The same words cannot be both answered and declined, and the example would not even win: its FAQ
+    entry matches it as exactly and has a classifier trained on it.
+    """
+    phrasings: dict[str, tuple[str, KnowledgeFile]] = {}
+    for file in files:
+        for item in file.items:
+            if isinstance(item, FaqEntry):
+                for text in item.utterances():
+                    phrasings.setdefault(normalised(text), (item.id, file))
+    kept, rejected = [], []
+    for file in files:
+        clashes = [
+            Problem(
+                file.path,
+                item.line,
+                f"group {item.id!r}: example {example!r} is also a phrasing of FAQ entry "
+                f"{phrasings[normalised(example)][0]!r} ({phrasings[normalised(example)][1].path}): "
+                "a message cannot be both answered and declined",
+            )
+            for item in file.items
+            if isinstance(item, OutOfScopeGroup)
+            for example in item.examples
+            if normalised(example) in phrasings
+        ]
+        if clashes:
+            rejected.append(KnowledgeFile(file.path, (), tuple(clashes)))
+        else:
+            kept.append(file)
+    return kept, rejected

@@ -7,6 +7,8 @@ import json
 import re
 from dataclasses import dataclass
 
+OUT_OF_SCOPE_KIND = "out_of_scope"  # the kind of an operator's group of messages to decline
+
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"(])")
 _MIN_SENTENCE_CHARS = 20
 
@@ -87,7 +89,7 @@ class OutOfScopeGroup:
     file: str
     line: int
 
-    kind = "out_of_scope"
+    kind = OUT_OF_SCOPE_KIND
 
     @property
     def title(self) -> str:
@@ -139,6 +141,11 @@ def _sentences(text: str) -> list[str]:
         line = re.sub(r"^\s*(?:[-+]|\d+[.)])\s+", "", line).strip()
         pieces.extend(p.strip() for p in _SENTENCE_END.split(line))
     return [p for p in pieces if p]
+
+
+def normalised(text: str) -> str:
+    """A text as exact matches compare it: case and runs of spacing aside."""
+    return " ".join(text.split()).casefold()
 
 
 def _unique(texts: tuple[str, ...]) -> tuple[str, ...]:

@@ -28,9 +28,10 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from bot.knowledge.model import OUT_OF_SCOPE_KIND
 from bot.ranking.dense import DenseScores
 from bot.ranking.lexical import LexicalScores, Tokenizer
-from bot.ranking.scorer import OUT_OF_SCOPE, IndexedText, ItemScorer, Signals, Weights
+from bot.ranking.scorer import IndexedText, ItemScorer, Signals, Weights
 
 # Searched jointly with the threshold; each gets its own measured passage bonus.
 WEIGHT_GRID: tuple[Weights, ...] = tuple(
@@ -59,7 +60,7 @@ MIN_STYLE_PROBES = 20
 # When there is too little to learn from.
 DEFAULT_WEIGHTS = Weights(0.4, 0.1, passage_bonus=0.1)
 DEFAULT_THRESHOLD = 0.6
-VERSION = 4  # part of the cache key: bump when the procedure changes
+VERSION = 5  # part of the cache key: bump when the procedure changes
 
 
 @dataclass(frozen=True)
@@ -161,10 +162,11 @@ def calibrate(
     by_item: dict[str, list[int]] = defaultdict(list)  # item -> positions of its texts
     for position, text in enumerate(texts):
         by_item[text.item_id].append(position)
-    groups = {t.item_id for t in texts if t.kind == OUT_OF_SCOPE}
-    items = sorted(by_item)
-    held_out = sum(len(positions) - 1 for positions in by_item.values())
-    if len(items) < MIN_ITEMS or held_out < MIN_HELD_OUT:
+    groups = {t.item_id for t in texts if t.kind == OUT_OF_SCOPE_KIND}
+    # Out-of-scope examples help place the threshold, but only answerable items show what it costs.
+    answerable_items = [item for item in by_item if item not in groups]
+    held_out = sum(len(by_item[item]) - 1 for item in answerable_items)
+    if len(answerable_items) < MIN_ITEMS or held_out < MIN_HELD_OUT:
         return DEFAULT
 
     tokenizer = Tokenizer()
@@ -215,7 +217,11 @@ def calibrate(
         top, correct, weight = _ranked(answerable, weights)
         correct_top, correct_weight = top[correct], weight[correct]
         declined_top, _, declined_weight = _ranked(unanswerable, weights)
+        # -inf (an out-of-scope group ranked first) is declined at every threshold, so it is no candidate.
         candidates = np.unique(np.concatenate([correct_top, declined_top]))
+        candidates = candidates[np.isfinite(candidates)]
+        if len(candidates) == 0:
+            continue
         # At threshold t: answered correctly = weight of correctly ranked messages scoring >= t;
         # declined = weight of unanswerable messages scoring < t.
         answered = _mass_at_or_above(correct_top, correct_weight, candidates)
@@ -234,7 +240,8 @@ def calibrate(
                 declined=float(declined[pick]),
                 held_out=held_out,
             )
-    assert best is not None
+    if best is None:  # no hidden phrasing found any item: nothing to place a threshold by
+        return replace(DEFAULT, seconds=time.perf_counter() - started)
     return replace(best, seconds=time.perf_counter() - started)
 
 

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bot.knowledge.model import OUT_OF_SCOPE_KIND
 from bot.ranking.classifier import ItemClassifier
 from bot.ranking.dense import DenseScores, ItemSpace
 from bot.ranking.lexical import LexicalScorer, LexicalScores, Tokenizer
-
-OUT_OF_SCOPE = "out_of_scope"  # the kind of an operator's group of messages to decline
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,7 @@ class ItemScorer:
         for t in texts:
             documents[self.position[t.item_id]].append(t.text)
             self.passages[self.position[t.item_id]] = t.kind == "passage"
-            self.out_of_scope[self.position[t.item_id]] = t.kind == OUT_OF_SCOPE
+            self.out_of_scope[self.position[t.item_id]] = t.kind == OUT_OF_SCOPE_KIND
         self.lexical = LexicalScorer(documents, tokenizer)
         if classifier is None or classifier.item_ids != self.item_ids:
             classifier = ItemClassifier.fit(vectors, text_items, self.item_ids)
