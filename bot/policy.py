@@ -34,7 +34,7 @@ class Decision:
     text: str  # the message as the engine read it (cleaned)
     answer: Hit | None = None
     candidates: tuple[Hit, ...] = ()  # answerable items, best first, whatever the decision
-    declined_by: Hit | None = None  # the out-of-scope group that ranked first
+    declined_by: Hit | None = None  # the out-of-scope group that declined the message
     smalltalk: SmallTalk | None = None
     problem: InputProblem | None = None
     original_length: int = 0

@@ -7,9 +7,9 @@ knowledge base has no answer for). The threshold is the one that declines the mo
 while losing at most one point of the former; the weights are those that do best at it.
 
 Operators may also list examples of messages to decline (out-of-scope groups). A message whose best
-item is such a group is declined whatever its score, so hidden examples count with the unanswerable
-messages, and they are declined when a group (their own or another) ranks first or nothing clears the
-threshold.
+item is such a group is declined at any threshold (by the group above it, as unsure below it), so hidden
+examples count with the unanswerable messages, declined when a group (their own or another) ranks first
+or nothing clears the threshold.
 
 One thing that test cannot see: a hidden passage sentence is worded like the passage, while customers
 ask about a policy in their own words. FAQ entries show the size of that gap, because each has both:
