@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.evaluation import OUT_OF_SCOPE
+from bot.knowledge.model import normalised
 from bot.store import Turn
 from bot.types import AnsweredBy
 
@@ -32,6 +33,7 @@ class ReviewedMessage:
     outcome: str  # the answering item's id, "declined: <why>", or what else happened ("greeting", "handoff", ...)
     confidence: float | None
     label: str | None  # the draft eval label: the answering item's id, "out_of_scope" for a decline, or None
+    reason: str | None  # the reply's machine-readable reason ("not_sure", "out_of_scope", "faq", ...)
 
     @property
     def declined(self) -> bool:
@@ -53,8 +55,10 @@ def _reviewed(message: Turn, reply: Turn | None) -> ReviewedMessage:
         outcome, label = reply.source_id, reply.source_id
     else:
         outcome, label = reply.reason or str(reply.answered_by), None
-    confidence = reply.confidence if reply is not None else None
-    return ReviewedMessage(message.text, message.conversation_id, message.created_at, outcome, confidence, label)
+    confidence, reason = (reply.confidence, reply.reason) if reply is not None else (None, None)
+    return ReviewedMessage(
+        message.text, message.conversation_id, message.created_at, outcome, confidence, label, reason
+    )
 
 
 def select(
@@ -71,7 +75,7 @@ def select(
 
 def summary(messages: Sequence[ReviewedMessage]) -> str:
     answered = sum(m.label not in (None, OUT_OF_SCOPE) for m in messages)
-    declined = Counter(m.outcome.split(" (")[0] for m in messages if m.declined)
+    declined = Counter(f"declined: {m.reason}" for m in messages if m.declined)
     unanswered = sum(m.outcome == NO_REPLY for m in messages)
     other = len(messages) - answered - sum(declined.values()) - unanswered
     parts = [f"{len(messages)} messages", f"{answered} answered from the knowledge base"]
@@ -87,7 +91,7 @@ def write_cases(path: Path, messages: Iterable[ReviewedMessage]) -> int:
     seen: set[str] = set()
     rows = []
     for message in messages:
-        key = " ".join(message.text.split()).casefold()
+        key = normalised(message.text)
         if message.label is None or key in seen:
             continue
         seen.add(key)
