@@ -21,7 +21,7 @@ NEW_FAQ = """\
 VISITS = """\
 - id: warehouse-visits
   examples:
-    - can I park at your warehouse
+    - is there parking at your warehouse?
     - can I visit the warehouse to pick up my order myself
     - do you do tours of the warehouse
   reply: Our warehouse does not take visitors.
@@ -76,8 +76,9 @@ def test_edits_apply_live_and_broken_edits_keep_the_last_good_version(
 
         wait_for(entry_gone, 2.0)
 
-        # A new group of messages to decline, in a folder of its own: a question answered until now is
-        # declined with the group's reply.
+        # A new group of messages to decline, in a folder of its own, listing a question answered until
+        # now (as an operator does from `bot review`): it is declined with the group's reply at once,
+        # whatever the threshold the background recalibration is still working out.
         question = "is there parking at your warehouse?"
         assert ask(server, question)["answered_by"] == "knowledge"
         (knowledge_dir / "visits").mkdir()
