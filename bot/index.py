@@ -41,6 +41,7 @@ from bot.knowledge.model import (
 from bot.ranking import calibration
 from bot.ranking.calibration import Calibration, calibrate
 from bot.ranking.classifier import ItemClassifier
+from bot.ranking.overlaps import OverlapReport, find_overlaps
 from bot.ranking.scorer import IndexedText, ItemScorer
 
 log = logging.getLogger(__name__)
@@ -273,6 +274,11 @@ class KnowledgeIndex:
         for text in self._texts.values():
             texts.setdefault(text.item_id, []).append(text.text)
         return texts
+
+    def overlaps(self, threshold: float) -> tuple[OverlapReport, dict[str, Hit]]:
+        """Which phrasings another item would answer under the weights in use, and the items they name."""
+        ranking = self._ranking
+        return find_overlaps(self._calibration_texts(), ranking.calibration.weights, threshold), ranking.catalog
 
     # -- calibration ---------------------------------------------------------------------------
 

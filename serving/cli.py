@@ -1,4 +1,4 @@
-"""The `bot` command: serve, chat, kb check | index, eval, review."""
+"""The `bot` command: serve, chat, kb check | index | overlaps, eval, review."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import anyio
 import typer
@@ -18,6 +18,10 @@ import typer
 from bot.config import Config, ConfigError, load_config
 from bot.knowledge.loader import KnowledgeDirMissing, require_knowledge_dir
 from bot.store import ConversationStore, StoreError, Turn
+
+if TYPE_CHECKING:
+    from bot.index import SyncReport
+    from serving.runtime import Engine
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models are local files; never reach for a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -209,6 +213,60 @@ def kb_index(config: ConfigOption = Path("config.yml"), knowledge: KnowledgeOpti
         raise typer.Exit(1)
 
 
+def _synced_engine(settings: Config, knowledge: Path | None) -> tuple[Engine, SyncReport]:
+    """The engine on `knowledge` (in a private index, so the configured one is never touched), synced."""
+    from serving.runtime import build_engine, eval_index_path
+
+    index_path = eval_index_path(settings, knowledge) if knowledge is not None else None
+    engine = build_engine(settings, knowledge_dir=knowledge, index_path=index_path)
+    with _operator_errors():
+        sync = engine.sync.run(_ProgressPrinter())
+    for file in sync.rejected:
+        for problem in file.problems:
+            typer.echo(f"not applied: {problem}", err=True)
+    return engine, sync
+
+
+@kb_app.command("overlaps")
+def kb_overlaps(
+    config: ConfigOption = Path("config.yml"),
+    knowledge: KnowledgeOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many item pairs.")] = 20,
+    examples: Annotated[int, typer.Option(min=1, help="Phrasings shown per pair.")] = 3,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write every crossing here.")] = None,
+) -> None:
+    """Find customer phrasings that another item answers first: questions answered in two places."""
+    _logging("warning")
+    engine, _ = _synced_engine(_config(config), knowledge)
+    report, catalog = engine.index.overlaps(engine.policy.threshold)
+
+    def where(item_id: str) -> str:
+        hit = catalog.get(item_id)
+        return item_id if hit is None else f"{item_id} ({hit.file}:{hit.line})"
+
+    typer.echo(
+        f"{report.checked} phrasings checked, each hidden from its item and ranked against everything else "
+        f"(answer threshold {engine.policy.threshold:.3f}; answer selection: {engine.index.calibration.summary()})"
+    )
+    overlaps = report.overlaps()
+    if not overlaps:
+        typer.echo("no phrasing would be answered by another item")
+    else:
+        typer.echo(
+            f"{len(report.crossings)} would be answered by another item. For each pair: move the phrasing to the "
+            "item that answers it, reword it, or make the two items answer different questions."
+        )
+    for overlap in overlaps[:limit]:
+        typer.echo(f"{len(overlap.crossings):4d}  {where(overlap.item_id)}  ->  {where(overlap.found_id)}")
+        for crossing in overlap.crossings[:examples]:
+            typer.echo(f"        {crossing.found_score:.2f} vs own {crossing.own_score:.2f}  {crossing.text!r}")
+    if len(overlaps) > limit:
+        typer.echo(f"… and {len(overlaps) - limit} more pairs (--limit, or --json for all)")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 @app.command("eval")
 def eval_command(
     config: ConfigOption = Path("config.yml"),
@@ -219,7 +277,6 @@ def eval_command(
 ) -> None:
     """Measure answer selection on labelled messages, like `rasa test nlu`."""
     from bot.evaluation import CaseFileError, evaluate, load_cases
-    from serving.runtime import build_engine, eval_index_path
 
     _logging("warning")
     settings = _config(config)
@@ -228,13 +285,7 @@ def eval_command(
     except CaseFileError as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from err
-    index_path = eval_index_path(settings, knowledge) if knowledge is not None else None
-    engine = build_engine(settings, knowledge_dir=knowledge, index_path=index_path)
-    with _operator_errors():
-        sync = engine.sync.run(_ProgressPrinter())
-    for file in sync.rejected:
-        for problem in file.problems:
-            typer.echo(f"not applied: {problem}", err=True)
+    engine, sync = _synced_engine(settings, knowledge)
     engine.index.embedder.load()
     report = evaluate(engine.policy.decide, eval_cases, engine.index.answerable_ids())
 

@@ -176,7 +176,7 @@ def calibrate(
     unanswerable: list[_Probe] = []
     style: list[tuple[_Probe, _Probe]] = []  # FAQ phrasings vs. question wording, and vs. answer wording
     for repeat in range(REPEATS):
-        text_fold, item_fold = _folds(by_item, np.random.default_rng(seed + repeat))
+        text_fold, item_fold = assign_folds(by_item, np.random.default_rng(seed + repeat))
         for fold in range(FOLDS):
             if cancelled():
                 raise Cancelled
@@ -245,17 +245,19 @@ def calibrate(
     return replace(best, seconds=time.perf_counter() - started)
 
 
-def _folds(by_item: dict[str, list[int]], rng: np.random.Generator) -> tuple[dict[int, int], dict[str, int]]:
+def assign_folds(
+    by_item: dict[str, list[int]], rng: np.random.Generator, folds: int = FOLDS
+) -> tuple[dict[int, int], dict[str, int]]:
     """Which fold hides each text (by position) and each item.
 
     The first text (an FAQ's question, a passage's whole section) always stays; the others take turns.
     """
     text_fold: dict[int, int] = {}
     for positions in by_item.values():
-        offset = int(rng.integers(FOLDS))
+        offset = int(rng.integers(folds))
         for rank, i in enumerate(rng.permutation(len(positions) - 1)):
-            text_fold[positions[i + 1]] = (rank + offset) % FOLDS
-    item_fold = {item: rank % FOLDS for rank, item in enumerate(rng.permutation(sorted(by_item)).tolist())}
+            text_fold[positions[i + 1]] = (rank + offset) % folds
+    item_fold = {item: rank % folds for rank, item in enumerate(rng.permutation(sorted(by_item)).tolist())}
     return text_fold, item_fold
 
 
