@@ -45,11 +45,14 @@ async def watch_directory(
 ) -> None:
     """Await `on_change()` after each burst of edits under `directory` until `stop` is set. Never raises.
 
-    `relevant`: which changed paths count (all when None). `on_change` errors are logged; the watch goes on.
+    `relevant`: which changed paths count (all when None; a new folder always does). `on_change` errors are
+    logged; the watch goes on.
     """
 
     def keep(change: Change, path: str) -> bool:
-        return relevant is None or relevant(Path(path))
+        # A new folder counts whatever its name: files written into it at once can land before the
+        # watcher has started watching it, and then only a reload (which reads everything) finds them.
+        return relevant is None or relevant(Path(path)) or (change == Change.added and Path(path).is_dir())
 
     async def reload() -> None:
         try:

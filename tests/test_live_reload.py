@@ -110,3 +110,17 @@ def test_live_reload_survives_an_undecodable_file_name_and_a_swapped_directory(
         # And it goes on watching the new folder.
         (knowledge_dir / "faq" / "stores-dogs.yml").write_text(NEW_FAQ.replace("all our stores", "our Oslo store"))
         wait_for(lambda: "Oslo" in str(ask(server, "are dogs allowed in the shop?")["reply"]), 2.0)
+
+
+def test_a_new_folder_is_served_even_when_its_files_land_before_the_watch_on_it(
+    config: Config, embedder: Embedder, knowledge_dir: Path
+) -> None:
+    # A script (or `cp -r`) creates a folder and writes its files within microseconds, before the watcher
+    # has started watching the folder: then only the folder's own creation is reported.
+    with LiveServer(config, embedder, watch=True) as server:
+        time.sleep(0.3)  # let the watcher start
+        for n, city in enumerate(("Berlin", "Oslo", "Lyon", "Turin")):
+            (knowledge_dir / f"topic-{n}").mkdir()
+            faq = NEW_FAQ.replace("all our stores", f"our {city} store").replace("dog-friendly", f"dogs-{n}")
+            (knowledge_dir / f"topic-{n}" / "dogs.yml").write_text(faq.replace("the shop", f"the {city} shop"))
+            wait_for(lambda city=city: city in str(ask(server, f"are dogs allowed in the {city} shop?")["reply"]), 2.0)
