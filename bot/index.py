@@ -200,7 +200,9 @@ class KnowledgeIndex:
                 self._texts[record.id] = _indexed(record.metadata, record.text, vectors[record.id])
             key = self._calibration_key()
             cached = self._cached_calibration(key)
-            scorer = self._scorer(key)
+            # Nothing written (a restart on unchanged files): the texts are those the scorer was built from.
+            unchanged_texts = not (plan.to_embed or plan.to_relabel or plan.to_delete)
+            scorer = self._ranking.scorer if unchanged_texts else self._scorer(key)
             with self._swap_lock:
                 self._generation += 1
                 self._ranking = _Ranking(
