@@ -267,7 +267,9 @@ def test_handoff_with_a_model_stores_a_summary_for_the_agent(
 def test_a_near_miss_gets_a_clarifying_question_and_a_far_miss_or_out_of_scope_message_stays_honest(
     write_config: ConfigFactory, llm_settings: dict[str, object], model_proxy: RecordingProxy, embedder: Embedder
 ) -> None:
-    config = load_config(model_server_config(write_config, llm_settings))
+    # A band wide enough that the near miss stays inside it as the demo knowledge (and its calibrated
+    # threshold) is edited; the far miss is several times further below.
+    config = load_config(model_server_config(write_config, llm_settings, clarify_band=0.15))
     with LiveServer(config, embedder) as server:
         near = chat(server, "I need help with a package")  # just under the threshold, several close topics
         asked = len(model_proxy.requests)
