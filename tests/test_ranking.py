@@ -14,10 +14,11 @@ from bot.embedding import Embedder
 from bot.index import KnowledgeIndex
 from bot.knowledge.loader import read_knowledge_dir
 from bot.policy import DecisionKind, ResponsePolicy
-from bot.ranking.calibration import DEFAULT_THRESHOLD, calibrate
+from bot.ranking.calibration import DEFAULT_THRESHOLD, FOLDS, assign_folds, calibrate
 from bot.ranking.classifier import ItemClassifier
 from bot.ranking.dense import ItemSpace
 from bot.ranking.lexical import LexicalScorer
+from bot.ranking.scorer import IndexedText
 from tests.conftest import DEMO_KNOWLEDGE
 
 
@@ -136,6 +137,27 @@ def test_a_tiny_knowledge_base_uses_the_default_threshold_however_many_out_of_sc
     policy = ResponsePolicy(index, AnsweringSettings(), "Talk to a person")
     assert policy.decide("zzzz qqqq").kind is DecisionKind.NOT_SURE
     assert policy.decide("When are you open?").kind is DecisionKind.ANSWER
+
+
+def test_calibration_copes_with_a_fold_that_hides_nothing() -> None:
+    # Twenty entries with one alternate each: each alternate is hidden in one of four folds, chosen at
+    # random per entry, so some draws leave a fold with nothing to hide. That fold has nothing to measure;
+    # it must not stop the knowledge base from being calibrated (it used to raise, failing the sync).
+    rng = np.random.default_rng(7)
+    texts = []
+    for n in range(20):
+        centre = rng.normal(size=16)
+        for k in range(2):
+            vector = centre + 0.3 * rng.normal(size=16)
+            texts.append(
+                IndexedText(f"item-{n:02d}", "faq", f"question {n} phrasing {k}", vector / np.linalg.norm(vector))
+            )
+    by_item: dict[str, list[int]] = {}
+    for position, text in enumerate(texts):
+        by_item.setdefault(text.item_id, []).append(position)
+    seed = next(s for s in range(1000) if len(set(assign_folds(by_item, np.random.default_rng(s))[0].values())) < FOLDS)
+    result = calibrate(texts, seed=seed)
+    assert result.calibrated and result.held_out == 20
 
 
 def demo_copy(tmp_path: Path, template: Path, embedder: Embedder) -> KnowledgeIndex:

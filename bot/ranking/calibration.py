@@ -263,12 +263,12 @@ def assign_folds(
 
 def _probe(scorer: ItemScorer, queries: Sequence[IndexedText]) -> _Probe:
     owners = [q.item_id for q in queries]
-    vectors = np.array([q.vector for q in queries], dtype=np.float32).reshape(len(queries), -1)
     if not queries or len(scorer) == 0:
         empty = np.zeros((len(queries), len(scorer)), dtype=np.float32)
         signals = Signals(DenseScores(empty, empty), LexicalScores(empty, empty), empty)
         return _Probe(signals, scorer.passages, np.full(len(queries), -1), owners, scorer.out_of_scope)
     expected = np.array([scorer.position.get(o, -1) for o in owners])
+    vectors = np.array([q.vector for q in queries], dtype=np.float32)
     signals = scorer.signals(vectors, [q.text for q in queries])
     return _Probe(signals, scorer.passages, expected, owners, scorer.out_of_scope)
 
