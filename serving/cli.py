@@ -213,6 +213,11 @@ def kb_index(config: ConfigOption = Path("config.yml"), knowledge: KnowledgeOpti
         raise typer.Exit(1)
 
 
+def _write_json(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def _synced_engine(settings: Config, knowledge: Path | None) -> tuple[Engine, SyncReport]:
     """The engine on `knowledge` (in a private index, so the configured one is never touched), synced."""
     from serving.runtime import build_engine, eval_index_path
@@ -263,8 +268,7 @@ def kb_overlaps(
     if len(overlaps) > limit:
         typer.echo(f"… and {len(overlaps) - limit} more pairs (--limit, or --json for all)")
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        _write_json(json_out, report.to_json())
 
 
 @app.command("eval")
@@ -310,8 +314,7 @@ def eval_command(
             err=True,
         )
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        _write_json(json_out, report.to_json())
     if min_accuracy is not None and report.top1_accuracy < min_accuracy:
         typer.echo(f"top-1 accuracy {report.top1_accuracy:.2%} is below --min-accuracy {min_accuracy:.2%}", err=True)
         raise typer.Exit(1)

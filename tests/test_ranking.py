@@ -14,7 +14,7 @@ from bot.embedding import Embedder
 from bot.index import KnowledgeIndex
 from bot.knowledge.loader import read_knowledge_dir
 from bot.policy import DecisionKind, ResponsePolicy
-from bot.ranking.calibration import DEFAULT_THRESHOLD, FOLDS, assign_folds, calibrate
+from bot.ranking.calibration import DEFAULT_THRESHOLD, FOLDS, assign_folds, calibrate, text_positions
 from bot.ranking.classifier import ItemClassifier
 from bot.ranking.dense import ItemSpace
 from bot.ranking.lexical import LexicalScorer
@@ -152,9 +152,7 @@ def test_calibration_copes_with_a_fold_that_hides_nothing() -> None:
             texts.append(
                 IndexedText(f"item-{n:02d}", "faq", f"question {n} phrasing {k}", vector / np.linalg.norm(vector))
             )
-    by_item: dict[str, list[int]] = {}
-    for position, text in enumerate(texts):
-        by_item.setdefault(text.item_id, []).append(position)
+    by_item = text_positions(texts)
     seed = next(s for s in range(1000) if len(set(assign_folds(by_item, np.random.default_rng(s))[0].values())) < FOLDS)
     result = calibrate(texts, seed=seed)
     assert result.calibrated and result.held_out == 20

@@ -159,9 +159,7 @@ def calibrate(
     `cancelled` is asked between folds; when it says so, `Cancelled` is raised.
     """
     started = time.perf_counter()
-    by_item: dict[str, list[int]] = defaultdict(list)  # item -> positions of its texts
-    for position, text in enumerate(texts):
-        by_item[text.item_id].append(position)
+    by_item = text_positions(texts)
     groups = {t.item_id for t in texts if t.kind == OUT_OF_SCOPE_KIND}
     # Out-of-scope examples help place the threshold, but only answerable items show what it costs.
     answerable_items = [item for item in by_item if item not in groups]
@@ -243,6 +241,14 @@ def calibrate(
     if best is None:  # no hidden phrasing found any item: nothing to place a threshold by
         return replace(DEFAULT, seconds=time.perf_counter() - started)
     return replace(best, seconds=time.perf_counter() - started)
+
+
+def text_positions(texts: Sequence[IndexedText]) -> dict[str, list[int]]:
+    """item id -> the positions of its texts in `texts`, in order."""
+    by_item: dict[str, list[int]] = defaultdict(list)
+    for position, text in enumerate(texts):
+        by_item[text.item_id].append(position)
+    return by_item
 
 
 def assign_folds(

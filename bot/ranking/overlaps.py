@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bot.knowledge.model import OUT_OF_SCOPE_KIND
-from bot.ranking.calibration import assign_folds
+from bot.ranking.calibration import assign_folds, text_positions
 from bot.ranking.lexical import Tokenizer
 from bot.ranking.scorer import IndexedText, ItemScorer, Weights
 
@@ -88,10 +88,7 @@ def find_overlaps(
     Only a phrasing whose other item clears `threshold` counts: below it the customer would get the
     not-sure reply whichever item ranked first.
     """
-    by_item: dict[str, list[int]] = defaultdict(list)
-    for position, text in enumerate(texts):
-        by_item[text.item_id].append(position)
-    text_fold, _ = assign_folds(by_item, np.random.default_rng(seed), folds)
+    text_fold, _ = assign_folds(text_positions(texts), np.random.default_rng(seed), folds)
     probed = {i: fold for i, fold in text_fold.items() if texts[i].kind in _PROBED_KINDS}
     tokenizer = Tokenizer()
     crossings: list[Crossing] = []
