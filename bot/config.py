@@ -51,6 +51,9 @@ class AnsweringSettings(_Section):
     min_margin: Probability = 0.0
     suggestions: int = Field(default=3, ge=0, le=10)
     suggestion_min_score: Probability = 0.3
+    # With an answer, up to this many other topics whose scores also cleared the threshold, offered as
+    # one-tap follow-ups (0: none).
+    related: int = Field(default=2, ge=0, le=10)
     max_message_chars: int = Field(default=2000, ge=10, le=100_000)
 
 

@@ -37,10 +37,16 @@ class CaseResult:
     top3: tuple[str, ...]
     latency_ms: float
     declined_by: str | None = None  # the out-of-scope group that declined it, if one did
+    related: tuple[str, ...] = ()  # the other topics offered with the answer
 
     @property
     def correct(self) -> bool:
         return self.predicted == self.expected
+
+    @property
+    def wrong_answer(self) -> bool:
+        """Answered, but with another item than the one expected."""
+        return self.expected != OUT_OF_SCOPE and self.predicted not in (OUT_OF_SCOPE, self.expected)
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,16 @@ class EvalReport:
         oos = [c for c in self.cases if c.expected == OUT_OF_SCOPE]
         return _share(sum(c.predicted == OUT_OF_SCOPE for c in oos), len(oos))
 
+    @property
+    def wrong_answers(self) -> int:
+        return sum(c.wrong_answer for c in self.cases)
+
+    @property
+    def wrong_answers_offering_expected(self) -> float:
+        """Of the wrong answers, the share that offered the expected item as a related topic (a tap away)."""
+        wrong = [c for c in self.cases if c.wrong_answer]
+        return _share(sum(c.expected in c.related for c in wrong), len(wrong))
+
     def latency_percentile(self, pct: int) -> float:
         latencies = sorted(c.latency_ms for c in self.cases)
         if not latencies:
@@ -96,6 +112,8 @@ class EvalReport:
             "in_scope_accuracy": round(self.in_scope_accuracy, 4),
             "oos_precision": round(self.oos_precision, 4),
             "oos_recall": round(self.oos_recall, 4),
+            "wrong_answers": self.wrong_answers,
+            "wrong_answers_offering_expected": round(self.wrong_answers_offering_expected, 4),
             "latency_ms_p50": round(self.latency_percentile(50), 3),
             "latency_ms_p95": round(self.latency_percentile(95), 3),
         }
@@ -114,6 +132,7 @@ class EvalReport:
                     "top3": list(c.top3),
                     "latency_ms": round(c.latency_ms, 3),
                     "declined_by": c.declined_by,
+                    "related": list(c.related),
                 }
                 for c in self.cases
             ],
@@ -164,6 +183,7 @@ def evaluate(decide: Callable[[str], Decision], cases: Sequence[EvalCase], known
                 top3=tuple(h.item_id for h in decision.candidates[:3]),
                 latency_ms=latency,
                 declined_by=decision.declined_by.item_id if decision.declined_by else None,
+                related=tuple(h.item_id for h in decision.related),
             )
         )
     unknown = sorted({c.expected for c in cases if c.expected != OUT_OF_SCOPE and c.expected not in known_ids})

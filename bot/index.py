@@ -96,6 +96,7 @@ class _Ranking:
     scorer: ItemScorer
     calibration: Calibration
     examples: dict[str, str]  # out-of-scope example (normalised) -> its group
+    titles: dict[str, str]  # answerable item's title (normalised) -> the item, for titles only one item has
 
 
 @dataclass
@@ -138,11 +139,13 @@ class KnowledgeIndex:
         }
         self._answer_vectors: dict[str, np.ndarray] = {}  # FAQ answer sentences, by text digest
         key = self._calibration_key()
+        catalog = _catalog(self._metadata)
         self._ranking = _Ranking(
-            _catalog(self._metadata),
+            catalog,
             self._scorer(key),
             self._cached_calibration(key) or calibration.DEFAULT,
             _examples(self._texts.values()),
+            _titles(catalog),
         )
 
     @classmethod
@@ -205,11 +208,13 @@ class KnowledgeIndex:
             scorer = self._ranking.scorer if unchanged_texts else self._scorer(key)
             with self._swap_lock:
                 self._generation += 1
+                catalog = _catalog(self._metadata)
                 self._ranking = _Ranking(
-                    _catalog(self._metadata),
+                    catalog,
                     scorer,
                     cached or self._ranking.calibration,
                     _examples(self._texts.values()),
+                    _titles(catalog),
                 )
             if cached is None:
                 job = (key, self._generation, self._calibration_texts(), self._ranking.catalog)
@@ -266,9 +271,20 @@ class KnowledgeIndex:
         group = ranking.examples.get(normalised(text))
         return None if group is None else replace(ranking.catalog[group], score=1.0)
 
+    def item_titled(self, text: str) -> Hit | None:
+        """The answerable item whose title is `text` (case and spacing aside), if exactly one has it.
+
+        Suggestions are shown as item titles; a customer who taps one sends its title and means that item.
+        """
+        item_id = self._ranking.titles.get(normalised(text))
+        return None if item_id is None else self._ranking.catalog[item_id]
+
+    def answerable(self) -> dict[str, Hit]:
+        """The items a message can be answered with (out-of-scope groups left out), as a search shows them."""
+        return {item_id: hit for item_id, hit in self._ranking.catalog.items() if hit.kind != OUT_OF_SCOPE_KIND}
+
     def answerable_ids(self) -> set[str]:
-        """The ids of the items a message can be answered with (out-of-scope groups left out)."""
-        return {item_id for item_id, hit in self._ranking.catalog.items() if hit.kind != OUT_OF_SCOPE_KIND}
+        return set(self.answerable())
 
     def items(self) -> dict[str, list[str]]:
         """item id -> its embedded texts (for tools that learn from the knowledge base)."""
@@ -434,6 +450,14 @@ def _rows(embeddings: Any) -> list[np.ndarray]:
 
 def _examples(texts: Iterable[IndexedText]) -> dict[str, str]:
     return {normalised(t.text): t.item_id for t in texts if t.kind == OUT_OF_SCOPE_KIND}
+
+
+def _titles(catalog: dict[str, Hit]) -> dict[str, str]:
+    owners: dict[str, list[str]] = {}
+    for hit in catalog.values():
+        if hit.kind != OUT_OF_SCOPE_KIND:
+            owners.setdefault(normalised(hit.title), []).append(hit.item_id)
+    return {title: ids[0] for title, ids in owners.items() if len(ids) == 1}
 
 
 def _digest(text: str) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from bot.batching import QueryBatcher
@@ -34,6 +34,7 @@ class Decision:
     text: str  # the message as the engine read it (cleaned)
     answer: Hit | None = None
     candidates: tuple[Hit, ...] = ()  # answerable items, best first, whatever the decision
+    related: tuple[Hit, ...] = ()  # with an answer: other candidates that cleared the threshold too
     declined_by: Hit | None = None  # the out-of-scope group that declined the message
     smalltalk: SmallTalk | None = None
     problem: InputProblem | None = None
@@ -74,6 +75,10 @@ class ResponsePolicy:
         ranked = self._retrieval.run(text)
         retrieval_ms = (time.perf_counter() - started) * 1000
         candidates = tuple(hit for hit in ranked if hit.kind != OUT_OF_SCOPE_KIND)[: self._candidates]
+        titled = self._index.item_titled(text)
+        if titled is not None:  # a tapped suggestion, or a question typed exactly as the knowledge base asks it
+            chosen = next((hit for hit in candidates if hit.item_id == titled.item_id), replace(titled, score=1.0))
+            return self._answer(text, chosen, candidates, retrieval_ms)
         group = self._declining_group(text, ranked)
         if group is not None:
             return Decision(
@@ -81,12 +86,20 @@ class ResponsePolicy:
             )
         best = candidates[0] if candidates else None
         if best is not None and self._confident(best, candidates[1:2]):
-            return Decision(DecisionKind.ANSWER, text, best, candidates, retrieval_ms=retrieval_ms)
+            return self._answer(text, best, candidates, retrieval_ms)
         return Decision(DecisionKind.NOT_SURE, text, None, candidates, retrieval_ms=retrieval_ms)
+
+    def _answer(self, text: str, best: Hit, candidates: tuple[Hit, ...], retrieval_ms: float) -> Decision:
+        # The other items the bot would have answered with had they ranked first: when the answer
+        # missed, the right one is often among them, a tap away.
+        related = tuple(hit for hit in candidates if hit.item_id != best.item_id and self.clearance(hit) >= 0)[
+            : self._settings.related
+        ]
+        return Decision(DecisionKind.ANSWER, text, best, candidates, related=related, retrieval_ms=retrieval_ms)
 
     @property
     def _candidates(self) -> int:
-        return max(self._settings.suggestions, 3)
+        return max(self._settings.suggestions, self._settings.related + 1, 3)
 
     def _retrieve_many(self, texts: Sequence[str]) -> list[list[Hit]]:
         return self._index.search_many(self._index.embedder.embed(texts), texts, self._candidates * 2)

@@ -23,6 +23,7 @@ def compose_reply(decision: Decision, messages: MessagesSettings, settings: Answ
             answered_by=AnsweredBy.KNOWLEDGE,
             confidence=round(hit.score, 4),
             citations=(citation_for(hit),),
+            quick_replies=tuple(related.title for related in decision.related),
             source_id=hit.item_id,
             reason=hit.kind,
         )

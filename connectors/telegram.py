@@ -36,6 +36,7 @@ SECRET_ENV = "TELEGRAM_WEBHOOK_SECRET"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 TYPING_REFRESH_SECONDS = 4.0  # Telegram shows "typing…" for about 5 seconds per chat action
 QUICK_REPLY_PREFIX = "qr:"
+BUTTON_TEXT_LIMIT = 64  # longer button texts are shown cut anyway
 
 
 def conversation_id_for(chat: Chat, user_id: int) -> str:
@@ -80,7 +81,7 @@ def quick_reply_keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
     if not reply.quick_replies:
         return None
     buttons = [
-        [InlineKeyboardButton(text[:64], callback_data=f"{QUICK_REPLY_PREFIX}{index}")]
+        [InlineKeyboardButton(text[:BUTTON_TEXT_LIMIT], callback_data=f"{QUICK_REPLY_PREFIX}{index}")]
         for index, text in enumerate(reply.quick_replies)
     ]
     return InlineKeyboardMarkup(buttons)
@@ -201,10 +202,23 @@ class TelegramConnector:
         if query is None or query.message is None or query.from_user is None:
             return
         await query.answer()  # stops the button's loading spinner
-        label = _pressed_label(query.message, query.data or "")
+        data = query.data or ""
+        label = _pressed_label(query.message, data)
         if label is None or not isinstance(query.message, TgMessage):
             return
-        await self._answer(query.message.chat, query.from_user.id, label, f"telegram:cb:{query.id}")
+        chat, user_id = query.message.chat, query.from_user.id
+        if len(label) >= BUTTON_TEXT_LIMIT:  # perhaps cut short: the full suggestion is in the stored reply
+            index = _button_index(data)
+            label = await self._suggestion_text(conversation_id_for(chat, user_id), index, label) or label
+        await self._answer(chat, user_id, label, f"telegram:cb:{query.id}")
+
+    async def _suggestion_text(self, conversation_id: str, index: int, label: str) -> str | None:
+        """The suggestion a button at `index` showed as `label`, from the newest bot reply that offered it."""
+        for turn in reversed(await self._pipeline().store.turns(conversation_id, limit=50)):
+            offered = turn.quick_replies[index] if turn.role == "bot" and 0 <= index < len(turn.quick_replies) else ""
+            if offered.startswith(label):
+                return offered
+        return None  # someone else's buttons: the label is what they saw and pressed
 
     async def _answer(self, chat: Chat, user_id: int, text: str, client_message_id: str) -> None:
         message = Message(
@@ -281,6 +295,12 @@ def _pressed_label(message: object, data: str) -> str | None:
             if button.callback_data == data:
                 return button.text
     return None
+
+
+def _button_index(data: str) -> int:
+    """The suggestion's place in its reply, from a button's callback data (-1 when it names none)."""
+    digits = data.removeprefix(QUICK_REPLY_PREFIX)
+    return int(digits) if digits.isdigit() else -1
 
 
 def _log_polling_error(error: TelegramError) -> None:

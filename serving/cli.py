@@ -301,6 +301,11 @@ def eval_command(
     typer.echo(f"in-scope accuracy:    {figures['in_scope_accuracy']:.2%}")
     typer.echo(f"out-of-scope prec.:   {figures['oos_precision']:.2%}")
     typer.echo(f"out-of-scope recall:  {figures['oos_recall']:.2%}")
+    if report.wrong_answers:
+        typer.echo(
+            f"wrong answers:        {report.wrong_answers}, of which "
+            f"{figures['wrong_answers_offering_expected']:.0%} offered the expected topic as related"
+        )
     typer.echo(f"latency p50 / p95:    {figures['latency_ms_p50']:.1f} ms / {figures['latency_ms_p95']:.1f} ms")
     confused = report.confused_pairs()
     if confused:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import Config
+from bot.config import Config, load_config
 from bot.embedding import Embedder
 from bot.evaluation import OUT_OF_SCOPE, EvalCase, evaluate
 from bot.guard import InputProblem, guard_input
@@ -16,6 +16,7 @@ from bot.replies import compose_reply
 from bot.smalltalk import SmallTalk, classify_smalltalk
 from bot.types import AnsweredBy, Reply
 from serving.runtime import Engine, build_engine
+from tests.conftest import ConfigFactory
 
 
 @pytest.fixture
@@ -118,6 +119,46 @@ def test_vague_question_suggests_the_closest_topics(engine: Engine) -> None:
         assert any("refund" in q.lower() for q in reply.quick_replies)
     else:
         assert reply.source_id is not None and "refund" in reply.source_id
+
+
+def test_an_answer_offers_the_other_topics_that_also_cleared_the_threshold(engine: Engine) -> None:
+    # "returns" alone: how long the window is, or how to send something back? The bot answers one and
+    # offers the other a tap away, instead of leaving the customer with a possibly wrong answer.
+    decision = engine.policy.decide("returns")
+    assert decision.kind is DecisionKind.ANSWER and decision.answer is not None
+    cleared = [
+        hit.title
+        for hit in decision.candidates
+        if hit.item_id != decision.answer.item_id and engine.policy.clearance(hit) >= 0
+    ]
+    assert len(cleared) >= 2
+    reply = compose_reply(decision, engine.config.messages, engine.config.answering)
+    assert reply.answered_by is AnsweredBy.KNOWLEDGE
+    assert list(reply.quick_replies) == cleared[: engine.config.answering.related]
+    assert decision.answer.title not in reply.quick_replies
+    # A clear question gets its answer alone: nothing else comes near the threshold.
+    assert reply_to(engine, "I forgot my password, how do I reset it?").quick_replies == ()
+
+
+def test_related_topics_can_be_turned_off(write_config: ConfigFactory, embedder: Embedder) -> None:
+    engine = build_engine(load_config(write_config(answering={"related": 0})), embedder)
+    reply = reply_to(engine, "returns")
+    assert reply.answered_by is AnsweredBy.KNOWLEDGE and reply.quick_replies == ()
+
+
+def test_every_topic_a_customer_can_tap_answers_with_that_topic(engine: Engine) -> None:
+    # Suggestions and related topics are shown as item titles; tapping one sends the title back. Some
+    # titles rank a neighbour first (the privacy policy's "Who we are and how to contact us" is mostly
+    # about privacy), so a title is recognised as such rather than searched for.
+    items = engine.index.answerable()
+    assert len(items) > 50
+    answered = {item_id: engine.policy.decide(hit.title.upper()) for item_id, hit in items.items()}
+    wrong = {
+        i: d.answer.item_id if d.answer else d.kind
+        for i, d in answered.items()
+        if d.answer is None or d.answer.item_id != i
+    }
+    assert wrong == {}
 
 
 @pytest.mark.parametrize(

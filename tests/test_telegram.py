@@ -16,7 +16,7 @@ from bot.config import Config, load_config
 from bot.embedding import Embedder
 from connectors.telegram import SECRET_HEADER, telegram_connector
 from tests.conftest import ConfigFactory, LiveServer
-from tests.telegram_api import BOT_USER, FakeBotApi, flood_control, server_error
+from tests.telegram_api import BOT_USER, Call, FakeBotApi, flood_control, server_error
 
 SECRET = "s3cret-webhook-token"
 
@@ -109,13 +109,8 @@ def test_groups_answer_only_mentions_and_replies_to_the_bot(polling_bot: tuple[F
     ]
 
 
-def test_suggestions_are_buttons_and_a_press_is_answered(polling_bot: tuple[FakeBotApi, Config]) -> None:
-    api, config = polling_bot
-    api.push_update({"message": api.user_message("what will the weather be like in Berlin tomorrow")})
-    (sent,) = api.wait_for("sendMessage", 1)
-    keyboard = sent.params["reply_markup"]["inline_keyboard"]
-    labels = [row[0]["text"] for row in keyboard]
-    assert labels[-1] == "Talk to a person"
+def press_button(api: FakeBotApi, sent: Call, callback_data: str, press_id: str) -> None:
+    """Ada (chat 555) presses a button under the bot's message `sent` (a recorded sendMessage call)."""
     message = {
         "message_id": 900,
         "date": int(time.time()),
@@ -125,17 +120,49 @@ def test_suggestions_are_buttons_and_a_press_is_answered(polling_bot: tuple[Fake
         "reply_markup": sent.params["reply_markup"],
     }
     press = {
-        "id": "cbq-1",
+        "id": press_id,
         "from": {"id": 555, "is_bot": False, "first_name": "Ada"},
         "chat_instance": "ci",
         "message": message,
-        "data": keyboard[-1][0]["callback_data"],
+        "data": callback_data,
     }
     api.push_update({"callback_query": press})
+
+
+def test_suggestions_are_buttons_and_a_press_is_answered(polling_bot: tuple[FakeBotApi, Config]) -> None:
+    api, config = polling_bot
+    api.push_update({"message": api.user_message("what will the weather be like in Berlin tomorrow")})
+    (sent,) = api.wait_for("sendMessage", 1)
+    keyboard = sent.params["reply_markup"]["inline_keyboard"]
+    labels = [row[0]["text"] for row in keyboard]
+    assert labels[-1] == "Talk to a person"
+    press_button(api, sent, keyboard[-1][0]["callback_data"], "cbq-1")
     api.wait_for("answerCallbackQuery", 1)
     second = api.wait_for("sendMessage", 2)[1]
     assert "passing this conversation to a person" in second.params["text"]
     assert user_turns(config)[-1] == ("telegram:555", "Talk to a person")
+
+
+def test_a_suggestion_longer_than_its_button_is_asked_in_full(polling_bot: tuple[FakeBotApi, Config]) -> None:
+    api, config = polling_bot
+    # Answered from the lost-or-damaged section; its subsections, titled in more than 64 characters,
+    # come as related topics.
+    api.push_update({"message": api.user_message("my parcel arrived damaged")})
+    (sent,) = api.wait_for("sendMessage", 1)
+    keyboard = sent.params["reply_markup"]["inline_keyboard"]
+    cut = next(row[0] for row in keyboard if len(row[0]["text"]) == 64)
+    press_button(api, sent, cut["callback_data"], "cbq-2")
+    second = api.wait_for("sendMessage", 2)[1]
+    conversation, asked = user_turns(config)[-1]
+    assert conversation == "telegram:555" and asked.startswith(cut["text"]) and len(asked) > 64
+    with sqlite3.connect(config.store.path) as db:
+        (source,) = db.execute(
+            "SELECT source_id FROM turns WHERE conversation_id = ? AND role = 'bot' ORDER BY id DESC LIMIT 1",
+            (conversation,),
+        ).fetchone()
+    assert source is not None and source.startswith("policies/shipping#")
+    assert asked.rpartition(" › ")[2].lower().replace(" ", "-") in source
+    assert second.params["text"]
 
 
 def test_long_replies_are_split_at_telegrams_limit(

@@ -97,6 +97,7 @@ class ModelResponder:
             answered_by=AnsweredBy.LLM,
             confidence=round(decision.confidence, 4),
             citations=tuple(citation_for(hit) for hit in answer.cited),
+            quick_replies=fallback.quick_replies,  # the related topics, as with the knowledge answer
             source_id=answer.cited[0].item_id,
             reason="llm",
         )
