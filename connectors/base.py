@@ -11,6 +11,7 @@ class ChannelError(RuntimeError):
 
 class ChannelConnector(Protocol):
     name: str
+    failure: str | None  # why it stopped working after it started, if it did
 
     async def start(self) -> None:
         """Connect and begin receiving. Raises ChannelError with a clear reason when it cannot."""

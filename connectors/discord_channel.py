@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -38,7 +39,11 @@ MAX_BUTTONS = 25  # five rows of five
 QUOTE_LIMIT = 300  # how much of a /ask question or clicked suggestion is echoed above the answer
 LOGIN_TIMEOUT_SECONDS = 60.0
 READY_TIMEOUT_SECONDS = 15.0
+STOP_GRACE_SECONDS = 10.0  # answers in progress at shutdown get this long to be sent
+RECENT_INTERACTIONS = 1000  # interaction ids remembered to recognise a redelivery at once
 SUGGESTION_TEMPLATE = r"supportbot:suggest:(?P<turn>[0-9]+):(?P<index>[0-9]+)"
+# A send that never reached Discord: the connection dropped, or the session closed (RuntimeError) at shutdown.
+_CONNECTION_ERRORS = (aiohttp.ClientError, OSError, RuntimeError)
 # Replies quote knowledge and sometimes the customer's own words: they must never ping anyone.
 NO_MENTIONS = discord.AllowedMentions.none()
 
@@ -159,6 +164,10 @@ class DiscordConnector:
         self.client = _SupportClient(self)
         self._gateway: asyncio.Task[None] | None = None
         self._overrides = contextlib.ExitStack()
+        self.failure: str | None = None  # why Discord stopped after starting (the gateway gave up), if it did
+        self._stopping = False
+        self._in_flight: set[asyncio.Task[Any]] = set()  # event handlers answering right now
+        self._recent_interactions: OrderedDict[int, None] = OrderedDict()
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -216,16 +225,33 @@ class DiscordConnector:
         connected.cancel()
         if self._gateway in done:
             raise _gateway_error(self._gateway)
-        self._gateway.add_done_callback(_report_gateway_end)  # from now on, a failure is only logged
+        self._gateway.add_done_callback(self._gateway_ended)  # from now on, a failure is logged and reported
         if connected not in done:
             log.warning("discord: logged in, still connecting to the gateway (it keeps retrying)")
             return
         user = self.client.user
         log.info("discord: connected as %s (id %s)", user, user.id if user else "?")
 
+    def _gateway_ended(self, task: asyncio.Task[None]) -> None:
+        """discord.py reconnects by itself; the task ends only when Discord refuses the session for good
+        (a revoked token, an intent taken away). /health then shows Discord as failed."""
+        if task.cancelled() or task.exception() is None or self._stopping:
+            return
+        self.failure = f"{_gateway_error(task)} (Discord is off until the server restarts)"
+        log.error("%s", self.failure)
+
     async def stop(self) -> None:
-        """Close the gateway and the HTTP session; idempotent."""
+        """Send the answers in progress (and answer what arrives meanwhile) for up to STOP_GRACE_SECONDS,
+        then stop taking events and close the gateway and the HTTP session; idempotent."""
         try:
+            # A message being answered is stored with its answer: dropped now, it would count as sent.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + STOP_GRACE_SECONDS
+            while self._in_flight and (left := deadline - loop.time()) > 0:
+                await asyncio.wait(set(self._in_flight), timeout=left)
+            self._stopping = True
+            if self._in_flight:
+                log.warning("discord: stopping with %d answers still in progress", len(self._in_flight))
             if not self.client.is_closed():
                 await self.client.close()
             if self._gateway is not None and not self._gateway.done():
@@ -234,6 +260,7 @@ class DiscordConnector:
                 except (Exception, asyncio.CancelledError):
                     log.debug("discord: gateway task ended while stopping", exc_info=True)
         finally:
+            self._stopping = True
             self._overrides.close()
 
     # -- deciding what to answer --------------------------------------------------------------------
@@ -315,9 +342,27 @@ class DiscordConnector:
 
     # -- answering ----------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _answering(self) -> Iterator[bool]:
+        """Marks the running event handler as answering, so stop() waits for it. False once stopping."""
+        task = asyncio.current_task()
+        if self._stopping or task is None:
+            yield False
+            return
+        self._in_flight.add(task)
+        try:
+            yield True
+        finally:
+            self._in_flight.discard(task)
+
     async def handle_message(self, message: discord.Message) -> None:
         if not self.should_answer(message):
             return
+        with self._answering() as accepted:
+            if accepted:
+                await self._answer_message(message)
+
+    async def _answer_message(self, message: discord.Message) -> None:
         incoming = self.build_message(message)
         reference = message.to_reference(fail_if_not_exists=False) if message.guild is not None else None
         async with contextlib.AsyncExitStack() as typing:
@@ -356,6 +401,9 @@ class DiscordConnector:
                     err.text,
                 )
                 return
+            except _CONNECTION_ERRORS as err:
+                log.warning("discord: sending a reply in channel %s failed: %r", getattr(channel, "id", "?"), err)
+                return
 
     async def handle_ask(self, interaction: discord.Interaction, question: str) -> None:
         await self._answer_interaction(interaction, question)
@@ -380,21 +428,36 @@ class DiscordConnector:
                     "I only answer in direct messages and in the support channels.", ephemeral=True
                 )
             return
-        incoming = self.interaction_message(interaction, text)
+        if self._redelivered(interaction.id):
+            return
+        with self._answering() as accepted:
+            if accepted:
+                await self._answer_new_interaction(interaction, text)
 
-        async def stored(_turn_id: int) -> None:
-            # Discord wants an answer within 3 seconds: "thinking…" is the interaction's typing indicator.
-            if interaction.response.is_done():
-                return
-            try:
-                await interaction.response.defer(thinking=True)
-            except discord.HTTPException as err:
-                log.warning(
-                    "discord: interaction %s expired before it was acknowledged (HTTP %s)", interaction.id, err.status
-                )
+    def _redelivered(self, interaction_id: int) -> bool:
+        """Whether this interaction arrived before (a gateway replay); remembers it otherwise."""
+        if interaction_id in self._recent_interactions:
+            return True
+        self._recent_interactions[interaction_id] = None
+        if len(self._recent_interactions) > RECENT_INTERACTIONS:
+            self._recent_interactions.popitem(last=False)
+        return False
 
-        exchange = await self._pipeline().exchange(incoming, on_stored=stored)
-        if exchange.repeated:
+    async def _answer_new_interaction(self, interaction: discord.Interaction, text: str) -> None:
+        # Discord wants a first response within 3 seconds, and the answer may wait behind an earlier one in
+        # the same conversation: "thinking…" (the interaction's typing indicator) goes out first.
+        try:
+            await interaction.response.defer(thinking=True)
+        except discord.HTTPException as err:
+            log.warning(
+                "discord: interaction %s expired before it was acknowledged (HTTP %s)", interaction.id, err.status
+            )
+        except _CONNECTION_ERRORS as err:
+            log.warning("discord: acknowledging interaction %s failed: %r", interaction.id, err)
+        exchange = await self._pipeline().exchange(self.interaction_message(interaction, text))
+        if exchange.repeated:  # answered before a restart: the earlier answer went out with it
+            with contextlib.suppress(discord.HTTPException, *_CONNECTION_ERRORS):
+                await interaction.delete_original_response()
             return
         pieces = reply_pieces(exchange.reply, quote=text)
         view = self.build_view(exchange)
@@ -408,6 +471,8 @@ class DiscordConnector:
                 )
         except discord.HTTPException as err:
             log.warning("discord: answering interaction %s failed (HTTP %s): %s", interaction.id, err.status, err.text)
+        except _CONNECTION_ERRORS as err:
+            log.warning("discord: answering interaction %s failed: %r", interaction.id, err)
 
 
 def _guild_id(channel: object) -> int | None:
@@ -430,12 +495,6 @@ def _gateway_error(task: asyncio.Task[None]) -> ChannelError:
     if isinstance(error, discord.ConnectionClosed):
         return ChannelError(f"discord: the gateway closed the connection ({error.code}): {error.reason}")
     return ChannelError(f"discord: the gateway connection ended: {error!r}")
-
-
-def _report_gateway_end(task: asyncio.Task[None]) -> None:
-    if task.cancelled() or task.exception() is None:
-        return
-    log.error("%s (Discord is off until the server restarts)", _gateway_error(task))
 
 
 def discord_connector(

@@ -108,6 +108,9 @@ def without_mention(text: str, bot_username: str) -> str:
 
 class TelegramConnector:
     name = CHANNEL
+    # python-telegram-bot retries polling and webhook errors by itself; a token revoked while running is
+    # only in its log for now.
+    failure: str | None = None
 
     def __init__(
         self, pipeline: Callable[[], Pipeline], settings: TelegramSettings, token: str, webhook_secret: str | None

@@ -69,10 +69,7 @@ def create_app(
         return {
             "status": "ok",
             "knowledge_records": len(bot.engine.index),
-            "channels": {
-                "running": [c.name for c in channels.connectors],
-                "failed": channels.failures,
-            },
+            "channels": channels.status(),
             "model": None
             if bot.model is None
             else {

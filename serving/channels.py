@@ -23,6 +23,11 @@ class RunningChannels:
     connectors: list[ChannelConnector] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)  # channel -> why it is not running
 
+    def status(self) -> dict[str, object]:
+        """For /health: the channels answering now, and why each of the others is not."""
+        broken = {c.name: c.failure for c in self.connectors if c.failure is not None}
+        return {"running": [c.name for c in self.connectors if c.failure is None], "failed": self.failures | broken}
+
     @property
     def telegram(self) -> TelegramConnector | None:
         return next((c for c in self.connectors if isinstance(c, TelegramConnector)), None)

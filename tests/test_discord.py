@@ -36,7 +36,14 @@ from bot.pipeline import DeltaSink, KnowledgeResponder, Pipeline
 from bot.policy import Decision
 from bot.types import AnsweredBy, Message, Reply
 from connectors.base import ChannelError
-from connectors.discord_channel import MESSAGE_LIMIT, SUGGESTION_TEMPLATE, DiscordConnector, discord_connector
+from connectors.discord_channel import (
+    MESSAGE_LIMIT,
+    STOP_GRACE_SECONDS,
+    SUGGESTION_TEMPLATE,
+    DiscordConnector,
+    discord_connector,
+)
+from serving.channels import RunningChannels
 from serving.runtime import Bot, running_bot
 from tests.conftest import DEMO_CASES, DEMO_KNOWLEDGE
 from tests.polling import wait_for_count
@@ -402,6 +409,12 @@ class FakeDiscord:
             "presences": [],
         }
 
+    async def end_session(self, code: int, reason: bytes) -> None:
+        """Close the identified gateway connection with a close code, as Discord does when it ends a session."""
+        if self._socket is None:
+            raise RuntimeError("no identified gateway connection")
+        await self._socket.close(code=code, message=reason)
+
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
         """Push one DISPATCH frame to the connected client, as the gateway would."""
         if self._socket is None:
@@ -636,6 +649,18 @@ class Harness:
         payload = self.interaction(user_id, 3, {"custom_id": custom_id, "component_type": 2})
         payload["message"] = message
         return payload
+
+    def hold(self, conversation_id: str) -> asyncio.Event:
+        """Answers in that conversation wait until the returned event is set (with `release`)."""
+
+        async def hold() -> asyncio.Event:
+            gate = self.responder.held[conversation_id] = asyncio.Event()
+            return gate
+
+        return self.call(hold())
+
+    def release(self, gate: asyncio.Event) -> None:
+        self.loop.call_soon_threadsafe(gate.set)
 
     def send(self, event: str, payload: dict[str, Any]) -> dict[str, Any]:
         self.call(self.fake.dispatch(event, payload))
@@ -887,11 +912,7 @@ def test_ask_in_an_allowed_channel_is_one_conversation_per_person(harness: Harne
 def test_a_slow_answer_does_not_hold_up_other_chats(harness: Harness) -> None:
     slow, quick = harness.new_user(), harness.new_user()
 
-    async def hold() -> asyncio.Event:
-        gate = harness.responder.held[f"discord:dm:{slow}"] = asyncio.Event()
-        return gate
-
-    gate = harness.call(hold())
+    gate = harness.hold(f"discord:dm:{slow}")
     try:
         harness.send("MESSAGE_CREATE", harness.dm(slow, "How can I track my order?"))
         harness.fake.wait_for(harness.typing_in(harness.dm_channel(slow)))  # stored, and answering
@@ -900,8 +921,28 @@ def test_a_slow_answer_does_not_hold_up_other_chats(harness: Harness) -> None:
         assert harness.fake.recorded(harness.posts_to(harness.dm_channel(slow))) == []
         assert harness.turns(f"discord:dm:{slow}")[0][0] == "user"  # stored before answering
     finally:
-        harness.loop.call_soon_threadsafe(gate.set)
+        harness.release(gate)
     harness.fake.wait_for(harness.posts_to(harness.dm_channel(slow)))
+
+
+def test_ask_is_acknowledged_at_once_while_an_earlier_answer_in_the_chat_is_in_progress(harness: Harness) -> None:
+    # Discord fails an interaction not acknowledged within 3 seconds. A click or /ask in a chat whose
+    # previous message is still being answered (a slow model, a double click) waits for that answer,
+    # but its "thinking…" must not.
+    user = harness.new_user()
+    gate = harness.hold(f"discord:dm:{user}")
+    try:
+        harness.send("MESSAGE_CREATE", harness.dm(user, "How can I track my order?"))
+        harness.fake.wait_for(harness.typing_in(harness.dm_channel(user)))
+        ask = harness.send("INTERACTION_CREATE", harness.ask(user, "do you ship to canada?"))
+        (callback,) = harness.fake.wait_for(harness.callback_for(ask))  # while the first answer is held
+        assert callback.body["type"] == 5  # deferred: "thinking…"
+        assert harness.fake.recorded(harness.followups_for(ask)) == []
+    finally:
+        harness.release(gate)
+    (followup,) = harness.fake.wait_for(harness.followups_for(ask))
+    assert "Canada" in followup.body["content"]
+    assert len(harness.fake.recorded(harness.callback_for(ask))) == 1
 
 
 def test_views_and_pieces_come_from_plain_methods(harness: Harness) -> None:
@@ -966,3 +1007,42 @@ def test_a_gateway_that_refuses_the_session_is_a_channel_error(harness: Harness,
     user = harness.new_user()
     harness.send("MESSAGE_CREATE", harness.dm(user, "How can I track my order?"))
     harness.fake.wait_for(harness.posts_to(harness.dm_channel(user)))
+
+
+@pytest.fixture
+def own_harness(tmp_path: Path, embedder: Embedder, demo_index_template: Path) -> Iterator[Harness]:
+    """A bot and fake Discord of the test's own, for tests that stop or break the connection."""
+    with Harness(tmp_path, embedder, demo_index_template) as running:
+        yield running
+
+
+def test_stopping_sends_the_answers_in_progress_before_closing(own_harness: Harness) -> None:
+    harness = own_harness
+    slow, meanwhile = harness.new_user(), harness.new_user()
+    gate = harness.hold(f"discord:dm:{slow}")
+    harness.send("MESSAGE_CREATE", harness.dm(slow, "How can I track my order?"))
+    harness.fake.wait_for(harness.typing_in(harness.dm_channel(slow)))  # stored, and being answered
+    stopping = asyncio.run_coroutine_threadsafe(harness.connector.stop(), harness.loop)
+    # Still connected while it waits: a message arriving now is answered too, not lost.
+    harness.send("MESSAGE_CREATE", harness.dm(meanwhile, "do you ship to canada?"))
+    harness.fake.wait_for(harness.posts_to(harness.dm_channel(meanwhile)))
+    assert not stopping.done()
+    harness.release(gate)
+    stopping.result(STOP_GRACE_SECONDS + 5)
+    (answer,) = harness.fake.recorded(harness.posts_to(harness.dm_channel(slow)))
+    assert TRACK_ORDER_ANSWER in answer.body["content"]
+    assert harness.connector.client.is_closed() and harness.connector.failure is None
+
+
+def test_a_session_discord_ends_after_start_shows_as_failed_in_health(own_harness: Harness) -> None:
+    harness = own_harness
+    channels = RunningChannels(connectors=[harness.connector])
+    assert channels.status() == {"running": ["discord"], "failed": {}}
+    # Discord ends the session for good when the bot's token is reset; discord.py then stops reconnecting.
+    harness.call(harness.fake.end_session(4004, b"Authentication failed."))
+    wait_for_count(lambda: [harness.connector.failure] if harness.connector.failure else [], 1, 20, "a failure")
+    status = channels.status()
+    assert status["running"] == []
+    assert status["failed"] == {"discord": harness.connector.failure}
+    assert "token was rejected by the gateway (4004)" in str(harness.connector.failure)
+    assert TOKEN not in str(harness.connector.failure)
