@@ -19,6 +19,7 @@ from websockets.sync.client import connect
 
 from bot.config import load_config
 from bot.embedding import Embedder
+from serving.runtime import build_engine
 from tests.conftest import ConfigFactory, LiveServer, free_port
 from tests.model_server import ModelServer, RecordingProxy
 from tests.polling import wait_for_count
@@ -58,6 +59,9 @@ def test_a_confident_question_gets_the_model_answer_with_its_citation(
     assert reply["answered_by"] == "llm"
     assert reply["reply"] == CITED_ANSWER.replace(" [1]", "")  # the marker became a citation
     assert [c["id"] for c in citations(reply)] == ["return-window"]
+    # The related topics come with the model's answer as they do with the knowledge answer.
+    decision = build_engine(config, embedder).policy.decide(RETURNS_QUESTION)
+    assert decision.related and reply["quick_replies"] == [hit.title for hit in decision.related]
 
     request = model_proxy.requests[-1]
     assert request["model"] == llm_settings["model"]
