@@ -87,10 +87,11 @@ class EvalReport:
         return sum(c.wrong_answer for c in self.cases)
 
     @property
-    def wrong_answers_offering_expected(self) -> float:
-        """Of the wrong answers, the share that offered the expected item as a related topic (a tap away)."""
+    def wrong_answers_offering_expected(self) -> float | None:
+        """Of the wrong answers, the share that offered the expected item as a related topic (a tap away);
+        None when no answer was wrong."""
         wrong = [c for c in self.cases if c.wrong_answer]
-        return _share(sum(c.expected in c.related for c in wrong), len(wrong))
+        return _share(sum(c.expected in c.related for c in wrong), len(wrong)) if wrong else None
 
     def latency_percentile(self, pct: int) -> float:
         latencies = sorted(c.latency_ms for c in self.cases)
@@ -113,7 +114,7 @@ class EvalReport:
             "oos_precision": round(self.oos_precision, 4),
             "oos_recall": round(self.oos_recall, 4),
             "wrong_answers": self.wrong_answers,
-            "wrong_answers_offering_expected": round(self.wrong_answers_offering_expected, 4),
+            "wrong_answers_offering_expected": _rounded(self.wrong_answers_offering_expected),
             "latency_ms_p50": round(self.latency_percentile(50), 3),
             "latency_ms_p95": round(self.latency_percentile(95), 3),
         }
@@ -188,6 +189,10 @@ def evaluate(decide: Callable[[str], Decision], cases: Sequence[EvalCase], known
         )
     unknown = sorted({c.expected for c in cases if c.expected != OUT_OF_SCOPE and c.expected not in known_ids})
     return EvalReport(tuple(results), tuple(unknown))
+
+
+def _rounded(share: float | None) -> float | None:
+    return None if share is None else round(share, 4)
 
 
 def _share(part: int, whole: int) -> float:

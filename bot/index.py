@@ -276,8 +276,9 @@ class KnowledgeIndex:
 
         Suggestions are shown as item titles; a customer who taps one sends its title and means that item.
         """
-        item_id = self._ranking.titles.get(normalised(text))
-        return None if item_id is None else self._ranking.catalog[item_id]
+        ranking = self._ranking
+        item_id = ranking.titles.get(normalised(text))
+        return None if item_id is None else ranking.catalog[item_id]
 
     def answerable(self) -> dict[str, Hit]:
         """The items a message can be answered with (out-of-scope groups left out), as a search shows them."""

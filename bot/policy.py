@@ -75,11 +75,13 @@ class ResponsePolicy:
         ranked = self._retrieval.run(text)
         retrieval_ms = (time.perf_counter() - started) * 1000
         candidates = tuple(hit for hit in ranked if hit.kind != OUT_OF_SCOPE_KIND)[: self._candidates]
-        titled = self._index.item_titled(text)
-        if titled is not None:  # a tapped suggestion, or a question typed exactly as the knowledge base asks it
-            chosen = next((hit for hit in candidates if hit.item_id == titled.item_id), replace(titled, score=1.0))
-            return self._answer(text, chosen, candidates, retrieval_ms)
-        group = self._declining_group(text, ranked)
+        # An operator's explicit out-of-scope listing wins; then a topic's exact title (a tapped suggestion,
+        # or a question typed exactly as the knowledge base asks it), answered as surely as a listing declines.
+        listed = self._index.out_of_scope_example(text)
+        titled = self._index.item_titled(text) if listed is None else None
+        if titled is not None:
+            return self._answer(text, replace(titled, score=1.0), candidates, retrieval_ms)
+        group = listed or self._group_ranked_first(ranked)
         if group is not None:
             return Decision(
                 DecisionKind.OUT_OF_SCOPE, text, None, candidates, declined_by=group, retrieval_ms=retrieval_ms
@@ -92,10 +94,14 @@ class ResponsePolicy:
     def _answer(self, text: str, best: Hit, candidates: tuple[Hit, ...], retrieval_ms: float) -> Decision:
         # The other items the bot would have answered with had they ranked first: when the answer
         # missed, the right one is often among them, a tap away.
-        related = tuple(hit for hit in candidates if hit.item_id != best.item_id and self.clearance(hit) >= 0)[
-            : self._settings.related
-        ]
-        return Decision(DecisionKind.ANSWER, text, best, candidates, related=related, retrieval_ms=retrieval_ms)
+        # A title shown twice (two items may share one) would be a button that leads nowhere new.
+        shown = {best.title}
+        related: list[Hit] = []
+        for hit in candidates:
+            if len(related) < self._settings.related and hit.title not in shown and self.clearance(hit) >= 0:
+                related.append(hit)
+                shown.add(hit.title)
+        return Decision(DecisionKind.ANSWER, text, best, candidates, related=tuple(related), retrieval_ms=retrieval_ms)
 
     @property
     def _candidates(self) -> int:
@@ -114,13 +120,10 @@ class ResponsePolicy:
         """How far a hit's score clears the answer threshold (negative: below it)."""
         return hit.score - self.threshold
 
-    def _declining_group(self, text: str, ranked: Sequence[Hit]) -> Hit | None:
-        """The out-of-scope group that declines the message: one listing the message itself, or one that
-        ranks first and clears the threshold. Below it the bot is unsure anyway, and the closest topics
-        it then suggests help more with a vague message ("help me please") than a flat refusal does."""
-        listed = self._index.out_of_scope_example(text)
-        if listed is not None:
-            return listed
+    def _group_ranked_first(self, ranked: Sequence[Hit]) -> Hit | None:
+        """The out-of-scope group that ranks first and clears the threshold, if one does. Below it the bot is
+        unsure anyway, and the closest topics it then suggests help more with a vague message ("help me
+        please") than a flat refusal does."""
         if ranked and ranked[0].kind == OUT_OF_SCOPE_KIND and self.clearance(ranked[0]) >= 0:
             return ranked[0]
         return None

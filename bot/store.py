@@ -242,6 +242,17 @@ class ConversationStore:
         )
         return turns[0] if turns else None
 
+    async def suggestion(self, bot_turn_id: int, index: int, channel: str) -> str | None:
+        """The quick reply at `index` of a bot turn in a `channel` conversation: what a tapped button meant."""
+        async with self._db.execute(
+            "SELECT t.quick_replies FROM turns t JOIN conversations c ON c.id = t.conversation_id "
+            "WHERE t.id = ? AND t.role = 'bot' AND c.channel = ?",
+            (bot_turn_id, channel),
+        ) as cursor:
+            row = await cursor.fetchone()
+        offered: list[str] = json.loads(row["quick_replies"] or "[]") if row is not None else []
+        return offered[index] if 0 <= index < len(offered) else None
+
     async def reply_to(self, user_turn_id: int) -> Turn | None:
         turns = await self._select("SELECT * FROM turns WHERE reply_to = ? ORDER BY id LIMIT 1", (user_turn_id,))
         return turns[0] if turns else None

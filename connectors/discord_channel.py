@@ -42,8 +42,6 @@ READY_TIMEOUT_SECONDS = 15.0
 STOP_GRACE_SECONDS = 10.0  # answers in progress at shutdown get this long to be sent
 RECENT_INTERACTIONS = 1000  # interaction ids remembered to recognise a redelivery at once
 SUGGESTION_TEMPLATE = r"supportbot:suggest:(?P<turn>[0-9]+):(?P<index>[0-9]+)"
-# A send that never reached Discord: the connection dropped, or the session closed (RuntimeError) at shutdown.
-_CONNECTION_ERRORS = (aiohttp.ClientError, OSError, RuntimeError)
 # Replies quote knowledge and sometimes the customer's own words: they must never ping anyone.
 NO_MENTIONS = discord.AllowedMentions.none()
 
@@ -244,24 +242,26 @@ class DiscordConnector:
         """Send the answers in progress (and answer what arrives meanwhile) for up to STOP_GRACE_SECONDS,
         then stop taking events and close the gateway and the HTTP session; idempotent."""
         try:
-            # A message being answered is stored with its answer: dropped now, it would count as sent.
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + STOP_GRACE_SECONDS
-            while self._in_flight and (left := deadline - loop.time()) > 0:
-                await asyncio.wait(set(self._in_flight), timeout=left)
-            self._stopping = True
-            if self._in_flight:
-                log.warning("discord: stopping with %d answers still in progress", len(self._in_flight))
-            if not self.client.is_closed():
-                await self.client.close()
-            if self._gateway is not None and not self._gateway.done():
-                try:
-                    await asyncio.wait_for(self._gateway, 10)
-                except (Exception, asyncio.CancelledError):
-                    log.debug("discord: gateway task ended while stopping", exc_info=True)
+            if not self._stopping:
+                # A message being answered is stored with its answer: dropped now, it would count as sent.
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + STOP_GRACE_SECONDS
+                while self._in_flight and (left := deadline - loop.time()) > 0:
+                    await asyncio.wait(set(self._in_flight), timeout=left)
+                if self._in_flight:
+                    log.warning("discord: stopping with %d answers still in progress", len(self._in_flight))
         finally:
             self._stopping = True
-            self._overrides.close()
+            try:
+                if not self.client.is_closed():
+                    await self.client.close()
+                if self._gateway is not None and not self._gateway.done():
+                    try:
+                        await asyncio.wait_for(self._gateway, 10)
+                    except (Exception, asyncio.CancelledError):
+                        log.debug("discord: gateway task ended while stopping", exc_info=True)
+            finally:
+                self._overrides.close()
 
     # -- deciding what to answer --------------------------------------------------------------------
 
@@ -390,37 +390,24 @@ class DiscordConnector:
                 options["reference"] = reference
             if index == len(pieces) - 1 and view is not None:
                 options["view"] = view  # buttons under the last piece, where the reader is
-            try:
+            sent = False
+            with self._send_failures_logged(f"sending a reply in channel {getattr(channel, 'id', '?')}"):
                 await channel.send(piece, **options)
-            except discord.HTTPException as err:
-                # The answer is stored; the operator sees why the customer did not get it.
-                log.warning(
-                    "discord: sending a reply in channel %s failed (HTTP %s): %s",
-                    getattr(channel, "id", "?"),
-                    err.status,
-                    err.text,
-                )
-                return
-            except _CONNECTION_ERRORS as err:
-                log.warning("discord: sending a reply in channel %s failed: %r", getattr(channel, "id", "?"), err)
-                return
+                sent = True
+            if not sent:
+                return  # the rest would read out of place without the piece that failed
 
     async def handle_ask(self, interaction: discord.Interaction, question: str) -> None:
         await self._answer_interaction(interaction, question)
 
     async def handle_suggestion(self, interaction: discord.Interaction, turn_id: int, index: int, label: str) -> None:
-        conversation_id = conversation_id_for(interaction.guild_id, interaction.channel_id, interaction.user.id)
-        text = await self._suggestion_text(conversation_id, turn_id, index) or label.removesuffix("…")
-        await self._answer_interaction(interaction, text)
+        # A label may be cut at 80 characters; the full suggestion is read from the stored reply.
+        await self._answer_interaction(interaction, label.removesuffix("…"), suggestion=(turn_id, index))
 
-    async def _suggestion_text(self, conversation_id: str, turn_id: int, index: int) -> str | None:
-        """The full suggestion from the stored bot turn (a button label may be cut at 80 characters)."""
-        for turn in await self._pipeline().store.turns(conversation_id, limit=200):
-            if turn.id == turn_id and turn.role == "bot" and index < len(turn.quick_replies):
-                return turn.quick_replies[index]
-        return None  # someone else's buttons, or an old turn: the label is what they saw and clicked
-
-    async def _answer_interaction(self, interaction: discord.Interaction, text: str) -> None:
+    async def _answer_interaction(
+        self, interaction: discord.Interaction, text: str, suggestion: tuple[int, int] | None = None
+    ) -> None:
+        """Answer /ask (`text`) or a click on the suggestion at (bot turn id, index) (`text`: its label)."""
         if not self.interaction_allowed(interaction):
             # Only the person who asked sees this; nothing is stored for a channel the bot does not serve.
             with contextlib.suppress(discord.HTTPException):
@@ -432,7 +419,7 @@ class DiscordConnector:
             return
         with self._answering() as accepted:
             if accepted:
-                await self._answer_new_interaction(interaction, text)
+                await self._answer_new_interaction(interaction, text, suggestion)
 
     def _redelivered(self, interaction_id: int) -> bool:
         """Whether this interaction arrived before (a gateway replay); remembers it otherwise."""
@@ -443,25 +430,27 @@ class DiscordConnector:
             self._recent_interactions.popitem(last=False)
         return False
 
-    async def _answer_new_interaction(self, interaction: discord.Interaction, text: str) -> None:
+    async def _answer_new_interaction(
+        self, interaction: discord.Interaction, text: str, suggestion: tuple[int, int] | None
+    ) -> None:
         # Discord wants a first response within 3 seconds, and the answer may wait behind an earlier one in
-        # the same conversation: "thinking…" (the interaction's typing indicator) goes out first.
-        try:
+        # the same conversation: "thinking…" (the interaction's typing indicator) goes out before anything else.
+        deferred = False
+        with self._send_failures_logged(f"acknowledging interaction {interaction.id}"):
             await interaction.response.defer(thinking=True)
-        except discord.HTTPException as err:
-            log.warning(
-                "discord: interaction %s expired before it was acknowledged (HTTP %s)", interaction.id, err.status
-            )
-        except _CONNECTION_ERRORS as err:
-            log.warning("discord: acknowledging interaction %s failed: %r", interaction.id, err)
+            deferred = True
+        if suggestion is not None:
+            text = await self._pipeline().store.suggestion(*suggestion, CHANNEL) or text
         exchange = await self._pipeline().exchange(self.interaction_message(interaction, text))
-        if exchange.repeated:  # answered before a restart: the earlier answer went out with it
-            with contextlib.suppress(discord.HTTPException, *_CONNECTION_ERRORS):
-                await interaction.delete_original_response()
+        if exchange.repeated:
+            # Answered before (by an earlier run of the bot): take back only this run's "thinking…".
+            if deferred:
+                with self._send_failures_logged(f"withdrawing the acknowledgement of interaction {interaction.id}"):
+                    await interaction.delete_original_response()
             return
         pieces = reply_pieces(exchange.reply, quote=text)
         view = self.build_view(exchange)
-        try:
+        with self._send_failures_logged(f"answering interaction {interaction.id}"):
             for index, piece in enumerate(pieces):
                 last = index == len(pieces) - 1
                 await interaction.followup.send(
@@ -469,10 +458,20 @@ class DiscordConnector:
                     allowed_mentions=NO_MENTIONS,
                     view=view if last and view is not None else discord.utils.MISSING,
                 )
+
+    @contextlib.contextmanager
+    def _send_failures_logged(self, what: str) -> Iterator[None]:
+        """A request to Discord that fails is logged and given up; what it was for stays in the store."""
+        try:
+            yield
         except discord.HTTPException as err:
-            log.warning("discord: answering interaction %s failed (HTTP %s): %s", interaction.id, err.status, err.text)
-        except _CONNECTION_ERRORS as err:
-            log.warning("discord: answering interaction %s failed: %r", interaction.id, err)
+            log.warning("discord: %s failed (HTTP %s): %s", what, err.status, err.text)
+        except (aiohttp.ClientError, OSError) as err:
+            log.warning("discord: %s failed: %r", what, err)
+        except RuntimeError as err:
+            if not self.client.is_closed():  # only aiohttp's "Session is closed" (at shutdown) is expected
+                raise
+            log.warning("discord: %s failed: the connection is closed (%s)", what, err)
 
 
 def _guild_id(channel: object) -> int | None:

@@ -75,13 +75,13 @@ def split_html_safe(reply: Reply, limit: int = MessageLimit.MAX_TEXT_LENGTH) -> 
     return pieces or [tail]
 
 
-def quick_reply_keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
-    """Suggestions as buttons. callback_data is capped at 64 bytes, so it carries an index, and the
-    suggestion's text is read back from the pressed button itself."""
+def quick_reply_keyboard(reply: Reply, bot_turn_id: int) -> InlineKeyboardMarkup | None:
+    """Suggestions as buttons. callback_data is capped at 64 bytes, so it names the stored reply and the
+    suggestion's place in it; the full text is read back from the store (a button shows at most 64)."""
     if not reply.quick_replies:
         return None
     buttons = [
-        [InlineKeyboardButton(text[:BUTTON_TEXT_LIMIT], callback_data=f"{QUICK_REPLY_PREFIX}{index}")]
+        [InlineKeyboardButton(text[:BUTTON_TEXT_LIMIT], callback_data=f"{QUICK_REPLY_PREFIX}{bot_turn_id}:{index}")]
         for index, text in enumerate(reply.quick_replies)
     ]
     return InlineKeyboardMarkup(buttons)
@@ -209,19 +209,10 @@ class TelegramConnector:
         label = _pressed_label(query.message, data)
         if label is None or not isinstance(query.message, TgMessage):
             return
-        chat, user_id = query.message.chat, query.from_user.id
-        if len(label) >= BUTTON_TEXT_LIMIT:  # perhaps cut short: the full suggestion is in the stored reply
-            index = _button_index(data)
-            label = await self._suggestion_text(conversation_id_for(chat, user_id), index, label) or label
-        await self._answer(chat, user_id, label, f"telegram:cb:{query.id}")
-
-    async def _suggestion_text(self, conversation_id: str, index: int, label: str) -> str | None:
-        """The suggestion a button at `index` showed as `label`, from the newest bot reply that offered it."""
-        for turn in reversed(await self._pipeline().store.turns(conversation_id, limit=50)):
-            offered = turn.quick_replies[index] if turn.role == "bot" and 0 <= index < len(turn.quick_replies) else ""
-            if offered.startswith(label):
-                return offered
-        return None  # someone else's buttons: the label is what they saw and pressed
+        pressed = _button_place(data)
+        if pressed is not None:
+            label = await self._pipeline().store.suggestion(*pressed, CHANNEL) or label
+        await self._answer(query.message.chat, query.from_user.id, label, f"telegram:cb:{query.id}")
 
     async def _answer(self, chat: Chat, user_id: int, text: str, client_message_id: str) -> None:
         message = Message(
@@ -242,7 +233,7 @@ class TelegramConnector:
         if exchange.repeated:
             log.info("telegram: duplicate update %s answered before; not sending again", client_message_id)
             return
-        await self._send_reply(chat.id, exchange.reply)
+        await self._send_reply(chat.id, exchange.reply, exchange.bot_turn_id)
 
     async def _keep_typing(self, chat_id: int) -> None:
         while True:
@@ -250,10 +241,10 @@ class TelegramConnector:
                 await self.application.bot.send_chat_action(chat_id, ChatAction.TYPING)
             await asyncio.sleep(TYPING_REFRESH_SECONDS)
 
-    async def _send_reply(self, chat_id: int, reply: Reply) -> None:
+    async def _send_reply(self, chat_id: int, reply: Reply, bot_turn_id: int) -> None:
         pieces = split_html_safe(reply)
         for index, piece in enumerate(pieces):
-            markup = quick_reply_keyboard(reply) if index == len(pieces) - 1 else None
+            markup = quick_reply_keyboard(reply, bot_turn_id) if index == len(pieces) - 1 else None
 
             async def send(piece: str = piece, markup: InlineKeyboardMarkup | None = markup) -> object:
                 return await self.application.bot.send_message(
@@ -300,10 +291,10 @@ def _pressed_label(message: object, data: str) -> str | None:
     return None
 
 
-def _button_index(data: str) -> int:
-    """The suggestion's place in its reply, from a button's callback data (-1 when it names none)."""
-    digits = data.removeprefix(QUICK_REPLY_PREFIX)
-    return int(digits) if digits.isdigit() else -1
+def _button_place(data: str) -> tuple[int, int] | None:
+    """(bot turn id, suggestion index) from a button's callback data; None for buttons that name no turn."""
+    turn, _, index = data.removeprefix(QUICK_REPLY_PREFIX).partition(":")
+    return (int(turn), int(index)) if turn.isdigit() and index.isdigit() else None
 
 
 def _log_polling_error(error: TelegramError) -> None:

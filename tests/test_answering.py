@@ -122,20 +122,17 @@ def test_vague_question_suggests_the_closest_topics(engine: Engine) -> None:
 
 
 def test_an_answer_offers_the_other_topics_that_also_cleared_the_threshold(engine: Engine) -> None:
-    # "returns" alone: how long the window is, or how to send something back? The bot answers one and
-    # offers the other a tap away, instead of leaving the customer with a possibly wrong answer.
+    # "returns" alone: the return policy, or how to send something back? The bot answers one and offers
+    # the other a tap away, instead of leaving the customer with a possibly wrong answer.
     decision = engine.policy.decide("returns")
     assert decision.kind is DecisionKind.ANSWER and decision.answer is not None
-    cleared = [
-        hit.title
-        for hit in decision.candidates
-        if hit.item_id != decision.answer.item_id and engine.policy.clearance(hit) >= 0
-    ]
-    assert len(cleared) >= 2
     reply = compose_reply(decision, engine.config.messages, engine.config.answering)
-    assert reply.answered_by is AnsweredBy.KNOWLEDGE
-    assert list(reply.quick_replies) == cleared[: engine.config.answering.related]
-    assert decision.answer.title not in reply.quick_replies
+    assert reply.answered_by is AnsweredBy.KNOWLEDGE and reply.source_id == decision.answer.item_id
+    assert len(reply.quick_replies) == engine.config.answering.related == 2
+    shown = {decision.answer.title, *reply.quick_replies}
+    assert {"What is your return policy?", "How do I return an item?"} <= shown
+    assert len(shown) == 3  # no topic twice, and not the one answered
+    assert all(engine.policy.clearance(hit) >= 0 for hit in decision.related)
     # A clear question gets its answer alone: nothing else comes near the threshold.
     assert reply_to(engine, "I forgot my password, how do I reset it?").quick_replies == ()
 
@@ -159,6 +156,33 @@ def test_every_topic_a_customer_can_tap_answers_with_that_topic(engine: Engine) 
         if d.answer is None or d.answer.item_id != i
     }
     assert wrong == {}
+
+
+def test_an_operators_out_of_scope_listing_wins_over_a_topic_title(engine: Engine, knowledge_dir: Path) -> None:
+    contact = "Privacy Policy › Who we are and how to contact us"
+    rights = engine.policy.decide("privacy policy › your privacy rights")
+    assert rights.answer is not None and rights.answer.item_id == "policies/privacy#your-privacy-rights"
+    assert rights.confidence == 1.0  # an exact title is as sure as an exact out-of-scope example
+    listing = knowledge_dir / "out_of_scope.yml"
+    listing.write_text(listing.read_text() + f"\n- id: privacy-contact\n  examples:\n    - {contact}\n")
+    engine.sync.run(None)
+    decision = engine.policy.decide(contact)
+    assert decision.kind is DecisionKind.OUT_OF_SCOPE
+    assert decision.declined_by is not None and decision.declined_by.item_id == "privacy-contact"
+
+
+def test_a_title_two_topics_share_is_searched_and_never_shown_twice(engine: Engine, knowledge_dir: Path) -> None:
+    (knowledge_dir / "faq" / "gift-returns.yml").write_text(
+        "- id: gift-returns\n  question: How do I return an item?\n  alternates:\n"
+        "    - can I send back a present someone bought me\n"
+        "  answer: Gifts can be returned with the gift receipt; the refund goes to the buyer.\n"
+    )
+    engine.sync.run(None)
+    decision = engine.policy.decide("How do I return an item?")
+    assert decision.kind is DecisionKind.ANSWER and decision.answer is not None
+    assert decision.answer == decision.candidates[0]  # ranked like any message, not taken as a tapped title
+    titles = [decision.answer.title, *(hit.title for hit in decision.related)]
+    assert len(titles) == len(set(titles))
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ EXPECTED_KEYS = {
     "top3_accuracy",
     "oos_precision",
     "oos_recall",
+    "wrong_answers",
     "wrong_answers_offering_expected",
     "latency_ms_p50",
     "latency_ms_p95",

@@ -89,6 +89,24 @@ def test_any_text_can_be_stored(tmp_path: Path, text: str) -> None:
     anyio.run(scenario)
 
 
+def test_a_tapped_suggestion_is_read_back_from_its_reply_in_its_channel_only(tmp_path: Path) -> None:
+    offered = ("Shipping Policy › Lost or damaged parcels › Reporting transit damage", "Talk to a person")
+
+    async def scenario() -> None:
+        store = await ConversationStore.open(tmp_path / "s.sqlite3")
+        asked = await store.record_user_turn(Message("telegram:1", "telegram", "1", "my parcel arrived damaged"))
+        reply = Reply(text="…", answered_by=AnsweredBy.KNOWLEDGE, quick_replies=offered)
+        turn = await store.record_bot_turn("telegram:1", reply, {}, asked)
+        assert await store.suggestion(turn, 0, "telegram") == offered[0]
+        assert await store.suggestion(turn, 1, "telegram") == offered[1]
+        assert await store.suggestion(turn, 2, "telegram") is None  # no such button
+        assert await store.suggestion(turn, 0, "discord") is None  # another channel's reply
+        assert await store.suggestion(asked, 0, "telegram") is None  # a customer's message offers nothing
+        await store.close()
+
+    anyio.run(scenario)
+
+
 # The store as the first release wrote it (user_version 1): no quick replies, handoff flags per turn,
 # client message ids, reply links or handoff summaries yet.
 _FIRST_RELEASE_SCHEMA = """

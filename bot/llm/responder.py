@@ -92,12 +92,14 @@ class ModelResponder:
         answer = read_citations(text, hits)
         if not answer.cited or not answer.text:
             return self._fall_back(fallback, "model_uncited", "the model's answer cited none of the passages")
+        cited_titles = {hit.title for hit in answer.cited}
         return Reply(
             text=answer.text,
             answered_by=AnsweredBy.LLM,
             confidence=round(decision.confidence, 4),
             citations=tuple(citation_for(hit) for hit in answer.cited),
-            quick_replies=fallback.quick_replies,  # the related topics, as with the knowledge answer
+            # The related topics, as with the knowledge answer, less those the model's answer already cites.
+            quick_replies=tuple(title for title in fallback.quick_replies if title not in cited_titles),
             source_id=answer.cited[0].item_id,
             reason="llm",
         )
