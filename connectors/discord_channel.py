@@ -434,14 +434,15 @@ class DiscordConnector:
         self, interaction: discord.Interaction, text: str, suggestion: tuple[int, int] | None
     ) -> None:
         # Discord wants a first response within 3 seconds, and the answer may wait behind an earlier one in
-        # the same conversation: "thinking…" (the interaction's typing indicator) goes out before anything else.
-        deferred = False
-        with self._send_failures_logged(f"acknowledging interaction {interaction.id}"):
-            await interaction.response.defer(thinking=True)
-            deferred = True
-        if suggestion is not None:
-            text = await self._pipeline().store.suggestion(*suggestion, CHANNEL) or text
-        exchange = await self._pipeline().exchange(self.interaction_message(interaction, text))
+        # the same conversation: "thinking…" (the interaction's typing indicator) goes out alongside, not
+        # after. The message is handed to the pipeline at once all the same, so it keeps its place in line.
+        acknowledging = asyncio.create_task(self._acknowledge(interaction))
+        try:
+            if suggestion is not None:
+                text = await self._pipeline().store.suggestion(*suggestion, CHANNEL) or text
+            exchange = await self._pipeline().exchange(self.interaction_message(interaction, text))
+        finally:
+            deferred = await acknowledging  # follow-ups need the acknowledgement
         if exchange.repeated:
             # Answered before (by an earlier run of the bot): take back only this run's "thinking…".
             if deferred:
@@ -458,6 +459,13 @@ class DiscordConnector:
                     allowed_mentions=NO_MENTIONS,
                     view=view if last and view is not None else discord.utils.MISSING,
                 )
+
+    async def _acknowledge(self, interaction: discord.Interaction) -> bool:
+        """Show "thinking…" for the interaction; False when Discord did not take it (expired, already taken)."""
+        with self._send_failures_logged(f"acknowledging interaction {interaction.id}"):
+            await interaction.response.defer(thinking=True)
+            return True
+        return False
 
     @contextlib.contextmanager
     def _send_failures_logged(self, what: str) -> Iterator[None]:
