@@ -37,6 +37,7 @@ class CaseResult:
     top3: tuple[str, ...]
     latency_ms: float
     declined_by: str | None = None  # the out-of-scope group that declined it, if one did
+    declined_name: str | None = None  # the name that group lists which the message mentions, if that declined it
     related: tuple[str, ...] = ()  # the other topics offered with the answer
 
     @property
@@ -133,6 +134,7 @@ class EvalReport:
                     "top3": list(c.top3),
                     "latency_ms": round(c.latency_ms, 3),
                     "declined_by": c.declined_by,
+                    "declined_name": c.declined_name,
                     "related": list(c.related),
                 }
                 for c in self.cases
@@ -184,6 +186,7 @@ def evaluate(decide: Callable[[str], Decision], cases: Sequence[EvalCase], known
                 top3=tuple(h.item_id for h in decision.candidates[:3]),
                 latency_ms=latency,
                 declined_by=decision.declined_by.item_id if decision.declined_by else None,
+                declined_name=decision.declined_name,
                 related=tuple(h.item_id for h in decision.related),
             )
         )

@@ -34,10 +34,12 @@ from bot.knowledge.model import (
     OUT_OF_SCOPE_KIND,
     KnowledgeFile,
     KnowledgeItem,
+    OutOfScopeGroup,
     Passage,
     item_fingerprint,
     normalised,
 )
+from bot.knowledge.names import NameMatch, NameTable
 from bot.ranking import calibration
 from bot.ranking.calibration import Calibration, calibrate
 from bot.ranking.classifier import ItemClassifier
@@ -97,6 +99,7 @@ class _Ranking:
     calibration: Calibration
     examples: dict[str, str]  # out-of-scope example (normalised) -> its group
     titles: dict[str, str]  # answerable item's title (normalised) -> the item, for titles only one item has
+    names: NameTable  # companies and products out-of-scope groups list, that the knowledge never mentions
 
 
 @dataclass
@@ -146,6 +149,7 @@ class KnowledgeIndex:
             self._cached_calibration(key) or calibration.DEFAULT,
             _examples(self._texts.values()),
             _titles(catalog),
+            _names(self._metadata, self._texts.values(), catalog),
         )
 
     @classmethod
@@ -215,6 +219,7 @@ class KnowledgeIndex:
                     cached or self._ranking.calibration,
                     _examples(self._texts.values()),
                     _titles(catalog),
+                    _names(self._metadata, self._texts.values(), catalog),
                 )
             if cached is None:
                 job = (key, self._generation, self._calibration_texts(), self._ranking.catalog)
@@ -270,6 +275,17 @@ class KnowledgeIndex:
         ranking = self._ranking
         group = ranking.examples.get(normalised(text))
         return None if group is None else replace(ranking.catalog[group], score=1.0)
+
+    def out_of_scope_name(self, text: str) -> tuple[Hit, NameMatch] | None:
+        """The out-of-scope group listing a name that `text` mentions (and the knowledge never does), if any."""
+        ranking = self._ranking
+        match = ranking.names.find(text)
+        return None if match is None else (replace(ranking.catalog[match.group], score=1.0), match)
+
+    @property
+    def names(self) -> NameTable:
+        """The out-of-scope names in use, and those ignored because the knowledge mentions them."""
+        return self._ranking.names
 
     def item_titled(self, text: str) -> Hit | None:
         """The answerable item whose title is `text` (case and spacing aside), if exactly one has it.
@@ -453,6 +469,21 @@ def _examples(texts: Iterable[IndexedText]) -> dict[str, str]:
     return {normalised(t.text): t.item_id for t in texts if t.kind == OUT_OF_SCOPE_KIND}
 
 
+def _names(metadata: dict[str, dict[str, Any]], texts: Iterable[IndexedText], catalog: dict[str, Hit]) -> NameTable:
+    """The out-of-scope groups' names, less those the answerable texts and answers mention."""
+    groups: dict[str, tuple[str, int, list[str]]] = {}  # in file order, so a name listed twice keeps its first
+    for meta in metadata.values():
+        if meta["kind"] == OUT_OF_SCOPE_KIND and meta.get("names"):
+            where = (str(meta["file"]), int(str(meta["line"])))
+            groups[str(meta["item_id"])] = (*where, json.loads(str(meta["names"])))
+    if not groups:
+        return NameTable({})
+    listed = [(group, names) for group, (*_, names) in sorted(groups.items(), key=lambda g: (g[1][:2], g[0]))]
+    known = [t.text for t in texts if t.kind != OUT_OF_SCOPE_KIND]
+    known += [hit.body for hit in catalog.values() if hit.kind != OUT_OF_SCOPE_KIND]
+    return NameTable.build(listed, known)
+
+
 def _titles(catalog: dict[str, Hit]) -> dict[str, str]:
     owners: dict[str, list[str]] = {}
     for hit in catalog.values():
@@ -492,6 +523,8 @@ def _records(items: Iterable[KnowledgeItem]) -> list[_Record]:
             "line": item.line,
             "fingerprint": item_fingerprint(item),
         }
+        if isinstance(item, OutOfScopeGroup) and item.names:
+            metadata["names"] = json.dumps(item.names)
         for text in item.utterances():
             records.append(_Record(f"{item.id}::{_digest(text)}", text, metadata))
     return records

@@ -36,6 +36,7 @@ class Decision:
     candidates: tuple[Hit, ...] = ()  # answerable items, best first, whatever the decision
     related: tuple[Hit, ...] = ()  # with an answer: other candidates that cleared the threshold too
     declined_by: Hit | None = None  # the out-of-scope group that declined the message
+    declined_name: str | None = None  # the name it lists that the message mentions, when that declined it
     smalltalk: SmallTalk | None = None
     problem: InputProblem | None = None
     original_length: int = 0
@@ -76,15 +77,23 @@ class ResponsePolicy:
         retrieval_ms = (time.perf_counter() - started) * 1000
         candidates = tuple(hit for hit in ranked if hit.kind != OUT_OF_SCOPE_KIND)[: self._candidates]
         # An operator's explicit out-of-scope listing wins; then a topic's exact title (a tapped suggestion,
-        # or a question typed exactly as the knowledge base asks it), answered as surely as a listing declines.
+        # or a question typed exactly as the knowledge base asks it), answered as surely as a listing declines;
+        # then a company or product an out-of-scope group names and the knowledge never mentions.
         listed = self._index.out_of_scope_example(text)
         titled = self._index.item_titled(text) if listed is None else None
         if titled is not None:
             return self._answer(text, replace(titled, score=1.0), candidates, retrieval_ms)
-        group = listed or self._group_ranked_first(ranked)
+        named = self._index.out_of_scope_name(text) if listed is None else None
+        group = listed or (named[0] if named else None) or self._group_ranked_first(ranked)
         if group is not None:
             return Decision(
-                DecisionKind.OUT_OF_SCOPE, text, None, candidates, declined_by=group, retrieval_ms=retrieval_ms
+                DecisionKind.OUT_OF_SCOPE,
+                text,
+                None,
+                candidates,
+                declined_by=group,
+                declined_name=named[1].name if named else None,
+                retrieval_ms=retrieval_ms,
             )
         best = candidates[0] if candidates else None
         if best is not None and self._confident(best, candidates[1:2]):

@@ -140,6 +140,7 @@ def kb_check(config: ConfigOption = Path("config.yml"), knowledge: KnowledgeOpti
     """Validate every knowledge file; report each problem with file, line and reason."""
     from bot.knowledge.loader import read_knowledge_dir, vet
     from bot.knowledge.model import FaqEntry, OutOfScopeGroup
+    from bot.knowledge.names import NameTable
 
     settings = _config(config)
     directory = knowledge or settings.knowledge.path
@@ -154,6 +155,14 @@ def kb_check(config: ConfigOption = Path("config.yml"), knowledge: KnowledgeOpti
     summary = f"{len(files)} files: {faqs} FAQ entries, {len(items) - faqs - groups} passages"
     if groups:
         summary += f", {groups} out-of-scope groups"
+    names = NameTable.of_items(items)
+    if len(names) or names.ignored:
+        summary += f" ({len(names)} name{'' if len(names) == 1 else 's'})"
+    for ignored in names.ignored:
+        typer.echo(
+            f"note: out-of-scope group {ignored.group!r} lists {ignored.name!r}, which the knowledge mentions:"
+            " it declines nothing"
+        )
     if vetting.problems:
         typer.echo(f"{summary}; {len(vetting.problems)} problems in {len(vetting.rejected)} files", err=True)
         raise typer.Exit(1)

@@ -168,6 +168,41 @@ def test_out_of_scope_problems_name_the_line_and_the_field() -> None:
     ]
 
 
+def test_out_of_scope_names_are_read_and_their_problems_name_the_line() -> None:
+    good = parse_out_of_scope(
+        "out_of_scope.yml", GOOD_OUT_OF_SCOPE.replace("  examples:\n", "  names: [Acme Mart]\n  examples:\n", 1)
+    )
+    assert good.ok and good.items[0].names == ("Acme Mart",)  # type: ignore[union-attr]
+    text = """\
+- id: shops
+  examples: [where is my parcel from elsewhere]
+  names:
+    - Acme Mart
+    - "?!"
+- id: apps
+  examples: [my streaming app is down]
+  names: StreamCo
+"""
+    parsed = parse_out_of_scope("out_of_scope.yml", text)
+    assert messages(parsed.problems) == [
+        "out_of_scope.yml:5: entry 'shops': names.1: Value error, a name needs at least one letter or digit (got '?!')",
+        "out_of_scope.yml:8: entry 'apps': names: Input should be a valid list (got 'StreamCo')",
+    ]
+
+
+def test_kb_check_notes_a_listed_name_that_the_knowledge_mentions(tmp_path: Path, write_config: object) -> None:
+    (tmp_path / "kb").mkdir()
+    (tmp_path / "kb" / "orders.yml").write_text(GOOD_FAQ)
+    (tmp_path / "kb" / "out_of_scope.yml").write_text(
+        "- id: other-shops\n  examples: [my order from another shop]\n  names: [Acme Mart, Parcel]\n"
+    )
+    config = write_config()  # type: ignore[operator]
+    result = CliRunner().invoke(app, ["kb", "check", "--config", str(config), "--knowledge", str(tmp_path / "kb")])
+    assert result.exit_code == 0, result.output
+    assert "note: out-of-scope group 'other-shops' lists 'Parcel', which the knowledge mentions" in result.output
+    assert "1 out-of-scope groups (1 name); no problems" in result.output
+
+
 def test_an_out_of_scope_group_may_not_reuse_an_faq_id(tmp_path: Path) -> None:
     (tmp_path / "a.yml").write_text(GOOD_FAQ)
     (tmp_path / "out_of_scope.yml").write_text("- id: cancel-order\n  examples: [cancel my netflix]\n")
@@ -223,7 +258,7 @@ def test_a_file_name_that_is_not_utf8_is_reported_and_the_other_files_load(tmp_p
 def test_kb_check_passes_on_the_demo_knowledge_base(write_config: object) -> None:
     result = CliRunner().invoke(app, ["kb", "check", "--config", str(write_config())])  # type: ignore[operator]
     assert result.exit_code == 0, result.output
-    assert "out-of-scope groups; no problems" in result.output
+    assert "out-of-scope groups (" in result.output and "names); no problems" in result.output
 
 
 def test_nested_yaml_aliases_are_read_without_expanding_them() -> None:

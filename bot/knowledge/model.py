@@ -88,6 +88,7 @@ class OutOfScopeGroup:
     reply: str | None  # None: the configured default
     file: str
     line: int
+    names: tuple[str, ...] = ()  # companies, brands, products: a message naming one is declined (bot.knowledge.names)
 
     kind = OUT_OF_SCOPE_KIND
 
@@ -117,6 +118,8 @@ def item_fingerprint(item: KnowledgeItem) -> str:
         "line": item.line,
         "tags": list(item.tags) if isinstance(item, FaqEntry) else [],
     }
+    if isinstance(item, OutOfScopeGroup) and item.names:
+        payload["names"] = list(item.names)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
