@@ -96,18 +96,23 @@ def test_a_message_an_operator_listed_as_out_of_scope_is_declined_whatever_else_
     assert decision.declined_by is not None and decision.declined_by.item_id == "other-shops-refunds"
 
 
-def test_a_message_asking_about_another_company_the_group_names_is_declined_with_its_reply(engine: Engine) -> None:
-    # The demo's other-companies group names Spotify; the rest of the message is the cancel-order FAQ.
-    assert reply_to(engine, "how do I cancel my order").source_id == "cancel-order"
-    decision = engine.policy.decide("how do I cancel my Spotify subscription")
-    assert decision.kind is DecisionKind.OUT_OF_SCOPE and decision.declined_name == "Spotify"
-    reply = reply_to(engine, "how do I cancel my Spotify subscription")
+def test_a_message_asking_about_a_company_a_group_names_is_declined_with_its_reply(
+    engine: Engine, knowledge_dir: Path
+) -> None:
+    asked = "how do I cancel my Streamly subscription"
+    assert reply_to(engine, asked).source_id == "cancel-order"  # the rest of the message is that FAQ entry
+    listing = knowledge_dir / "out_of_scope.yml"
+    listing.write_text(
+        listing.read_text().replace("- id: other-companies\n", "- id: other-companies\n  names: [Streamly, Gearhub]\n")
+    )
+    engine.sync.run(None)
+    decision = engine.policy.decide(asked)
+    assert decision.kind is DecisionKind.OUT_OF_SCOPE and decision.declined_name == "Streamly"
+    reply = reply_to(engine, asked)
     assert reply.source_id == "other-companies" and reply.reason == "out_of_scope"
     assert reply.text.splitlines()[0].startswith("I can only see orders and accounts with Northwind Outfitters")
     # Named as where the customer saw a price, the shop is context: the price-match answer still applies.
-    assert reply_to(engine, "this jacket is 20 euros cheaper at Intersport, can you match it?").source_id == (
-        "price-match"
-    )
+    assert reply_to(engine, "this jacket is 20 euros cheaper at Gearhub, can you match it?").source_id == "price-match"
 
 
 def test_eval_reports_which_group_declined_and_warns_about_a_group_id_expected(engine: Engine) -> None:
