@@ -108,9 +108,6 @@ def without_mention(text: str, bot_username: str) -> str:
 
 class TelegramConnector:
     name = CHANNEL
-    # python-telegram-bot retries polling and webhook errors by itself; a token revoked while running is
-    # only in its log for now.
-    failure: str | None = None
 
     def __init__(
         self, pipeline: Callable[[], Pipeline], settings: TelegramSettings, token: str, webhook_secret: str | None
@@ -128,6 +125,9 @@ class TelegramConnector:
         self.application.add_handler(MessageHandler(filters.UpdateType.MESSAGE & filters.COMMAND, self._on_command))
         self.application.add_handler(CallbackQueryHandler(self._on_quick_reply, pattern=f"^{QUICK_REPLY_PREFIX}"))
         self._started = False
+        # Why polling stopped after start-up, if it did. python-telegram-bot retries network and server
+        # errors by itself but gives up on a token revoked while running.
+        self.failure: str | None = None
 
     async def start(self) -> None:
         try:
@@ -143,6 +143,9 @@ class TelegramConnector:
                 await self.application.updater.start_polling(
                     timeout=dt.timedelta(seconds=self._settings.poll_timeout), error_callback=_log_polling_error
                 )
+                polling = _polling_task()
+                if polling is not None:
+                    polling.add_done_callback(self._polling_ended)
             else:
                 await self.application.bot.set_webhook(
                     url=str(self._settings.webhook_url),
@@ -156,6 +159,14 @@ class TelegramConnector:
             raise
         self._started = True
         log.info("telegram: running as @%s (%s)", self.application.bot.username, self._settings.mode)
+
+    def _polling_ended(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return  # stopped on purpose
+        error = task.exception()
+        why = f"the token in {TOKEN_ENV} was rejected" if isinstance(error, InvalidToken) else repr(error)
+        self.failure = f"telegram: polling stopped: {why} (Telegram is off until the server restarts)"
+        log.error("%s", self.failure)
 
     async def stop(self) -> None:
         if not self._started:
@@ -295,6 +306,12 @@ def _button_place(data: str) -> tuple[int, int] | None:
     """(bot turn id, suggestion index) from a button's callback data; None for buttons that name no turn."""
     turn, _, index = data.removeprefix(QUICK_REPLY_PREFIX).partition(":")
     return (int(turn), int(index)) if turn.isdigit() and index.isdigit() else None
+
+
+def _polling_task() -> asyncio.Task[Any] | None:
+    """The task in which python-telegram-bot's updater polls (it keeps it private, but names it)."""
+    named = [t for t in asyncio.all_tasks() if t.get_name() == "Updater:start_polling:polling_task"]
+    return named[-1] if named else None
 
 
 def _log_polling_error(error: TelegramError) -> None:

@@ -220,6 +220,22 @@ def test_a_rejected_token_turns_telegram_off_and_the_web_keeps_working(
         assert client.post("/api/chat", json={"text": "How can I track my order?"}).json()["answered_by"] == "knowledge"
 
 
+def test_a_token_revoked_while_polling_shows_in_health(
+    write_config: ConfigFactory, api: FakeBotApi, embedder: Embedder
+) -> None:
+    config = telegram_config(write_config, api)
+    with LiveServer(config, embedder, environ=env(api)) as server, server.client() as client:
+        assert client.get("/health").json()["channels"]["running"] == ["telegram"]
+        api.token = "123456:REVOKED"  # BotFather revoked it: every call now answers 401
+        deadline = time.monotonic() + 20
+        while "telegram" not in (failed := client.get("/health").json()["channels"]["failed"]):
+            assert time.monotonic() < deadline, "health never reported the revoked token"
+            time.sleep(0.2)
+        assert "TELEGRAM_BOT_TOKEN was rejected" in failed["telegram"]
+        assert client.get("/health").json()["channels"]["running"] == []
+        assert client.post("/api/chat", json={"text": "How can I track my order?"}).json()["answered_by"] == "knowledge"
+
+
 def test_a_missing_token_is_named(write_config: ConfigFactory, api: FakeBotApi, embedder: Embedder) -> None:
     config = telegram_config(write_config, api)
     with LiveServer(config, embedder, environ={}) as server, server.client() as client:
