@@ -27,6 +27,17 @@ def open_index(path: Path, embedder: Embedder) -> KnowledgeIndex:
     return KnowledgeIndex.open(path, "knowledge", embedder)
 
 
+def synced_index(tmp_path: Path, embedder: Embedder, files: dict[str, str]) -> tuple[Path, KnowledgeIndex]:
+    """A knowledge folder holding `files` (name -> text), and an index synced to it."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for name, text in files.items():
+        (kb / name).write_text(text)
+    index = open_index(tmp_path / "chroma", embedder)
+    index.sync(read_knowledge_dir(kb))
+    return kb, index
+
+
 def top(index: KnowledgeIndex, embedder: Embedder, text: str) -> tuple[str, str]:
     hit = index.search(embedder.embed_one(text), text, 1)[0]
     return hit.item_id, hit.body
@@ -60,11 +71,7 @@ def test_unchanged_files_are_not_re_embedded(tmp_path: Path, embedder: Embedder)
 
 
 def test_answer_only_edit_changes_the_reply_without_embedding(tmp_path: Path, embedder: Embedder) -> None:
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    (kb / "hours.yml").write_text(FAQ)
-    index = open_index(tmp_path / "chroma", embedder)
-    index.sync(read_knowledge_dir(kb))
+    kb, index = synced_index(tmp_path, embedder, {"hours.yml": FAQ})
     (kb / "hours.yml").write_text(FAQ.replace("9:00 to 17:00", "8:00 to 20:00"))
     report = index.sync(read_knowledge_dir(kb))
     assert report.updated == ("opening-hours",) and report.texts_embedded == 0
@@ -72,12 +79,7 @@ def test_answer_only_edit_changes_the_reply_without_embedding(tmp_path: Path, em
 
 
 def test_removed_entries_and_files_disappear(tmp_path: Path, embedder: Embedder) -> None:
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    (kb / "hours.yml").write_text(FAQ)
-    (kb / "gifts.yml").write_text(OTHER)
-    index = open_index(tmp_path / "chroma", embedder)
-    index.sync(read_knowledge_dir(kb))
+    kb, index = synced_index(tmp_path, embedder, {"hours.yml": FAQ, "gifts.yml": OTHER})
     (kb / "gifts.yml").unlink()
     report = index.sync(read_knowledge_dir(kb))
     assert report.removed == ("gift-wrap",)
@@ -86,12 +88,7 @@ def test_removed_entries_and_files_disappear(tmp_path: Path, embedder: Embedder)
 
 
 def test_a_broken_file_keeps_its_last_good_version_served(tmp_path: Path, embedder: Embedder) -> None:
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    (kb / "hours.yml").write_text(FAQ)
-    (kb / "gifts.yml").write_text(OTHER)
-    index = open_index(tmp_path / "chroma", embedder)
-    index.sync(read_knowledge_dir(kb))
+    kb, index = synced_index(tmp_path, embedder, {"hours.yml": FAQ, "gifts.yml": OTHER})
 
     (kb / "hours.yml").write_text(FAQ.replace("  answer: Monday to Friday, 9:00 to 17:00.\n", ""))
     (kb / "gifts.yml").write_text(OTHER.replace("3 euros", "4 euros"))
@@ -140,12 +137,7 @@ OTHER_SHOPS = """\
 def test_out_of_scope_names_follow_edits_survive_a_restart_and_a_broken_file(
     tmp_path: Path, embedder: Embedder
 ) -> None:
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    (kb / "hours.yml").write_text(FAQ)
-    (kb / "out_of_scope.yml").write_text(OTHER_SHOPS)
-    index = open_index(tmp_path / "chroma", embedder)
-    index.sync(read_knowledge_dir(kb))
+    kb, index = synced_index(tmp_path, embedder, {"hours.yml": FAQ, "out_of_scope.yml": OTHER_SHOPS})
     named = index.out_of_scope_name("is acme mart's support open on sundays?")
     assert named is not None and (named[0].item_id, named[1].name) == ("other-shops", "Acme Mart")
     assert named[0].body == "I can only see orders placed with us."
