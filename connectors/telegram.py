@@ -140,10 +140,11 @@ class TelegramConnector:
         try:
             if self._settings.mode == "polling":
                 assert self.application.updater is not None  # built with an updater in polling mode
+                before = asyncio.all_tasks()
                 await self.application.updater.start_polling(
                     timeout=dt.timedelta(seconds=self._settings.poll_timeout), error_callback=_log_polling_error
                 )
-                polling = _polling_task()
+                polling = _polling_task(asyncio.all_tasks() - before)
                 if polling is not None:
                     polling.add_done_callback(self._polling_ended)
             else:
@@ -308,10 +309,10 @@ def _button_place(data: str) -> tuple[int, int] | None:
     return (int(turn), int(index)) if turn.isdigit() and index.isdigit() else None
 
 
-def _polling_task() -> asyncio.Task[Any] | None:
-    """The task in which python-telegram-bot's updater polls (it keeps it private, but names it)."""
-    named = [t for t in asyncio.all_tasks() if t.get_name() == "Updater:start_polling:polling_task"]
-    return named[-1] if named else None
+def _polling_task(started: set[asyncio.Task[Any]]) -> asyncio.Task[Any] | None:
+    """Among the tasks `start_polling` just started, the one that polls (python-telegram-bot keeps it
+    private, but names it)."""
+    return next((t for t in started if t.get_name() == "Updater:start_polling:polling_task"), None)
 
 
 def _log_polling_error(error: TelegramError) -> None:
