@@ -166,7 +166,12 @@ class TelegramConnector:
             return  # stopped on purpose
         error = task.exception()
         why = f"the token in {TOKEN_ENV} was rejected" if isinstance(error, InvalidToken) else repr(error)
-        self.failure = f"telegram: polling stopped: {why} (Telegram is off until the server restarts)"
+        self._fail(f"polling stopped: {why}")
+
+    def _fail(self, why: str) -> None:
+        if self.failure is not None:
+            return  # the first reason is the one to act on
+        self.failure = f"telegram: {why} (Telegram is off until the server restarts)"
         log.error("%s", self.failure)
 
     async def stop(self) -> None:
@@ -285,6 +290,11 @@ class TelegramConnector:
                 log.warning("telegram: send to chat %s failed (%s), retrying in %.1fs", chat_id, err, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+            except InvalidToken:
+                # Revoked while running. In webhook mode nothing else would notice: Telegram just stops
+                # calling, so /health says it here.
+                self._fail(f"the token in {TOKEN_ENV} was rejected when sending to chat {chat_id}")
+                return False
             except TelegramError as err:
                 log.error("telegram: send to chat %s refused: %s", chat_id, err)
                 return False

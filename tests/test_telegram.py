@@ -236,6 +236,24 @@ def test_a_token_revoked_while_polling_shows_in_health(
         assert client.post("/api/chat", json={"text": "How can I track my order?"}).json()["answered_by"] == "knowledge"
 
 
+def test_a_token_revoked_in_webhook_mode_shows_in_health_at_the_first_reply(
+    write_config: ConfigFactory, api: FakeBotApi, embedder: Embedder
+) -> None:
+    config = telegram_config(write_config, api, mode="webhook", webhook_url="https://bot.example/telegram/webhook")
+    with LiveServer(config, embedder, environ=env(api)) as server, server.client() as client:
+        assert client.get("/health").json()["channels"]["running"] == ["telegram"]
+        api.token = "123456:REVOKED"  # nothing polls in webhook mode: only the next reply can notice
+        update = {"update_id": 7000, "message": api.user_message("Where is my parcel?")}
+        assert client.post("/telegram/webhook", json=update, headers={SECRET_HEADER: SECRET}).status_code == 200
+        deadline = time.monotonic() + 20
+        while "telegram" not in (failed := client.get("/health").json()["channels"]["failed"]):
+            assert time.monotonic() < deadline, "health never reported the revoked token"
+            time.sleep(0.2)
+        assert "TELEGRAM_BOT_TOKEN was rejected when sending to chat 555" in failed["telegram"]
+        assert client.get("/health").json()["channels"]["running"] == []
+    assert user_turns(config)[-1][1] == "Where is my parcel?"  # the message is kept though no reply went out
+
+
 def test_a_missing_token_is_named(write_config: ConfigFactory, api: FakeBotApi, embedder: Embedder) -> None:
     config = telegram_config(write_config, api)
     with LiveServer(config, embedder, environ={}) as server, server.client() as client:
