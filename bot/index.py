@@ -458,7 +458,8 @@ def _after(existing: dict[str, dict[str, Any]], plan: _Plan) -> dict[str, dict[s
 
 
 def _indexed(metadata: dict[str, Any], text: str, vector: np.ndarray) -> IndexedText:
-    return IndexedText(str(metadata["item_id"]), str(metadata["kind"]), text, vector)
+    asked = bool(metadata.get("questions"))
+    return IndexedText(str(metadata["item_id"]), str(metadata["kind"]), text, vector, asked)
 
 
 def _rows(embeddings: Any) -> list[np.ndarray]:
@@ -525,6 +526,8 @@ def _records(items: Iterable[KnowledgeItem]) -> list[_Record]:
         }
         if isinstance(item, OutOfScopeGroup) and item.names:
             metadata["names"] = json.dumps(item.names)
+        if isinstance(item, Passage) and item.questions:
+            metadata["questions"] = len(item.questions)
         for text in item.utterances():
             records.append(_Record(f"{item.id}::{_digest(text)}", text, metadata))
     return records

@@ -57,6 +57,7 @@ class Passage:
     text: str
     file: str
     line: int
+    questions: tuple[str, ...] = ()  # how customers ask about it, written by operators (bot.knowledge.policy)
 
     kind = "passage"
 
@@ -69,14 +70,14 @@ class Passage:
         return self.text
 
     def utterances(self) -> tuple[str, ...]:
-        """The whole section under its heading path, and each sentence under its heading.
+        """The whole section under its heading path, each sentence under its heading, and its questions.
 
         A customer's question usually matches one sentence of a policy better than the whole section,
         whose embedding averages every topic the section touches.
         """
         heading = self.heading_path[-1]
         sentences = (f"{heading}: {s}" for s in _sentences(self.text) if len(s) >= _MIN_SENTENCE_CHARS)
-        return _unique((f"{self.title}\n{self.text}", *sentences))
+        return _unique((f"{self.title}\n{self.text}", *sentences, *self.questions))
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,8 @@ def item_fingerprint(item: KnowledgeItem) -> str:
     }
     if isinstance(item, OutOfScopeGroup) and item.names:
         payload["names"] = list(item.names)
+    if isinstance(item, Passage) and item.questions:
+        payload["questions"] = len(item.questions)  # decides the passage bonus (bot.ranking.scorer)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -1,16 +1,32 @@
-"""Policy documents: Markdown split into passages at headings, each keeping its file and heading path."""
+"""Policy documents: Markdown split into passages at headings, each keeping its file and heading path.
+
+Under a heading, an HTML comment that starts with `questions:` lists ways customers ask about that
+section, as a YAML list (the counterpart of an FAQ entry's alternates):
+
+    ## Late and rejected returns
+    <!-- questions:
+    - what happens if my return gets to you after the 30 days?
+    - you refused my return, do I get the boots back?
+    -->
+
+Comments are the operators' own: they are never part of the passage a customer is shown, and a
+rendered policy page does not show them either.
+"""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 
+import yaml
 from markdown_it import MarkdownIt
 
 from bot.knowledge.model import KnowledgeFile, Passage, Problem
 
 _MARKDOWN = MarkdownIt("commonmark")
+_COMMENT = re.compile(r"\A\s*<!--(?P<inner>.*?)-->\s*\Z", re.DOTALL)
+_QUESTIONS = re.compile(r"\A\s*questions\s*:", re.IGNORECASE)
 
 
 def slugify(text: str) -> str:
@@ -25,6 +41,7 @@ class _Section:
     line: int  # 1-based line of the heading
     body_start: int  # 0-based first line after the heading
     body_end: int = -1
+    questions: list[str] = field(default_factory=list)
 
 
 def parse_policy(path: str, text: str) -> KnowledgeFile:
@@ -34,28 +51,46 @@ def parse_policy(path: str, text: str) -> KnowledgeFile:
         return KnowledgeFile(path, (), (Problem(path, 1, "the document is empty"),))
 
     sections: list[_Section] = []
+    problems: list[Problem] = []
+    comments: list[tuple[int, int, str]] = []  # 0-based first line, line after, text inside <!-- -->
     tokens = _MARKDOWN.parse(text)
     for index, token in enumerate(tokens):
         if token.type == "heading_open" and token.map is not None:
             title = tokens[index + 1].content.strip()
             start, end = token.map
             sections.append(_Section(int(token.tag[1:]), title, start + 1, end))
+        elif token.type == "html_block" and token.map is not None and (comment := _COMMENT.match(token.content)):
+            comments.append((token.map[0], token.map[1], comment["inner"]))
     for current, following in pairwise(sections):
         current.body_end = following.line - 1
     if sections:
         sections[-1].body_end = len(source_lines)
 
+    # Blank out comments so no passage shows them; lift out the questions for their section.
+    hidden = list(source_lines)
+    preamble_questions: list[str] = []
+    for start, end, inner in comments:
+        hidden[start:end] = [""] * (end - start)
+        if not _QUESTIONS.match(inner):
+            continue
+        owner = next((s for s in reversed(sections) if s.line - 1 < start), None)
+        questions, problem = _read_questions(path, start + 1, inner)
+        if problem is not None:
+            problems.append(problem)
+        (owner.questions if owner is not None else preamble_questions).extend(questions)
+
     doc_stem = path.rsplit(".", 1)[0]
     passages: list[Passage] = []
-    problems: list[Problem] = []
     used_ids: set[str] = set()
 
     preamble_end = sections[0].line - 1 if sections else len(source_lines)
-    preamble = "\n".join(source_lines[:preamble_end]).strip()
+    preamble = "\n".join(hidden[:preamble_end]).strip()
     if preamble:
         title = doc_stem.rsplit("/", 1)[-1].replace("-", " ").replace("_", " ").capitalize()
-        passages.append(Passage(f"{doc_stem}#intro", (title,), preamble, path, 1))
+        passages.append(Passage(f"{doc_stem}#intro", (title,), preamble, path, 1, tuple(preamble_questions)))
         used_ids.add(f"{doc_stem}#intro")
+    elif preamble_questions:
+        problems.append(Problem(path, 1, "questions before the first heading, with no text for them to ask about"))
 
     trail: list[_Section] = []
     for section in sections:
@@ -65,12 +100,15 @@ def parse_policy(path: str, text: str) -> KnowledgeFile:
         if not section.title:
             problems.append(Problem(path, section.line, "heading has no text"))
             continue
-        body = "\n".join(source_lines[section.body_start : section.body_end]).strip()
+        body = "\n".join(hidden[section.body_start : section.body_end]).strip()
         if not body:
+            if section.questions:
+                problems.append(Problem(path, section.line, "questions under a heading with no text of its own"))
             continue  # a parent heading whose content lives in its sub-sections
         passage_id = _unique_id(doc_stem, [s.title for s in trail], used_ids)
         used_ids.add(passage_id)
-        passages.append(Passage(passage_id, tuple(s.title for s in trail), body, path, section.line))
+        heading_path = tuple(s.title for s in trail)
+        passages.append(Passage(passage_id, heading_path, body, path, section.line, tuple(section.questions)))
 
     if problems:
         return KnowledgeFile(path, (), tuple(problems))
@@ -90,3 +128,23 @@ def _unique_id(doc_stem: str, titles: list[str], used: set[str]) -> str:
     while f"{base}-{counter}" in used:
         counter += 1
     return f"{base}-{counter}"
+
+
+def _read_questions(path: str, line: int, inner: str) -> tuple[list[str], Problem | None]:
+    """The list in a `<!-- questions: ... -->` comment that starts on `line` (1-based)."""
+    body = inner.lstrip()  # "<!-- questions:" puts a space before the key; the list below starts at column 0
+    line += inner[: len(inner) - len(body)].count("\n")
+    try:
+        data = yaml.safe_load(body)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = line + (mark.line if mark is not None else 0)
+        reason = getattr(err, "problem", None) or str(err)
+        return [], Problem(path, where, f"questions: not a YAML list ({reason})")
+    questions = data.get("questions") if isinstance(data, dict) else None
+    if not isinstance(questions, list) or not questions:
+        return [], Problem(path, line, "questions: expected a list of one or more questions, one per '- ' line")
+    texts = [q.strip() for q in questions if isinstance(q, str) and q.strip()]
+    if len(texts) != len(questions):
+        return [], Problem(path, line, "questions: every entry must be a question written as text")
+    return texts, None

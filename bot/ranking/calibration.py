@@ -60,7 +60,7 @@ MIN_STYLE_PROBES = 20
 # When there is too little to learn from.
 DEFAULT_WEIGHTS = Weights(0.4, 0.1, passage_bonus=0.1)
 DEFAULT_THRESHOLD = 0.6
-VERSION = 5  # part of the cache key: bump when the procedure changes
+VERSION = 6  # part of the cache key: bump when the procedure changes
 
 
 @dataclass(frozen=True)
@@ -106,13 +106,13 @@ class _Probe:
     """Held-out messages scored against a knowledge base without them; fused later under each weighting."""
 
     signals: Signals
-    passages: np.ndarray  # (items,) bool
+    policy_worded: np.ndarray  # (items,) bool: passages without questions, which get the passage bonus
     expected: np.ndarray  # (messages,) position of the message's own item, -1 if removed
     owners: list[str]
     declines: np.ndarray  # (items,) bool, which columns are out-of-scope groups
 
     def fuse(self, weights: Weights) -> np.ndarray:
-        return weights.fuse(self.signals, self.passages)
+        return weights.fuse(self.signals, self.policy_worded)
 
     def own_scores(self, weights: Weights) -> np.ndarray:
         scores: np.ndarray = self.fuse(weights)[np.arange(len(self.owners)), self.expected]
@@ -135,7 +135,7 @@ class _Probe:
         """The same probe for the messages where `keep` is true."""
         return _Probe(
             self.signals.rows(keep),
-            self.passages,
+            self.policy_worded,
             self.expected[keep],
             [o for o, k in zip(self.owners, keep, strict=True) if k],
             self.declines,
@@ -272,11 +272,11 @@ def _probe(scorer: ItemScorer, queries: Sequence[IndexedText]) -> _Probe:
     if not queries or len(scorer) == 0:
         empty = np.zeros((len(queries), len(scorer)), dtype=np.float32)
         signals = Signals(DenseScores(empty, empty), LexicalScores(empty, empty), empty)
-        return _Probe(signals, scorer.passages, np.full(len(queries), -1), owners, scorer.out_of_scope)
+        return _Probe(signals, scorer.policy_worded, np.full(len(queries), -1), owners, scorer.out_of_scope)
     expected = np.array([scorer.position.get(o, -1) for o in owners])
     vectors = np.array([q.vector for q in queries], dtype=np.float32)
     signals = scorer.signals(vectors, [q.text for q in queries])
-    return _Probe(signals, scorer.passages, expected, owners, scorer.out_of_scope)
+    return _Probe(signals, scorer.policy_worded, expected, owners, scorer.out_of_scope)
 
 
 def _style_gap(style: list[tuple[_Probe, _Probe]], weights: Weights) -> float:

@@ -99,7 +99,7 @@ def find_overlaps(
         kept = [t for i, t in enumerate(texts) if probed.get(i) != fold]
         scorer = ItemScorer(kept, tokenizer)
         vectors = np.array([t.vector for t in hidden], dtype=np.float32)
-        fused = weights.fuse(scorer.signals(vectors, [t.text for t in hidden]), scorer.passages)
+        fused = weights.fuse(scorer.signals(vectors, [t.text for t in hidden]), scorer.policy_worded)
         for row, text in enumerate(hidden):
             best = int(fused[row].argmax())
             own = scorer.position[text.item_id]  # its lead text stays, so the item is there

@@ -19,6 +19,9 @@ class IndexedText:
     kind: str  # "faq" | "passage" | "out_of_scope"
     text: str
     vector: np.ndarray  # unit length
+    # A passage its operators also gave customers' questions: found by question wording like an FAQ
+    # entry, so it gets no passage bonus.
+    asked: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,18 +49,18 @@ class Weights:
     lexical: float  # weight of BM25, added to the dense part
     absolute_lexical: bool = False  # BM25 as a share of the message's words covered, not relative to the best item
     # Passages are long and worded like policy, not like questions, so messages match them less
-    # closely than FAQ entries written as questions; this evens the odds.
+    # closely than FAQ entries written as questions; this evens the odds for passages without questions.
     passage_bonus: float = 0.0
     classifier: float = 0.0  # weight of the classifier's probability, added like BM25
 
-    def fuse(self, signals: Signals, passages: np.ndarray) -> np.ndarray:
-        """`passages`: (items,) bool, which columns are passages."""
+    def fuse(self, signals: Signals, policy_worded: np.ndarray) -> np.ndarray:
+        """`policy_worded`: (items,) bool, which columns are passages found only by their policy wording."""
         fused: np.ndarray = (
             self.nearest * signals.dense.nearest
             + (1 - self.nearest) * signals.dense.centroid
             + self.lexical * signals.lexical.pick(self.absolute_lexical)
             + self.classifier * signals.classifier
-            + self.passage_bonus * passages
+            + self.passage_bonus * policy_worded
         )
         return fused
 
@@ -80,11 +83,11 @@ class ItemScorer:
         text_items = np.array([self.position[t.item_id] for t in texts], dtype=np.intp)
         self.space = ItemSpace(len(item_ids), text_items, vectors)
         documents: list[list[str]] = [[] for _ in item_ids]
-        self.passages = np.zeros(len(item_ids), dtype=bool)
+        self.policy_worded = np.zeros(len(item_ids), dtype=bool)  # passages without questions: the bonus
         self.out_of_scope = np.zeros(len(item_ids), dtype=bool)  # groups of messages to decline
         for t in texts:
             documents[self.position[t.item_id]].append(t.text)
-            self.passages[self.position[t.item_id]] = t.kind == "passage"
+            self.policy_worded[self.position[t.item_id]] = t.kind == "passage" and not t.asked
             self.out_of_scope[self.position[t.item_id]] = t.kind == OUT_OF_SCOPE_KIND
         self.lexical = LexicalScorer(documents, tokenizer)
         if classifier is None or classifier.item_ids != self.item_ids:
@@ -109,7 +112,7 @@ class ItemScorer:
         lexical = self.lexical.scores([text])
         probabilities = self.classifier.probabilities(vector[np.newaxis, :])
         centroid = self.space.centroid_scores(vector[np.newaxis, :])
-        broad = weights.fuse(Signals(DenseScores(centroid, centroid), lexical, probabilities), self.passages)[0]
+        broad = weights.fuse(Signals(DenseScores(centroid, centroid), lexical, probabilities), self.policy_worded)[0]
         chosen = {self.position[c] for c in candidates if c in self.position}
         if extra > 0 and len(broad):
             chosen.update(np.argsort(-broad)[:extra].tolist())
@@ -122,6 +125,6 @@ class ItemScorer:
             LexicalScores(lexical.relative[:, positions], lexical.absolute[:, positions]),
             probabilities[:, positions],
         )
-        fused = weights.fuse(picked, self.passages[positions])[0]
+        fused = weights.fuse(picked, self.policy_worded[positions])[0]
         order = np.argsort(-fused, kind="stable")
         return [(self.item_ids[positions[i]], float(fused[i])) for i in order]
