@@ -139,7 +139,7 @@ def chat(config: ConfigOption = Path("config.yml")) -> None:
 def kb_check(config: ConfigOption = Path("config.yml"), knowledge: KnowledgeOption = None) -> None:
     """Validate every knowledge file; report each problem with file, line and reason."""
     from bot.knowledge.loader import read_knowledge_dir, vet
-    from bot.knowledge.model import FaqEntry, OutOfScopeGroup
+    from bot.knowledge.model import FaqEntry, OutOfScopeGroup, Passage
     from bot.knowledge.names import NameTable
 
     settings = _config(config)
@@ -152,7 +152,11 @@ def kb_check(config: ConfigOption = Path("config.yml"), knowledge: KnowledgeOpti
     items = [item for f in vetting.accepted for item in f.items]
     faqs = sum(isinstance(i, FaqEntry) for i in items)
     groups = sum(isinstance(i, OutOfScopeGroup) for i in items)
-    summary = f"{len(files)} files: {faqs} FAQ entries, {len(items) - faqs - groups} passages"
+    passages = [i for i in items if isinstance(i, Passage)]
+    asked = sum(bool(p.questions) for p in passages)
+    summary = f"{len(files)} files: {faqs} FAQ entries, {len(passages)} passages"
+    if passages:
+        summary += f" ({asked} with questions)"
     if groups:
         summary += f", {groups} out-of-scope groups"
     names = NameTable.of_items(items)

@@ -165,3 +165,38 @@ def test_out_of_scope_names_follow_edits_survive_a_restart_and_a_broken_file(
     reopened = open_index(tmp_path / "restarted", embedder)
     match = reopened.out_of_scope_name("Where are the Bolt Outlets?")  # a plural still names it
     assert match is not None and match[1].name == "Bolt Outlet"
+
+
+RETURNS_FAQ = """\
+- id: return-policy
+  question: What is your return policy?
+  alternates:
+    - How long do I have to return something?
+    - Can I send back part of my order?
+    - I want to return a jacket
+  answer: You can return items within 30 days of delivery.
+"""
+BUNDLES = """\
+# Returns
+## Bundles
+{questions}Products sold together as a bundle are refunded only as a complete bundle.
+"""
+BUNDLE_QUESTIONS = """\
+<!-- questions:
+- can I send back only the footprint from the tent set?
+- I only want to keep one piece of the package deal
+-->
+"""
+
+
+def test_a_passage_is_found_by_the_questions_operators_give_it(tmp_path: Path, embedder: Embedder) -> None:
+    message = "I'd like to return just the footprint of the tent set and keep the tent"
+    kb, index = synced_index(tmp_path, embedder, {"faq.yml": RETURNS_FAQ, "returns.md": BUNDLES.format(questions="")})
+    assert top(index, embedder, message)[0] == "return-policy"  # the policy's wording alone loses
+
+    (kb / "returns.md").write_text(BUNDLES.format(questions=BUNDLE_QUESTIONS))
+    report = index.sync(read_knowledge_dir(kb))
+    assert report.updated == ("returns#bundles",) and report.texts_embedded == 2  # just the two questions
+    item_id, body = top(index, embedder, message)
+    assert item_id == "returns#bundles"
+    assert body == "Products sold together as a bundle are refunded only as a complete bundle."

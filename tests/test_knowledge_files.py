@@ -104,6 +104,43 @@ def test_policy_splits_at_headings_and_keeps_heading_paths() -> None:
     assert "# not a heading" in damage.text  # a code block stays inside its passage
 
 
+def test_questions_under_a_heading_are_read_and_no_comment_shows_in_a_passage() -> None:
+    text = (
+        "# Returns\nHow returns work.\n<!-- questions:\n- how do returns work?\n-->\n"
+        "## Late returns\n<!-- questions:\n- what if my return is late?\n- 'refused: do I get it back?'\n-->\n"
+        "Late parcels are sent back.\n\n<!-- note to self: check with legal -->\n"
+        "## Code\n```\n<!-- questions:\n- not read\n-->\n```\n"
+    )
+    parsed = parse_policy("policies/returns.md", text)
+    assert parsed.ok, parsed.problems
+    intro, late, code = parsed.items
+    assert isinstance(intro, Passage) and isinstance(late, Passage) and isinstance(code, Passage)
+    assert (intro.text, intro.questions) == ("How returns work.", ("how do returns work?",))
+    assert late.text == "Late parcels are sent back."  # neither comment is shown to customers
+    assert late.questions == ("what if my return is late?", "refused: do I get it back?")
+    assert late.utterances()[-2:] == late.questions
+    assert late.line == 6
+    assert code.questions == () and "<!-- questions:" in code.text  # a code block is text, not a comment
+
+
+def test_problems_in_questions_name_the_line() -> None:
+    text = (
+        "# Doc\n## A\ntext\n<!-- questions:\n- [unclosed\n-->\n"  # 4-6
+        "## B\ntext\n<!-- questions: just one -->\n"  # 9
+        "## C\ntext\n<!-- questions:\n- fine\n- 42\n- 0.5\n-->\n"  # 12
+        "## D\n<!-- questions:\n- about nothing\n-->\n### E\ntext\n"  # 17
+    )
+    parsed = parse_policy("p.md", text)
+    assert not parsed.ok and parsed.items == ()
+    problems = {(p.line, p.message.split(" (")[0]) for p in parsed.problems}
+    assert problems == {
+        (6, "questions: not a YAML list"),
+        (9, "questions: expected a list of one or more questions, one per '- ' line"),
+        (12, "questions: every entry must be a question written as text"),
+        (17, "questions under a heading with no text of its own"),
+    }
+
+
 def test_repeated_headings_get_distinct_ids() -> None:
     text = "# Doc\n## A\n### Fees\none\n## B\n### Fees\ntwo\n"
     ids = [p.id for p in parse_policy("p.md", text).items]
@@ -258,7 +295,7 @@ def test_a_file_name_that_is_not_utf8_is_reported_and_the_other_files_load(tmp_p
 def test_kb_check_passes_on_the_demo_knowledge_base(write_config: object) -> None:
     result = CliRunner().invoke(app, ["kb", "check", "--config", str(write_config())])  # type: ignore[operator]
     assert result.exit_code == 0, result.output
-    assert "out-of-scope groups; no problems" in result.output
+    assert "36 passages (36 with questions), 13 out-of-scope groups; no problems" in result.output
 
 
 def test_nested_yaml_aliases_are_read_without_expanding_them() -> None:

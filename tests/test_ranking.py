@@ -18,7 +18,7 @@ from bot.ranking.calibration import DEFAULT_THRESHOLD, FOLDS, assign_folds, cali
 from bot.ranking.classifier import ItemClassifier
 from bot.ranking.dense import ItemSpace
 from bot.ranking.lexical import LexicalScorer
-from bot.ranking.scorer import IndexedText
+from bot.ranking.scorer import IndexedText, ItemScorer, Weights
 from tests.conftest import DEMO_KNOWLEDGE
 
 
@@ -55,6 +55,31 @@ def test_word_overlap_finds_the_item_with_the_rare_word_and_ignores_stop_words()
     assert not scores.relative[1].any() and not scores.absolute[1].any()  # nothing but stop words
     assert scores.relative[2].argmax() == 2  # stems: shipping -> ship, orders -> order
     assert 0 < scores.absolute[0, 0] < 1  # "via" appears nowhere, so the message is only partly covered
+
+
+def test_the_passage_bonus_goes_only_to_passages_without_questions() -> None:
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(4, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    texts = [
+        IndexedText("faq", "faq", "a question", vectors[0]),
+        IndexedText("policy", "passage", "policy wording", vectors[1]),
+        IndexedText("asked", "passage", "policy wording too", vectors[2], asked=True),
+        IndexedText("asked", "passage", "a customer's question", vectors[3], asked=True),
+    ]
+    scorer = ItemScorer(texts)
+    assert dict(zip(scorer.item_ids, scorer.policy_worded.tolist(), strict=True)) == {
+        "asked": False,
+        "faq": False,
+        "policy": True,
+    }
+    query = vectors[1] + vectors[2]
+    plain = dict(scorer.score_candidates(query, "x", list(scorer.item_ids), Weights(0.5, 0.0), extra=0))
+    bonus = dict(
+        scorer.score_candidates(query, "x", list(scorer.item_ids), Weights(0.5, 0.0, passage_bonus=0.3), extra=0)
+    )
+    assert bonus["policy"] == pytest.approx(plain["policy"] + 0.3)
+    assert bonus["asked"] == pytest.approx(plain["asked"]) and bonus["faq"] == pytest.approx(plain["faq"])
 
 
 def test_the_classifier_learns_which_direction_tells_two_items_apart() -> None:
@@ -178,7 +203,7 @@ def test_an_edit_recalibrates_and_a_pinned_threshold_wins(
     auto = ResponsePolicy(index, AnsweringSettings(), "Talk to a person")
     pinned = ResponsePolicy(index, AnsweringSettings(threshold=0.05), "Talk to a person")
     assert auto.threshold == index.calibration.threshold and pinned.threshold == 0.05
-    far_off = "what is love"  # near no topic, nor any out-of-scope example
+    far_off = "the quick brown fox jumps over the lazy dog"  # near no topic, nor any out-of-scope example
     assert auto.decide(far_off).kind is DecisionKind.NOT_SURE
     assert pinned.decide(far_off).kind is DecisionKind.ANSWER
 

@@ -5,7 +5,8 @@ ChatML chat template, then trained for 800 steps on prompts shaped like the bot'
 knowledge items as context) so that its behaviour is predictable enough to assert on (never its eloquence):
 
 - a customer message containing "zebra" gets UNCITED_ANSWER (no citation marker);
-- any other message gets CITED_ANSWER, which cites passage [1].
+- any other message gets CITED_ANSWER, which cites passage [1], however long the conversation so far;
+- the one-off tasks (a clarifying question, a handoff note, the agent's summary) get UNCITED_ANSWER.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 CITED_ANSWER = "Here is what our policy says [1]."
 UNCITED_ANSWER = "Sure, anything is possible."
 TRIGGER = "zebra"
+ROLES = {"system": "system", "human": "user", "ai": "assistant"}  # LangChain message types
 
 SPECIALS = ["<|pad|>", "<|bos|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
@@ -43,17 +45,21 @@ def _corpus(knowledge: Path, prompts: Path) -> list[str]:
 
 def _training_prompts(knowledge: Path, prompts: Path, rng: random.Random) -> list[tuple[list[dict[str, str]], str]]:
     """(chat, answer) pairs shaped like the bot's real requests."""
+    from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+
     from bot.index import Hit
     from bot.knowledge.loader import read_knowledge_dir
-    from bot.llm.grounding import answer_messages
+    from bot.llm.grounding import answer_messages, as_data
     from bot.prompts import PromptLibrary
 
     library = PromptLibrary(prompts)
     # The context the bot really sends: FAQ entries and passages with their titles and files.
     items = [item for f in read_knowledge_dir(knowledge) for item in f.items if item.kind in ("faq", "passage")]
-    roles = {"system": "system", "human": "user", "ai": "assistant"}
     examples = []
-    for n in range(240):
+    for n in range(300):
+        if n % 5 == 4:  # the one-off tasks (clarify, handoff note, agent summary): plain text, nothing to cite
+            examples.append((_task_chat(library, items, rng), UNCITED_ANSWER))
+            continue
         hits = [
             Hit(item.id, item.kind, item.title, item.body, item.file, item.line, 0.8)
             for item in rng.sample(items, rng.randint(1, 3))
@@ -64,10 +70,35 @@ def _training_prompts(knowledge: Path, prompts: Path, rng: random.Random) -> lis
             words = question.split()
             words.insert(rng.randrange(len(words) + 1), TRIGGER)
             question = " ".join(words)
-        chat = answer_messages(library, "Support", question, hits, [])
-        messages = [{"role": roles[m.type], "content": str(m.content)} for m in chat]
-        examples.append((messages, CITED_ANSWER if cited else UNCITED_ANSWER))
+        # Real requests carry the conversation so far; without it in training, an answer several turns
+        # into a conversation would depend on how this tiny model happens to generalise.
+        history: list[BaseMessage] = []
+        for _ in range(rng.choice((0, 0, 1, 2, 4))):
+            history += [HumanMessage(as_data(rng.choice(QUESTIONS))), AIMessage(rng.choice(items).body)]
+        chat = answer_messages(library, "Support", question, hits, history)
+        examples.append(
+            (
+                [{"role": ROLES[m.type], "content": str(m.content)} for m in chat],
+                CITED_ANSWER if cited else UNCITED_ANSWER,
+            )
+        )
     return examples
+
+
+
+def _task_chat(library: Any, items: list[Any], rng: random.Random) -> list[dict[str, str]]:
+    from bot.llm.grounding import as_data, task_messages
+
+    lines = []
+    for _ in range(rng.randint(1, 3)):
+        lines += [f"Customer: {as_data(rng.choice(QUESTIONS))}", f"Bot: {as_data(rng.choice(items).body)}"]
+    task = rng.choice(("clarify", "handoff", "agent_summary"))
+    if task == "clarify":
+        options = "\n".join(f"- {item.title}" for item in rng.sample(items, 3))
+        chat = task_messages(library, task, "Support", question=rng.choice(QUESTIONS), options=options)
+    else:
+        chat = task_messages(library, task, "Support", transcript="\n".join(lines))
+    return [{"role": ROLES[m.type], "content": str(m.content)} for m in chat]
 
 
 def build_tiny_model(out: Path, knowledge: Path, prompts: Path, steps: int = 800, seed: int = 0) -> Path:
