@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from telegram.error import BadRequest
 
@@ -220,6 +221,15 @@ def test_a_rejected_token_turns_telegram_off_and_the_web_keeps_working(
         assert client.post("/api/chat", json={"text": "How can I track my order?"}).json()["answered_by"] == "knowledge"
 
 
+def failed_channels(client: httpx.Client, timeout: float = 20) -> dict[str, str]:
+    """/health's failed channels, once Telegram is among them."""
+    deadline = time.monotonic() + timeout
+    while "telegram" not in (failed := client.get("/health").json()["channels"]["failed"]):
+        assert time.monotonic() < deadline, "health never reported the revoked token"
+        time.sleep(0.2)
+    return dict(failed)
+
+
 def test_a_token_revoked_while_polling_shows_in_health(
     write_config: ConfigFactory, api: FakeBotApi, embedder: Embedder
 ) -> None:
@@ -227,10 +237,7 @@ def test_a_token_revoked_while_polling_shows_in_health(
     with LiveServer(config, embedder, environ=env(api)) as server, server.client() as client:
         assert client.get("/health").json()["channels"]["running"] == ["telegram"]
         api.token = "123456:REVOKED"  # BotFather revoked it: every call now answers 401
-        deadline = time.monotonic() + 20
-        while "telegram" not in (failed := client.get("/health").json()["channels"]["failed"]):
-            assert time.monotonic() < deadline, "health never reported the revoked token"
-            time.sleep(0.2)
+        failed = failed_channels(client)
         assert "TELEGRAM_BOT_TOKEN was rejected" in failed["telegram"]
         assert client.get("/health").json()["channels"]["running"] == []
         assert client.post("/api/chat", json={"text": "How can I track my order?"}).json()["answered_by"] == "knowledge"
@@ -245,10 +252,7 @@ def test_a_token_revoked_in_webhook_mode_shows_in_health_at_the_first_reply(
         api.token = "123456:REVOKED"  # nothing polls in webhook mode: only the next reply can notice
         update = {"update_id": 7000, "message": api.user_message("Where is my parcel?")}
         assert client.post("/telegram/webhook", json=update, headers={SECRET_HEADER: SECRET}).status_code == 200
-        deadline = time.monotonic() + 20
-        while "telegram" not in (failed := client.get("/health").json()["channels"]["failed"]):
-            assert time.monotonic() < deadline, "health never reported the revoked token"
-            time.sleep(0.2)
+        failed = failed_channels(client)
         assert "TELEGRAM_BOT_TOKEN was rejected when sending to chat 555" in failed["telegram"]
         assert client.get("/health").json()["channels"]["running"] == []
     assert user_turns(config)[-1][1] == "Where is my parcel?"  # the message is kept though no reply went out
