@@ -67,10 +67,10 @@ def parse_policy(path: str, text: str) -> KnowledgeFile:
         sections[-1].body_end = len(source_lines)
 
     # Blank out comments so no passage shows them; lift out the questions for their section.
-    hidden = list(source_lines)
+    shown = list(source_lines)  # what customers may see: the source with comments blanked
     preamble_questions: list[str] = []
     for start, end, inner in comments:
-        hidden[start:end] = [""] * (end - start)
+        shown[start:end] = [""] * (end - start)
         if not _QUESTIONS.match(inner):
             continue
         owner = next((s for s in reversed(sections) if s.line - 1 < start), None)
@@ -84,7 +84,7 @@ def parse_policy(path: str, text: str) -> KnowledgeFile:
     used_ids: set[str] = set()
 
     preamble_end = sections[0].line - 1 if sections else len(source_lines)
-    preamble = "\n".join(hidden[:preamble_end]).strip()
+    preamble = "\n".join(shown[:preamble_end]).strip()
     if preamble:
         title = doc_stem.rsplit("/", 1)[-1].replace("-", " ").replace("_", " ").capitalize()
         passages.append(Passage(f"{doc_stem}#intro", (title,), preamble, path, 1, tuple(preamble_questions)))
@@ -100,7 +100,7 @@ def parse_policy(path: str, text: str) -> KnowledgeFile:
         if not section.title:
             problems.append(Problem(path, section.line, "heading has no text"))
             continue
-        body = "\n".join(hidden[section.body_start : section.body_end]).strip()
+        body = "\n".join(shown[section.body_start : section.body_end]).strip()
         if not body:
             if section.questions:
                 problems.append(Problem(path, section.line, "questions under a heading with no text of its own"))
