@@ -76,14 +76,13 @@ def _training_prompts(knowledge: Path, prompts: Path, rng: random.Random) -> lis
         for _ in range(rng.choice((0, 0, 1, 2, 4))):
             history += [HumanMessage(as_data(rng.choice(QUESTIONS))), AIMessage(rng.choice(items).body)]
         chat = answer_messages(library, "Support", question, hits, history)
-        examples.append(
-            (
-                [{"role": ROLES[m.type], "content": str(m.content)} for m in chat],
-                CITED_ANSWER if cited else UNCITED_ANSWER,
-            )
-        )
+        examples.append((_as_dicts(chat), CITED_ANSWER if cited else UNCITED_ANSWER))
     return examples
 
+
+def _as_dicts(chat: list[Any]) -> list[dict[str, str]]:
+    """LangChain messages as the chat template takes them."""
+    return [{"role": ROLES[m.type], "content": str(m.content)} for m in chat]
 
 
 def _task_chat(library: Any, items: list[Any], rng: random.Random) -> list[dict[str, str]]:
@@ -98,7 +97,7 @@ def _task_chat(library: Any, items: list[Any], rng: random.Random) -> list[dict[
         chat = task_messages(library, task, "Support", question=rng.choice(QUESTIONS), options=options)
     else:
         chat = task_messages(library, task, "Support", transcript="\n".join(lines))
-    return [{"role": ROLES[m.type], "content": str(m.content)} for m in chat]
+    return _as_dicts(chat)
 
 
 def build_tiny_model(out: Path, knowledge: Path, prompts: Path, steps: int = 800, seed: int = 0) -> Path:
