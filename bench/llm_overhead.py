@@ -35,8 +35,8 @@ The script
      llm-overhead-results.json (every sample) into the work directory. Exits 1 if a request failed or a
      reply through the bot was not answered by the model.
 
-The tiny model (2 layers, hidden size 64, trained on the spot for --steps steps) runs on CPU and answers in
-about ten tokens, then EOS, so its absolute TTFT and tokens/s mean nothing for a real model. The point is
+The tiny model (2 layers, hidden size 64, trained on the spot until its behaviour checks pass) runs on CPU
+and answers in about ten tokens, then EOS, so its absolute TTFT and tokens/s mean nothing for a real model. The point is
 the bot's overhead in milliseconds: what retrieval, storing turns, building the prompt, LangChain and the
 WebSocket add on top of whatever the model server takes.
 
@@ -44,7 +44,7 @@ Bounded: (warmup + N) rounds of two requests, each request at most --timeout sec
 
 Usage:
   python bench/llm_overhead.py [--n 30] [--warmup 3] [--question TEXT ...] [--max-tokens 300]
-                               [--base-url URL --model NAME] [--steps 300] [--timeout 60] [--work DIR]
+                               [--base-url URL --model NAME] [--timeout 60] [--work DIR]
 """
 
 from __future__ import annotations
@@ -105,7 +105,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=300, help="llm.max_tokens (default 300, as the bot's)")
     parser.add_argument("--base-url", default=None, help="an already running OpenAI-compatible server, e.g. .../v1")
     parser.add_argument("--model", default=None, help="the model name that server serves (with --base-url)")
-    parser.add_argument("--steps", type=int, default=300, help="training steps for the tiny model (default 300)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds one request may take (default 60)")
     parser.add_argument("--work", type=Path, default=None, help="work directory (default: a new temporary one)")
     parser.add_argument("--bot", type=Path, default=Path(sys.executable).parent / "bot", help="bot executable")
@@ -133,7 +132,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def tiny_model(work: Path, steps: int) -> tuple[Path, str]:
+def tiny_model(work: Path) -> tuple[Path, str]:
     """The tiny test model in work/tiny-model, built unless an earlier run left it there."""
     out = work / "tiny-model"
     if (out / "config.json").exists() and (out / "tokenizer.json").exists():
@@ -141,8 +140,8 @@ def tiny_model(work: Path, steps: int) -> tuple[Path, str]:
     # Imported by name: tests/ is test code, outside what mypy checks strictly.
     build_tiny_model = importlib.import_module("tests.tiny_model").build_tiny_model
     started = time.perf_counter()
-    path = Path(build_tiny_model(out, REPO / "knowledge", REPO / "prompts", steps=steps))
-    return path, f"built in {time.perf_counter() - started:.0f}s ({steps} steps)"
+    report = build_tiny_model(out, REPO / "knowledge", REPO / "prompts")
+    return out.resolve(), f"built in {time.perf_counter() - started:.0f}s ({report.steps} steps, checks passed)"
 
 
 def api_headers() -> dict[str, str]:
@@ -599,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine_line(m)}; load average {m['load_average_at_start']}")
     print(
         f"parameters: --n {args.n} --warmup {args.warmup} --max-tokens {args.max_tokens} --timeout {args.timeout:g}"
-        + (f" --base-url {args.base_url} --model {args.model}" if args.base_url else f" --steps {args.steps}")
+        + (f" --base-url {args.base_url} --model {args.model}" if args.base_url else " (tiny model)")
         + f"; questions {args.questions}"
     )
     print(f"work directory: {work}", flush=True)
@@ -608,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.base_url:
         upstream, model_name, model_note = args.base_url, str(args.model), "an already running server"
     else:
-        model_dir, built = tiny_model(work, args.steps)
+        model_dir, built = tiny_model(work)
         print(f"tiny model: {model_dir}, {built}", flush=True)
         model_server = importlib.import_module("tests.model_server").ModelServer(
             model_dir, free_port(), work / "model-server.log"
@@ -695,7 +694,6 @@ def main(argv: list[str] | None = None) -> int:
             "model_server": upstream,
             "model": model_name,
             "external_server": bool(args.base_url),
-            "tiny_model_steps": None if args.base_url else args.steps,
             "work": str(work),
         },
         "capture_notes": notes,

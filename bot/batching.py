@@ -35,6 +35,12 @@ class QueryBatcher(Generic[Result]):
         self._busy = False
         self.batches = 0  # calls made, for benchmarks and tests
 
+    @property
+    def pending(self) -> int:
+        """Texts queued and not yet taken into a batch (read-only; for benchmarks and tests)."""
+        with self._cond:
+            return len(self._queue)
+
     def run(self, text: str) -> Result:
         """The result for `text`; blocks the calling thread (never call it on an event loop)."""
         request: _Request[Result] = _Request(text)

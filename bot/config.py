@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from bot.validation import field_problems
 from bot.yamlsource import YamlSyntaxError, load_yaml
@@ -192,15 +192,27 @@ class MessagesSettings(_Section):
     unreadable: str = "Sorry, I couldn't read that message. Could you type your question in words?"
     error: str = "Sorry, something went wrong on my side. Please try again, or ask for a person."
     rate_limited: str = "You're sending messages faster than I can read them. Please wait a moment."
+    # A sticker, voice note, photo without a caption, location...: {attachment} names what it was.
+    not_text: str = "I can only read text, so I couldn't read that {attachment}. Could you type your question?"
+    help: str = (
+        "I answer questions about orders, shipping, returns and payments from our help pages, and show the page "
+        'each answer comes from. Type your question in your own words, or say "talk to a person" to reach our team.'
+    )
+    unknown_command: str = "I don't have a {command} command. Type your question in your own words, or send /help."
 
-    @field_validator("too_long")
+    @field_validator("too_long", "not_text", "unknown_command")
     @classmethod
-    def _too_long_placeholders(cls, text: str) -> str:
+    def _placeholders(cls, text: str, info: ValidationInfo) -> str:
+        allowed = _PLACEHOLDERS[str(info.field_name)]
         try:
-            text.format(length=0, limit=0)
+            text.format(**dict.fromkeys(allowed, 0))
         except (ValueError, LookupError, AttributeError, TypeError) as err:
-            raise ValueError("may use only the placeholders {length} and {limit}; write {{ and }} for a brace") from err
+            names = " and ".join(f"{{{name}}}" for name in allowed)
+            raise ValueError(f"may use only the placeholders {names}; write {{{{ and }}}} for a brace") from err
         return text
+
+
+_PLACEHOLDERS = {"too_long": ("length", "limit"), "not_text": ("attachment",), "unknown_command": ("command",)}
 
 
 class Config(_Section):

@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from bot.knowledge.model import (
     KnowledgeItem,
     OutOfScopeGroup,
     Passage,
+    answer_as_passage,
     item_fingerprint,
     normalised,
 )
@@ -49,6 +50,8 @@ from bot.ranking.scorer import IndexedText, ItemScorer
 log = logging.getLogger(__name__)
 
 _WRITE_BATCH = 1000
+# FAQ answers are embedded for calibration this many at a time, so a superseded calibration stops between.
+_ANSWER_BATCH = 64
 _CALIBRATION_KEY = "calibration_key"
 _CALIBRATION = "calibration"
 
@@ -174,6 +177,11 @@ class KnowledgeIndex:
     def calibration(self) -> Calibration:
         """The weights and answer threshold in use."""
         return self._ranking.calibration
+
+    @property
+    def calibrating(self) -> bool:
+        """Whether a background calibration (after a live edit) is still working out the threshold."""
+        return any(thread.is_alive() for thread in self._background)
 
     def __len__(self) -> int:
         return len(self._metadata)
@@ -364,10 +372,21 @@ class KnowledgeIndex:
         with self._calibration_lock:
             if generation != self._generation or self._closing.is_set():
                 return  # a newer sync has started its own, or the service is stopping
+            log.info("calibrating answer selection (%d texts)", len(texts))
+            started = time.perf_counter()
+
+            def cancelled() -> bool:  # newer knowledge makes this calibration pointless; so does stopping
+                return self._closing.is_set() or generation != self._generation
+
             try:
-                result = calibrate(texts, lambda: self._answer_texts(catalog), cancelled=self._closing.is_set)
+                result = calibrate(texts, lambda: self._answer_texts(catalog, cancelled), cancelled=cancelled)
             except calibration.Cancelled:
-                log.info("calibration stopped: shutting down (the next start calibrates again)")
+                if self._closing.is_set():
+                    log.info("calibration stopped: shutting down (the next start calibrates again)")
+                else:
+                    log.info(
+                        "calibration stopped: superseded by a newer sync after %.1fs", time.perf_counter() - started
+                    )
                 return
             with self._swap_lock:
                 if generation != self._generation:
@@ -378,16 +397,28 @@ class KnowledgeIndex:
             metadata |= {_CALIBRATION_KEY: key, _CALIBRATION: json.dumps(result.to_dict())}
             self._collection.modify(metadata=metadata)
 
-    def _answer_texts(self, catalog: dict[str, Hit]) -> list[IndexedText]:
-        """FAQ answers split as passages are: how the knowledge base words its answers rather than its questions."""
+    def _answer_texts(
+        self, catalog: dict[str, Hit], cancelled: Callable[[], bool] = lambda: False
+    ) -> list[IndexedText]:
+        """FAQ answers split as passages are: how the knowledge base words its answers rather than its questions.
+
+        Embedded in batches; raises calibration.Cancelled between them once `cancelled()` says so (what was
+        embedded is kept for the next calibration).
+        """
         pending: list[tuple[str, str, str]] = []  # (item id, text, digest)
         for hit in catalog.values():
             if hit.kind == "faq":
-                as_passage = Passage(hit.item_id, ("FAQ", hit.title), hit.body, hit.file, hit.line)
+                as_passage = answer_as_passage(hit.item_id, hit.title, hit.body, hit.file, hit.line)
                 pending.extend((hit.item_id, text, _digest(text)) for text in as_passage.utterances())
-        missing = sorted({text for _, text, digest in pending if digest not in self._answer_vectors})
-        if missing:
-            for text, vector in zip(missing, self._embedder.embed(missing), strict=True):
+        # By length, so each batch pads to texts of about its own length.
+        missing = sorted(
+            {text for _, text, digest in pending if digest not in self._answer_vectors}, key=lambda t: (len(t), t)
+        )
+        for start in range(0, len(missing), _ANSWER_BATCH):
+            if cancelled():
+                raise calibration.Cancelled
+            batch = missing[start : start + _ANSWER_BATCH]
+            for text, vector in zip(batch, self._embedder.embed(batch), strict=True):
                 self._answer_vectors[_digest(text)] = vector
         wanted = {digest for _, _, digest in pending}
         self._answer_vectors = {d: v for d, v in self._answer_vectors.items() if d in wanted}

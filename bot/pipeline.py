@@ -1,9 +1,18 @@
-"""One message's way through the engine: store it, decide, respond, store the reply."""
+"""One message's way through the engine: store it, decide, respond, store the reply; then who sends it.
+
+A channel stores a message (`receive`) before it acknowledges it to the customer's app, and answers it
+(`exchange`) whenever it can: at once, or after a restart (`pending`). Each message is answered once,
+however often it arrives (its `client_message_id`), and each reply is sent once: the sender claims it
+first (`claim_delivery`) and confirms it after (`delivered`). A claim by a process that died while
+sending is taken over, so a kill between the send and its confirmation can repeat that one reply; no
+other way loses or repeats one.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -13,14 +22,17 @@ from typing import Protocol
 import anyio.to_thread
 
 from bot.config import AnsweringSettings, MessagesSettings
+from bot.guard import storable
 from bot.policy import Decision, ResponsePolicy
-from bot.replies import compose_reply, error_reply
-from bot.store import ConversationStore
-from bot.types import Message, Reply
+from bot.replies import compose_reply, error_reply, notice_reply
+from bot.store import ConversationStore, Turn
+from bot.types import Message, MessageKind, Reply
 
 log = logging.getLogger(__name__)
 
 DeltaSink = Callable[[str], Awaitable[None]]  # receives each piece of a reply as it is produced
+# How far back a start looks for messages an earlier run stored but did not answer (or send the answer to).
+RESUME_WINDOW_S = 24 * 3600.0
 
 
 class Responder(Protocol):
@@ -46,6 +58,15 @@ class Exchange:
     bot_turn_id: int
     reply: Reply
     repeated: bool = False  # the message was already answered; this is the stored reply
+    delivered: bool = False  # that stored reply's send was confirmed (only ever true when repeated)
+
+
+class ClientIdConflict(Exception):
+    """A client_message_id already names a different message: answering it would answer the wrong text."""
+
+    def __init__(self, client_message_id: str) -> None:
+        super().__init__(f"client_message_id {client_message_id!r} was already used for a different message")
+        self.client_message_id = client_message_id
 
 
 class _Decider(Protocol):
@@ -66,49 +87,89 @@ class Pipeline:
         self._messages = messages
         # One message at a time per conversation: keeps replies in order and resends answered once.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # Names this process's delivery claims: one left by another instance is a process that died sending.
+        self.instance = secrets.token_hex(8)
 
     async def handle(self, message: Message) -> Reply:
         return (await self.exchange(message)).reply
+
+    def _lock(self, conversation_id: str) -> asyncio.Lock:
+        lock = self._locks.get(conversation_id)
+        if lock is None:
+            lock = self._locks[conversation_id] = asyncio.Lock()
+        return lock
+
+    async def receive(self, message: Message) -> int:
+        """Store a message, once per client_message_id, before its channel is acknowledged; its user turn id.
+
+        Raises ClientIdConflict when the id already names a different text.
+        """
+        async with self._lock(message.conversation_id):
+            user_turn_id, _ = await self._store_once(message)
+            return user_turn_id
 
     async def exchange(
         self,
         message: Message,
         on_delta: DeltaSink | None = None,
         on_stored: Callable[[int], Awaitable[None]] | None = None,
+        stored_turn_id: int | None = None,
     ) -> Exchange:
-        """Answer one message. Never raises for a problem in answering: the customer gets a safe reply."""
-        lock = self._locks.get(message.conversation_id)
-        if lock is None:
-            lock = self._locks[message.conversation_id] = asyncio.Lock()
-        async with lock:
-            return await self._exchange(message, on_delta, on_stored)
+        """Answer one message: stored first unless `stored_turn_id` names its stored turn (as `pending` gives).
 
-    async def _exchange(
-        self,
-        message: Message,
-        on_delta: DeltaSink | None,
-        on_stored: Callable[[int], Awaitable[None]] | None,
-    ) -> Exchange:
-        started = time.perf_counter()
-        user_turn_id = None
+        Never raises for a problem in answering: the customer gets a safe reply. Raises ClientIdConflict
+        when its client_message_id already names a different text.
+        """
+        async with self._lock(message.conversation_id):
+            if stored_turn_id is None:
+                user_turn_id, answered = await self._store_once(message)
+            else:
+                user_turn_id, answered = stored_turn_id, await self.store.reply_to(stored_turn_id)
+            if answered is not None:
+                return Exchange(
+                    user_turn_id, answered.id, answered.as_reply(), repeated=True,
+                    delivered=answered.delivered_at is not None,
+                )  # fmt: skip
+            if on_stored is not None:
+                await on_stored(user_turn_id)
+            return await self._answer(message, user_turn_id, on_delta)
+
+    async def _store_once(self, message: Message) -> tuple[int, Turn | None]:
+        """The message's user turn id (stored now unless it was before) and its stored reply, if any."""
         if message.client_message_id is not None:
             earlier = await self.store.user_turn_by_client_id(message.conversation_id, message.client_message_id)
             if earlier is not None:
-                answered = await self.store.reply_to(earlier.id)
-                if answered is not None:
-                    return Exchange(earlier.id, answered.id, answered.as_reply(), repeated=True)
-                user_turn_id = earlier.id  # stored, but its answer was lost: answer it now
-        if user_turn_id is None:
-            user_turn_id = await self.store.record_user_turn(message)  # before anything that could fail
-        if on_stored is not None:
-            await on_stored(user_turn_id)
+                if earlier.text != storable(message.text):
+                    raise ClientIdConflict(message.client_message_id)
+                return earlier.id, await self.store.reply_to(earlier.id)  # no reply: its answer was lost
+        return await self.store.record_user_turn(message), None  # before anything that could fail
 
+    async def pending(self, channel: str, since: float, undelivered_too: bool) -> list[tuple[int, Message]]:
+        """Messages a restart still has to answer (and, with `undelivered_too`, to send the answer of)."""
+        return await self.store.pending(channel, since, undelivered_too)
+
+    async def claim_delivery(self, exchange: Exchange) -> bool:
+        """Whether this caller is the one to send the reply (not sent before, nor being sent now)."""
+        return await self.store.claim_delivery(exchange.bot_turn_id, self.instance)
+
+    async def delivered(self, exchange: Exchange, sent: bool) -> None:
+        """After sending a claimed reply: confirmed, or released for another try."""
+        if sent:
+            await self.store.mark_delivered(exchange.bot_turn_id)
+        else:
+            await self.store.release_delivery(exchange.bot_turn_id)
+
+    async def _answer(self, message: Message, user_turn_id: int, on_delta: DeltaSink | None) -> Exchange:
+        started = time.perf_counter()
         timings: dict[str, float] = {}
         try:
-            # Embedding and search are CPU work: keep them off the event loop.
-            decision = await anyio.to_thread.run_sync(self.policy.decide, message.text)
-            timings["retrieval_ms"] = decision.retrieval_ms
-            reply = await self.responder.respond(message, decision, on_delta)
+            if message.kind is not MessageKind.TEXT:
+                reply = notice_reply(message, self._messages)
+            else:
+                # Embedding and search are CPU work: keep them off the event loop.
+                decision = await anyio.to_thread.run_sync(self.policy.decide, message.text)
+                timings["retrieval_ms"] = decision.retrieval_ms
+                reply = await self.responder.respond(message, decision, on_delta)
         except Exception:
             log.exception("answering failed for conversation %s", message.conversation_id)
             reply = error_reply(self._messages)

@@ -7,7 +7,7 @@ from bot.guard import InputProblem
 from bot.index import Hit
 from bot.policy import Decision, DecisionKind
 from bot.smalltalk import SmallTalk
-from bot.types import AnsweredBy, Citation, Reply
+from bot.types import AnsweredBy, Citation, Message, MessageKind, Reply
 
 
 def citation_for(hit: Hit) -> Citation:
@@ -78,6 +78,19 @@ def _not_sure(decision: Decision, messages: MessagesSettings, settings: Answerin
         quick_replies=(*suggestions, messages.talk_to_human_button),
         reason="not_sure",
     )
+
+
+def notice_reply(message: Message, messages: MessagesSettings) -> Reply:
+    """The reply to something that is not a question in words: an attachment, /help, an unknown command."""
+    if message.kind is MessageKind.NOT_TEXT:
+        attachment = message.metadata.get("attachment", "message")
+        return Reply(text=messages.not_text.format(attachment=attachment), answered_by=AnsweredBy.FALLBACK,
+                     reason="not_text")  # fmt: skip
+    if message.kind is MessageKind.HELP:
+        return Reply(text=messages.help, answered_by=AnsweredBy.FALLBACK, reason="help")
+    command = message.text.split()[0] if message.text.split() else message.text
+    return Reply(text=messages.unknown_command.format(command=command), answered_by=AnsweredBy.FALLBACK,
+                 reason="unknown_command")  # fmt: skip
 
 
 def error_reply(messages: MessagesSettings) -> Reply:

@@ -16,9 +16,10 @@ from typing import Any
 import aiosqlite
 
 from bot.guard import storable
-from bot.types import AnsweredBy, Citation, Message, Reply
+from bot.types import AnsweredBy, Citation, Message, MessageKind, Reply
 
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
+MAX_TURN_ID = 2**63 - 1  # SQLite's largest integer: no turn id is above it
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     id          TEXT PRIMARY KEY,
@@ -45,7 +46,10 @@ CREATE TABLE IF NOT EXISTS turns (
     timings         TEXT,   -- JSON object of milliseconds per step
     metadata        TEXT,   -- JSON object from the channel
     client_message_id TEXT, -- the sender's id for a user turn, so a resent message is answered once
-    reply_to        INTEGER REFERENCES turns(id)  -- for a bot turn: the user turn it answers
+    reply_to        INTEGER REFERENCES turns(id),  -- for a bot turn: the user turn it answers
+    kind            TEXT,   -- for a user turn: what the customer sent (bot.types.MessageKind)
+    delivered_at    REAL,   -- for a bot turn: when its channel confirmed the send (NULL: not yet)
+    delivery_owner  TEXT    -- for a bot turn: the process (Pipeline.instance) sending it now
 );
 """
 # Created after `_migrate`: on a store from an earlier version they need its added columns.
@@ -54,6 +58,7 @@ CREATE INDEX IF NOT EXISTS turns_by_conversation ON turns (conversation_id, id);
 CREATE UNIQUE INDEX IF NOT EXISTS turns_by_client_id ON turns (conversation_id, client_message_id)
     WHERE client_message_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS turns_by_reply_to ON turns (reply_to) WHERE reply_to IS NOT NULL;
+CREATE INDEX IF NOT EXISTS turns_by_time ON turns (created_at);
 """
 
 
@@ -74,6 +79,8 @@ class Turn:
     timings: dict[str, float]
     client_message_id: str | None
     reply_to: int | None
+    kind: MessageKind = MessageKind.TEXT  # for a user turn
+    delivered_at: float | None = None  # for a bot turn
 
     def as_reply(self) -> Reply:
         """A stored bot turn as the Reply it was."""
@@ -108,6 +115,9 @@ _ADDED_COLUMNS = (
     ("turns", "client_message_id", "TEXT"),
     ("turns", "reply_to", "INTEGER REFERENCES turns(id)"),
     ("conversations", "handoff_summary", "TEXT"),
+    ("turns", "kind", "TEXT"),
+    ("turns", "delivered_at", "REAL"),
+    ("turns", "delivery_owner", "TEXT"),
 )
 
 
@@ -164,14 +174,15 @@ class ConversationStore:
             (message.conversation_id, message.channel, storable(message.user_id), now, now),
         )
         cursor = await self._db.execute(
-            "INSERT INTO turns (conversation_id, role, text, created_at, metadata, client_message_id) "
-            "VALUES (?, 'user', ?, ?, ?, ?)",
+            "INSERT INTO turns (conversation_id, role, text, created_at, metadata, client_message_id, kind) "
+            "VALUES (?, 'user', ?, ?, ?, ?, ?)",
             (
                 message.conversation_id,
                 storable(message.text),
                 message.received_at,
                 json.dumps(dict(message.metadata)),
                 message.client_message_id,
+                str(message.kind),
             ),
         )
         await self._db.commit()
@@ -242,12 +253,16 @@ class ConversationStore:
         )
         return turns[0] if turns else None
 
-    async def suggestion(self, bot_turn_id: int, index: int, channel: str) -> str | None:
-        """The quick reply at `index` of a bot turn in a `channel` conversation: what a tapped button meant."""
+    async def suggestion(self, bot_turn_id: int, index: int, conversation_id: str) -> str | None:
+        """The quick reply at `index` of a bot turn in this conversation: what a tapped button meant.
+
+        None for a turn of another conversation (a button can be crafted; it may only act where it was shown).
+        """
+        if not 0 <= bot_turn_id <= MAX_TURN_ID:
+            return None
         async with self._db.execute(
-            "SELECT t.quick_replies FROM turns t JOIN conversations c ON c.id = t.conversation_id "
-            "WHERE t.id = ? AND t.role = 'bot' AND c.channel = ?",
-            (bot_turn_id, channel),
+            "SELECT quick_replies FROM turns WHERE id = ? AND role = 'bot' AND conversation_id = ?",
+            (bot_turn_id, conversation_id),
         ) as cursor:
             row = await cursor.fetchone()
         offered: list[str] = json.loads(row["quick_replies"] or "[]") if row is not None else []
@@ -274,6 +289,58 @@ class ConversationStore:
                 first_reply.setdefault(reply.reply_to, reply)
         return [(message, first_reply.get(message.id)) for message in messages]
 
+    # -- delivery: each reply sent once, and what a restart still has to answer or send ----------------------
+
+    async def claim_delivery(self, bot_turn_id: int, owner: str) -> bool:
+        """Take the sending of a reply; False when it was sent already or another sender in `owner` has it.
+
+        A claim left by another owner (a process that died while sending) is taken over.
+        """
+        cursor = await self._db.execute(
+            "UPDATE turns SET delivery_owner = ? WHERE id = ? AND role = 'bot' AND delivered_at IS NULL "
+            "AND (delivery_owner IS NULL OR delivery_owner != ?)",
+            (owner, bot_turn_id, owner),
+        )
+        await self._db.commit()
+        return cursor.rowcount == 1
+
+    async def mark_delivered(self, bot_turn_id: int) -> None:
+        await self._db.execute("UPDATE turns SET delivered_at = ? WHERE id = ?", (time.time(), bot_turn_id))
+        await self._db.commit()
+
+    async def release_delivery(self, bot_turn_id: int) -> None:
+        """The send failed: leave the reply for the next try (at the next start)."""
+        await self._db.execute(
+            "UPDATE turns SET delivery_owner = NULL WHERE id = ? AND delivered_at IS NULL", (bot_turn_id,)
+        )
+        await self._db.commit()
+
+    async def pending(self, channel: str, since: float, undelivered_too: bool) -> list[tuple[int, Message]]:
+        """(user turn id, message) for customer messages on `channel` since `since`, oldest first, that were
+        stored but never answered (the process stopped first), or, with `undelivered_too`, whose answer was
+        never confirmed sent."""
+        sent = "AND b.delivered_at IS NOT NULL" if undelivered_too else ""
+        async with self._db.execute(
+            "SELECT u.*, c.user_id, c.channel FROM turns u JOIN conversations c ON c.id = u.conversation_id "
+            "WHERE u.role = 'user' AND c.channel = ? AND u.created_at >= ? AND NOT EXISTS "
+            f"(SELECT 1 FROM turns b WHERE b.reply_to = u.id {sent}) ORDER BY u.id",
+            (channel, since),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [
+            (row["id"], Message(
+                conversation_id=row["conversation_id"],
+                channel=row["channel"],
+                user_id=row["user_id"],
+                text=row["text"],
+                metadata=json.loads(row["metadata"] or "{}"),
+                received_at=row["created_at"],
+                client_message_id=row["client_message_id"],
+                kind=MessageKind(row["kind"] or MessageKind.TEXT),
+            ))
+            for row in rows
+        ]  # fmt: skip
+
     async def _select(self, sql: str, params: tuple[object, ...]) -> list[Turn]:
         async with self._db.execute(sql, params) as cursor:
             rows = await cursor.fetchall()
@@ -294,6 +361,8 @@ class ConversationStore:
                 timings=json.loads(row["timings"] or "{}"),
                 client_message_id=row["client_message_id"],
                 reply_to=row["reply_to"],
+                kind=MessageKind(row["kind"] or MessageKind.TEXT),
+                delivered_at=row["delivered_at"],
             )
             for row in rows
         ]

@@ -17,6 +17,15 @@ class AnsweredBy(StrEnum):
     HUMAN = "human"  # written by a person after a handoff
 
 
+class MessageKind(StrEnum):
+    """What the customer sent, as the connector understood it."""
+
+    TEXT = "text"  # words to answer
+    NOT_TEXT = "not_text"  # a sticker, voice note, location...: `metadata["attachment"]` says which
+    HELP = "help"  # asked what the bot can do (/help)
+    UNKNOWN_COMMAND = "unknown_command"  # a chat command the bot does not have; `text` is the command
+
+
 @dataclass(frozen=True)
 class Message:
     """One inbound user turn, normalised by a connector."""
@@ -30,6 +39,7 @@ class Message:
     # The sender's own id for this message. A message resent with the same id (after a dropped
     # connection, a webhook retry) is answered once; the resend gets the stored reply.
     client_message_id: str | None = None
+    kind: MessageKind = MessageKind.TEXT
 
 
 @dataclass(frozen=True)

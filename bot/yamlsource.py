@@ -39,17 +39,53 @@ def load_yaml(text: str) -> tuple[Any, LineMap]:
     try:
         data = yaml.safe_load(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        reason = " ".join(part for part in (err.context, err.problem) if part)
-        raise YamlSyntaxError(line, f"invalid YAML: {reason or err}") from err
     except yaml.YAMLError as err:
-        raise YamlSyntaxError(1, f"invalid YAML: {err}") from err
+        offset, reason = locate_error(err)
+        raise YamlSyntaxError(offset + 1, f"invalid YAML: {reason}") from err
     lines: dict[PathKey, int] = {}
     if root is not None:
         _walk(root, (), lines)
     return data, LineMap(lines)
+
+
+# Constructs that must be closed, by PyYAML's context for them: the parser only notices one is left open
+# where the text stops making sense (lines later, or where the file ends), but the mistake is where it opened.
+_OPENED = {
+    "while parsing a flow sequence": "unclosed '['",
+    "while parsing a flow mapping": "unclosed '{'",
+    "while scanning a quoted scalar": "unclosed quote",
+    "while scanning a simple key": "no ':' after this key",
+}
+
+
+def locate_error(err: yaml.YAMLError, document: str = "the file") -> tuple[int, str]:
+    """Where (0-based line) the mistake behind a PyYAML error is, and the reason, naming both ends when apart.
+
+    An unclosed '[', '{' or quote is reported where it opened (PyYAML's context mark), with the line where
+    the parser gave up; any other error where the parser found it, with where its context began.
+    `document` names what was parsed, for an error at its end ("the file", "the comment").
+    """
+    if not isinstance(err, yaml.MarkedYAMLError) or (err.problem_mark is None and err.context_mark is None):
+        return 0, str(err)
+    problem, context = err.problem_mark, err.context_mark
+    found = err.problem or ""
+    at_end = "end of stream" in found or "<stream end>" in found
+    opened = _OPENED.get(err.context or "")
+    if opened is not None and context is not None and (problem is None or context.line < problem.line or at_end):
+        if opened == "unclosed quote" and context.buffer and context.pointer < len(context.buffer):
+            opened += f" {context.buffer[context.pointer]}"
+        gave_up = f"{document} ends before it is closed" if at_end else f"the parser gave up at line {_line(problem)}"
+        return context.line, f"{opened} at column {context.column + 1} ({gave_up}: {found})"
+    if problem is None:
+        assert context is not None
+        return context.line, " ".join(part for part in (err.context, found) if part) or str(err)
+    began = f" (line {context.line + 1})" if context is not None and context.line != problem.line else ""
+    reason = f"{err.context}{began}: {found}" if err.context else found
+    return problem.line, reason or str(err)
+
+
+def _line(mark: yaml.Mark | None) -> int:
+    return mark.line + 1 if mark is not None else 1
 
 
 def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], seen: set[int] | None = None) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -24,7 +25,7 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from bot.config import DiscordSettings
-from bot.pipeline import Exchange, Pipeline
+from bot.pipeline import RESUME_WINDOW_S, Exchange, Pipeline
 from bot.textsplit import split_message
 from bot.types import Message, Reply
 from connectors.base import ChannelError
@@ -41,7 +42,7 @@ LOGIN_TIMEOUT_SECONDS = 60.0
 READY_TIMEOUT_SECONDS = 15.0
 STOP_GRACE_SECONDS = 10.0  # answers in progress at shutdown get this long to be sent
 RECENT_INTERACTIONS = 1000  # interaction ids remembered to recognise a redelivery at once
-SUGGESTION_TEMPLATE = r"supportbot:suggest:(?P<turn>[0-9]+):(?P<index>[0-9]+)"
+SUGGESTION_TEMPLATE = r"supportbot:suggest:(?P<turn>[0-9]{1,19}):(?P<index>[0-9]{1,3})"
 # Replies quote knowledge and sometimes the customer's own words: they must never ping anyone.
 NO_MENTIONS = discord.AllowedMentions.none()
 
@@ -130,6 +131,9 @@ class _SupportClient(discord.Client):
     async def on_message(self, message: discord.Message) -> None:
         await self.connector.handle_message(message)
 
+    async def on_ready(self) -> None:
+        await self.connector.on_ready()
+
 
 @contextlib.contextmanager
 def _class_attribute(owner: type, name: str, value: object) -> Iterator[None]:
@@ -166,6 +170,7 @@ class DiscordConnector:
         self._stopping = False
         self._in_flight: set[asyncio.Task[Any]] = set()  # event handlers answering right now
         self._recent_interactions: OrderedDict[int, None] = OrderedDict()
+        self._resumed = False  # whether this run has looked for what an earlier one left unanswered
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -229,6 +234,40 @@ class DiscordConnector:
             return
         user = self.client.user
         log.info("discord: connected as %s (id %s)", user, user.id if user else "?")
+
+    async def on_ready(self) -> None:
+        """The gateway's first READY: channels are known, so what an earlier run left can be posted."""
+        if self._resumed or self._stopping:
+            return
+        self._resumed = True
+        with self._answering() as accepted:
+            if accepted:
+                await self._resume()
+
+    async def _resume(self) -> None:
+        """Answer, and post, what an earlier run stored but did not finish, in its channel, oldest first."""
+        try:
+            pending = await self._pipeline().pending(CHANNEL, time.time() - RESUME_WINDOW_S, undelivered_too=True)
+            for turn_id, message in pending:
+                await self._resume_one(turn_id, message)
+            if pending:
+                log.info("discord: resumed %d messages stored before the restart", len(pending))
+        except Exception:
+            log.exception("discord: resuming the messages stored before the restart failed")
+
+    async def _resume_one(self, turn_id: int, message: Message) -> None:
+        channel_id = int(message.metadata.get("discord_channel_id", "0") or 0)
+        channel: Any = self.client.get_channel(channel_id)
+        if channel is None:
+            with self._send_failures_logged(f"finding channel {channel_id} to resume a message"):
+                channel = await self.client.fetch_channel(channel_id)
+        if channel is None or not isinstance(channel, discord.abc.Messageable):
+            log.warning("discord: cannot resume message %s: channel %s not found", message.client_message_id,
+                        channel_id)  # fmt: skip
+            return
+        exchange = await self._pipeline().exchange(message, stored_turn_id=turn_id)
+        if await self._pipeline().claim_delivery(exchange):
+            await self._pipeline().delivered(exchange, await self._send(channel, exchange, None))
 
     def _gateway_ended(self, task: asyncio.Task[None]) -> None:
         """discord.py reconnects by itself; the task ends only when Discord refuses the session for good
@@ -357,6 +396,7 @@ class DiscordConnector:
 
     async def handle_message(self, message: discord.Message) -> None:
         if not self.should_answer(message):
+            log.debug("discord: message %s in channel %s is not for the bot; ignored", message.id, message.channel.id)
             return
         with self._answering() as accepted:
             if accepted:
@@ -375,13 +415,14 @@ class DiscordConnector:
                     log.warning("discord: cannot show typing in channel %s (HTTP %s)", message.channel.id, err.status)
 
             exchange = await self._pipeline().exchange(incoming, on_stored=stored)
-            if exchange.repeated:
-                return  # already answered: a redelivered event must not post the answer twice
-            await self._send(message.channel, exchange, reference)
+            if not await self._pipeline().claim_delivery(exchange):
+                return  # answered and sent before: a redelivered event must not post the answer twice
+            await self._pipeline().delivered(exchange, await self._send(message.channel, exchange, reference))
 
     async def _send(
         self, channel: discord.abc.Messageable, exchange: Exchange, reference: discord.MessageReference | None
-    ) -> None:
+    ) -> bool:
+        """Post the reply's pieces in order; False when one could not be posted (the rest is not sent)."""
         pieces = reply_pieces(exchange.reply)
         view = self.build_view(exchange)
         for index, piece in enumerate(pieces):
@@ -395,7 +436,8 @@ class DiscordConnector:
                 await channel.send(piece, **options)
                 sent = True
             if not sent:
-                return  # the rest would read out of place without the piece that failed
+                return False  # the rest would read out of place without the piece that failed
+        return True
 
     async def handle_ask(self, interaction: discord.Interaction, question: str) -> None:
         await self._answer_interaction(interaction, question)
@@ -439,18 +481,21 @@ class DiscordConnector:
         acknowledging = asyncio.create_task(self._acknowledge(interaction))
         try:
             if suggestion is not None:
-                text = await self._pipeline().store.suggestion(*suggestion, CHANNEL) or text
+                # Looked up in this conversation only: a button's id can be crafted.
+                conversation = self.interaction_message(interaction, text).conversation_id
+                text = await self._pipeline().store.suggestion(*suggestion, conversation) or text
             exchange = await self._pipeline().exchange(self.interaction_message(interaction, text))
         finally:
             deferred = await acknowledging  # follow-ups need the acknowledgement
-        if exchange.repeated:
-            # Answered before (by an earlier run of the bot): take back only this run's "thinking…".
+        if not await self._pipeline().claim_delivery(exchange):
+            # Answered and sent before (by an earlier run of the bot): take back only this run's "thinking…".
             if deferred:
                 with self._send_failures_logged(f"withdrawing the acknowledgement of interaction {interaction.id}"):
                     await interaction.delete_original_response()
             return
         pieces = reply_pieces(exchange.reply, quote=text)
         view = self.build_view(exchange)
+        sent = False
         with self._send_failures_logged(f"answering interaction {interaction.id}"):
             for index, piece in enumerate(pieces):
                 last = index == len(pieces) - 1
@@ -459,6 +504,8 @@ class DiscordConnector:
                     allowed_mentions=NO_MENTIONS,
                     view=view if last and view is not None else discord.utils.MISSING,
                 )
+            sent = True
+        await self._pipeline().delivered(exchange, sent)
 
     async def _acknowledge(self, interaction: discord.Interaction) -> bool:
         """Show "thinking…" for the interaction; False when Discord did not take it (expired, already taken)."""

@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
@@ -20,15 +21,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.config import Config
-from bot.pipeline import Exchange, Pipeline
+from bot.pipeline import RESUME_WINDOW_S, ClientIdConflict, Exchange, Pipeline
 from bot.ratelimit import RateLimiter
-from bot.store import Turn
+from bot.store import MAX_TURN_ID, Turn
 from bot.types import Message, Reply
 
 log = logging.getLogger(__name__)
 
 CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9_-]{16,64}$"
-_MAX_TURN_ID = 2**63 - 1  # SQLite's largest integer: turn ids never exceed it
 _CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
 CLIENT_MESSAGE_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 CHANNEL = "web"
@@ -174,7 +174,10 @@ class WebChannel:
             message = Message(
                 conversation_id, CHANNEL, conversation_id, body.text, client_message_id=body.client_message_id
             )
-            exchange = await pipeline.exchange(message)
+            try:
+                exchange = await pipeline.exchange(message)
+            except ClientIdConflict as err:
+                return JSONResponse(status_code=409, content={"error": "conflict", "detail": str(err)})
             return {
                 "conversation_id": conversation_id,
                 "turn_id": exchange.bot_turn_id,
@@ -184,7 +187,7 @@ class WebChannel:
         @router.get("/api/conversations/{conversation_id}", response_model=HistoryResponse)
         async def history(
             conversation_id: Annotated[str, Field(pattern=CONVERSATION_ID_PATTERN)],
-            after: Annotated[int, Query(ge=0, le=_MAX_TURN_ID)] = 0,
+            after: Annotated[int, Query(ge=0, le=MAX_TURN_ID)] = 0,
         ) -> HistoryResponse:
             store = self._pipeline().store
             if await store.conversation(conversation_id) is None:
@@ -251,7 +254,11 @@ class WebChannel:
             await websocket.send_json({"type": "delta", "client_message_id": cmid, "text": text})
 
         message = Message(conversation_id, CHANNEL, conversation_id, frame.text, client_message_id=cmid)
-        exchange: Exchange = await pipeline.exchange(message, on_delta=delta, on_stored=stored)
+        try:
+            exchange: Exchange = await pipeline.exchange(message, on_delta=delta, on_stored=stored)
+        except ClientIdConflict as err:
+            await _send_error(websocket, "conflict", str(err), cmid)
+            return
         if exchange.repeated:
             await websocket.send_json({"type": "ack", "client_message_id": cmid, "turn_id": exchange.user_turn_id})
         await websocket.send_json({"type": "typing", "state": False})
@@ -263,6 +270,16 @@ class WebChannel:
                 **_reply_fields(exchange.reply),
             }
         )
+
+
+async def resume_web(pipeline: Pipeline) -> None:
+    """Answer what an earlier run stored but did not answer (it stopped first): the widget shows the reply
+    in the conversation's history, and a client retrying with its client_message_id gets it."""
+    pending = await pipeline.pending(CHANNEL, time.time() - RESUME_WINDOW_S, undelivered_too=False)
+    for turn_id, message in pending:
+        await pipeline.exchange(message, stored_turn_id=turn_id)
+    if pending:
+        log.info("web: answered %d messages stored before the restart", len(pending))
 
 
 def _valid_id(conversation_id: str) -> bool:

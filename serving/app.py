@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,7 +22,7 @@ from bot.config import Config
 from bot.embedding import Embedder
 from bot.pipeline import Pipeline, Responder
 from connectors.telegram import TelegramConnector, telegram_webhook_router
-from connectors.web import WebChannel
+from connectors.web import WebChannel, resume_web
 from serving.channels import RunningChannels, start_channels
 from serving.runtime import Bot, running_bot
 
@@ -45,11 +48,14 @@ def create_app(
             app.state.channels = await start_channels(
                 config, current_pipeline, os.environ if environ is None else environ
             )
+            resuming = asyncio.create_task(_resume_web(bot), name="resume web")
             try:
                 if on_ready is not None:
                     on_ready(bot)
                 yield
             finally:
+                resuming.cancel()
+                await asyncio.gather(resuming, return_exceptions=True)
                 await app.state.channels.stop()
 
     app = FastAPI(title=config.bot_name, lifespan=lifespan, docs_url="/docs", redoc_url=None)
@@ -69,6 +75,7 @@ def create_app(
         return {
             "status": "ok",
             "knowledge_records": len(bot.engine.index),
+            "knowledge": _knowledge_status(bot),
             "channels": channels.status(),
             "model": None
             if bot.model is None
@@ -105,30 +112,112 @@ def create_app(
     return app
 
 
+async def _resume_web(bot: Bot) -> None:
+    try:
+        await resume_web(bot.pipeline)
+    except Exception:
+        log.exception("web: answering the messages stored before the restart failed")
+
+
+def _knowledge_status(bot: Bot) -> dict[str, object]:
+    status = bot.engine.sync.status
+    return {
+        "syncs": status.syncs,
+        "last_sync_at": status.last_at,
+        "rejected": list(status.rejected),
+        "calibrating": bot.engine.index.calibrating,
+    }
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
-        for error in exc.errors():
-            if error.get("type") == "json_invalid":
-                reason = error.get("ctx", {}).get("error", "malformed JSON")
-                problems.append(f"request body is not valid JSON: {reason}")
-                continue
-            field = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
-            problems.append(f"{field}: {error.get('msg', 'invalid value')}")
-        return JSONResponse(
-            status_code=422,
-            content={"error": "invalid_request", "detail": "; ".join(problems), "problems": problems},
-        )
+        return _invalid_request(request, [_problem(request, error) for error in exc.errors()])
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        undecodable = _undecodable_body(request, exc)
+        if undecodable is not None:
+            return _invalid_request(request, [undecodable])
         return JSONResponse(status_code=exc.status_code, content={"error": "http_error", "detail": exc.detail})
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(status_code=500, content={"error": "internal_error", "detail": "something went wrong"})
+
+
+def _invalid_request(request: Request, problems: list[str]) -> JSONResponse:
+    """Every request refused for its body or fields: one 422 shape, and one log line (no traceback)."""
+    detail = "; ".join(problems)
+    log.info("invalid request on %s %s: %s", request.method, request.url.path, detail)
+    return JSONResponse(
+        status_code=422,
+        content={"error": "invalid_request", "detail": detail, "problems": problems},
+    )
+
+
+def _problem(request: Request, error: Mapping[str, Any]) -> str:
+    """One validation error in words; errors about the body as a whole say what the body should have been."""
+    if error.get("type") == "json_invalid":
+        reason = error.get("ctx", {}).get("error", "malformed JSON")
+        return f"request body is not valid JSON: {reason}"
+    if tuple(error.get("loc", ())) == ("body",):
+        value = error.get("input")
+        if error.get("type") == "missing":
+            return "request body is empty: send a JSON object"
+        if isinstance(value, bytes | bytearray):
+            # FastAPI decodes JSON only when the content type says it is JSON (application/json or */*+json).
+            content_type = request.headers.get("content-type")
+            got = f"got {content_type!r}" if content_type else "no Content-Type header was sent"
+            return f"request body must be sent with Content-Type: application/json ({got})"
+        if not isinstance(value, Mapping):
+            return f"request body must be a JSON object, not {_json_kind(value)}"
+    field = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+    return f"{field}: {error.get('msg', 'invalid value')}"
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
+
+
+def _undecodable_body(request: Request, exc: StarletteHTTPException) -> str | None:
+    """What is wrong with a JSON body that FastAPI could not decode, or None for any other HTTP error.
+
+    FastAPI turns a body it cannot decode into a bare 400 "There was an error parsing the body", raised
+    from the decoding error, before the endpoint runs; only a route that declares a body gets there.
+    JSON syntax errors never come this way (FastAPI reports them as validation errors). A client that
+    disconnected mid-body (ClientDisconnect) and routes that read the body themselves (the Telegram
+    webhook, say) keep their own responses.
+    """
+    route = request.scope.get("route")
+    if exc.status_code != 400 or getattr(route, "body_field", None) is None:
+        return None
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        # json.loads takes UTF-8, UTF-16 or UTF-32 (it tells them apart by the first bytes, BOM or not).
+        # A UTF-8 BOM is stripped before decoding: count the offset from the body's first byte all the same.
+        length = request.headers.get("content-length", "")
+        skipped = int(length) - len(cause.object) if length.isdigit() and int(length) >= len(cause.object) else 0
+        where = f"byte 0x{cause.object[cause.start]:02x} at offset {cause.start + skipped}"
+        return f"request body is not valid {cause.encoding.upper()} ({where}: {cause.reason})"
+    if isinstance(cause, RecursionError):
+        return "request body is nested too deeply"
+    if isinstance(cause, ValueError):
+        if "integer string conversion" in str(cause):
+            return f"request body has a number longer than {sys.get_int_max_str_digits()} digits"
+        return f"request body is not valid JSON: {str(cause).split(':')[0]}"
+    return None
 
 
 class BodySizeLimit:

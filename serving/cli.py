@@ -138,8 +138,9 @@ def chat(config: ConfigOption = Path("config.yml")) -> None:
 @kb_app.command("check")
 def kb_check(config: ConfigOption = Path("config.yml"), knowledge: KnowledgeOption = None) -> None:
     """Validate every knowledge file; report each problem with file, line and reason."""
+    from bot.knowledge.limits import MAX_TEXTS
     from bot.knowledge.loader import read_knowledge_dir, vet
-    from bot.knowledge.model import FaqEntry, OutOfScopeGroup, Passage
+    from bot.knowledge.model import FaqEntry, OutOfScopeGroup, Passage, texts_to_embed
     from bot.knowledge.names import NameTable
 
     settings = _config(config)
@@ -167,6 +168,8 @@ def kb_check(config: ConfigOption = Path("config.yml"), knowledge: KnowledgeOpti
             f"note: out-of-scope group {ignored.group!r} lists {ignored.name!r}, which the knowledge mentions:"
             " it declines nothing"
         )
+    texts = sum(texts_to_embed(item) for item in items)
+    typer.echo(f"{texts:,} texts to embed, of the {MAX_TEXTS:,} a knowledge base may have")
     if vetting.problems:
         typer.echo(f"{summary}; {len(vetting.problems)} problems in {len(vetting.rejected)} files", err=True)
         raise typer.Exit(1)

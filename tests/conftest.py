@@ -25,9 +25,52 @@ from bot.pipeline import Responder
 from serving.app import create_app
 from tests.model_server import ModelServer, RecordingProxy
 
+pytest_plugins = ["tests.telegram_fixtures"]
+
 REPO = Path(__file__).resolve().parent.parent
 DEMO_KNOWLEDGE = REPO / "knowledge"
 DEMO_CASES = REPO / "evals" / "demo-cases.csv"
+
+
+# -- parts a machine may lack: never skipped in silence, and a failure under CI=true ---------------------
+
+NEEDS_MARK = "needs"  # @pytest.mark.needs(part, present, how_to_enable)
+NOT_RUN = "not run: "  # how a skip for a missing part starts, so the summary can find it
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{NEEDS_MARK}(part, present, enable): the test needs a part of the machine")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers(NEEDS_MARK):
+        part, present, enable = mark.args
+        if present:
+            continue
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{part} is missing, and CI runs every test: {enable}", pytrace=False)
+        pytest.skip(f"{NOT_RUN}{part} is missing: {enable}")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End the run with one line per missing part: which tests did not run and how to enable them."""
+    terminalreporter = config.pluginmanager.get_plugin("terminalreporter")
+    if terminalreporter is None:
+        return
+    missing: dict[str, list[str]] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else ""
+        if reason.startswith("Skipped: "):
+            reason = reason.removeprefix("Skipped: ")
+        if reason.startswith(NOT_RUN):
+            missing.setdefault(reason.removeprefix(NOT_RUN), []).append(report.nodeid)
+    for reason, tests in missing.items():
+        files = sorted({nodeid.split("::")[0] for nodeid in tests})
+        terminalreporter.write_line(
+            f"NOT RUN: {len(tests)} tests in {', '.join(files)}, because {reason}", yellow=True, bold=True
+        )
 
 
 @pytest.fixture(scope="session")
@@ -154,9 +197,12 @@ def live_server(config: Config, embedder: Embedder) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny dialogue model, trained until every prompt shape the bot sends gives its verified reply."""
     from tests.tiny_model import build_tiny_model
 
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model", DEMO_KNOWLEDGE, REPO / "prompts")
+    out = tmp_path_factory.mktemp("tiny-model") / "model"
+    build_tiny_model(out, DEMO_KNOWLEDGE, REPO / "prompts")
+    return out.resolve()
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -27,6 +28,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 TRANSFORMERS_CLI = Path(sys.executable).parent / "transformers"
+_ANSWER_TEXT = re.compile(rb'"content":\s*"[^"]')  # an SSE chunk that carries a piece of the answer
 
 
 class ModelServer:
@@ -82,6 +84,8 @@ class ModelServer:
 class ProxyBehaviour:
     delay_first_byte_s: float = 0.0
     status: int | None = None  # answer with this HTTP error instead of forwarding
+    # Set: the stream is held after its first piece of answer text until the event is set.
+    hold_after_first_piece: threading.Event | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -117,9 +121,14 @@ class RecordingProxy:
         )
 
         async def relay() -> AsyncIterator[bytes]:
+            hold = behaviour.hold_after_first_piece
             try:
                 async for chunk in upstream.aiter_raw():
                     yield chunk
+                    if hold is not None and _ANSWER_TEXT.search(chunk):
+                        while not hold.is_set():  # a threading.Event: set from the test's thread
+                            await asyncio.sleep(0.01)
+                        hold = None
             finally:
                 await upstream.aclose()
                 await client.aclose()

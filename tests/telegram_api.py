@@ -33,6 +33,7 @@ class Call:
     method: str
     params: dict[str, Any]
     at: float
+    refused: bool = False  # answered with an error (scripted, or while sends are down)
 
 
 @dataclass
@@ -40,11 +41,13 @@ class FakeBotApi:
     token: str = "123456:TEST-TOKEN"
     calls: list[Call] = field(default_factory=list)
     scripted_send_failures: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    sends_down: bool = False  # every sendMessage answers 502 (Telegram unreachable) until set back
     webhook_refusal: str | None = None  # setWebhook answers 400 with this description, as the Bot API does
     port: int = 0
 
     def __post_init__(self) -> None:
         self._updates: list[dict[str, Any]] = []
+        self.confirmed_below = 0  # the highest offset a getUpdates call has confirmed
         self._next_update_id = 1000
         self._next_message_id = 1
         self._lock = threading.Lock()
@@ -89,7 +92,12 @@ class FakeBotApi:
         with self._lock:
             return [c for c in self.calls if c.method == method]
 
-    def wait_for(self, method: str, count: int, timeout: float = 20.0) -> list[Call]:
+    def delivered(self) -> list[Call]:
+        """sendMessage calls that were answered ok: the messages a customer sees."""
+        with self._lock:
+            return [c for c in self.calls if c.method == "sendMessage" and not c.refused]
+
+    def wait_for(self, method: str, count: int, timeout: float = 30.0) -> list[Call]:
         return wait_for_count(lambda: self.sent(method), count, timeout, f"{method} calls")
 
     # -- server -------------------------------------------------------------------------------------
@@ -118,14 +126,16 @@ class FakeBotApi:
     async def _handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         params = await _params(request)
+        call = Call(method, params, time.monotonic())
         with self._lock:
-            self.calls.append(Call(method, params, time.monotonic()))
+            self.calls.append(call)
         if request.match_info["token"] != self.token:
             return _json({"ok": False, "error_code": 401, "description": "Unauthorized"}, 401)
         handler = getattr(self, f"_m_{method}", None)
         if handler is None:
             return _json({"ok": False, "error_code": 404, "description": "Not Found: method not found"}, 404)
         response: web.Response = await handler(params)
+        call.refused = response.status >= 400
         return response
 
     async def _m_getMe(self, params: dict[str, Any]) -> web.Response:
@@ -142,9 +152,13 @@ class FakeBotApi:
     async def _m_getUpdates(self, params: dict[str, Any]) -> web.Response:
         offset = int(params.get("offset", 0) or 0)
         deadline = time.monotonic() + min(float(params.get("timeout", 0) or 0), 1.0)
+        with self._lock:
+            # As Telegram does: an offset confirms every update before it, and those are never sent again.
+            self._updates = [u for u in self._updates if u["update_id"] >= offset]
+            self.confirmed_below = max(self.confirmed_below, offset)
         while True:
             with self._lock:
-                pending = [u for u in self._updates if u["update_id"] >= offset]
+                pending = list(self._updates)
             if pending or time.monotonic() >= deadline:
                 return _ok(pending)
             await asyncio.sleep(0.02)
@@ -158,6 +172,9 @@ class FakeBotApi:
     async def _m_sendMessage(self, params: dict[str, Any]) -> web.Response:
         with self._lock:
             failure = self.scripted_send_failures.pop(0) if self.scripted_send_failures else None
+            if failure is None and self.sends_down:
+                failure = server_error()
+
             message_id = self._next_message_id
             self._next_message_id += 1
         if failure is not None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
 import pytest
 
 from bot.batching import QueryBatcher
 from bot.embedding import Embedder
+
+T = TypeVar("T")
 
 QUERIES = [
     "where is my parcel",
@@ -24,25 +27,42 @@ QUERIES = [
 ]
 
 
+def wait_until_queued(batcher: QueryBatcher[T], count: int) -> None:
+    """Until `count` callers wait in the batcher's queue (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while batcher.pending < count:
+        assert time.monotonic() < deadline, f"only {batcher.pending} of {count} callers queued"
+        time.sleep(0.01)
+
+
 def test_concurrent_queries_get_their_own_vectors_from_shared_batches(embedder: Embedder) -> None:
     expected = {q: embedder.embed([q])[0] for q in QUERIES}
-    batcher = QueryBatcher(lambda texts: list(embedder.embed(texts)))
+    first_batch: list[int] = []
+
+    def embed_many(texts: Sequence[str]) -> list[np.ndarray]:
+        if not first_batch:
+            # The first encode is held until every other caller has queued behind it, so they arrive
+            # together however the threads are scheduled.
+            first_batch.append(len(texts))
+            wait_until_queued(batcher, len(QUERIES) - len(texts))
+        return list(embedder.embed(texts))
+
+    batcher: QueryBatcher[np.ndarray] = QueryBatcher(embed_many)
     results: dict[str, np.ndarray] = {}
-    start = threading.Barrier(len(QUERIES))
 
     def ask(text: str) -> None:
-        start.wait()
         results[text] = batcher.run(text)
 
     threads = [threading.Thread(target=ask, args=(q,)) for q in QUERIES]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(30)
 
+    assert set(results) == set(QUERIES)
     for text, vector in results.items():
         assert np.allclose(vector, expected[text], atol=1e-4), text
-    assert batcher.batches < len(QUERIES)
+    assert batcher.batches == 2  # the first caller's encode, then everyone who queued meanwhile
 
 
 def test_callers_arriving_during_an_encode_go_together_in_the_next_batch() -> None:
@@ -54,7 +74,7 @@ def test_callers_arriving_during_an_encode_go_together_in_the_next_batch() -> No
         calls.append(list(texts))
         if len(calls) == 1:
             first_call_started.set()
-            release_first_call.wait(5)
+            release_first_call.wait(30)
         return [float(len(t)) for t in texts]
 
     batcher = QueryBatcher(encode_many)
@@ -65,14 +85,14 @@ def test_callers_arriving_during_an_encode_go_together_in_the_next_batch() -> No
 
     first = threading.Thread(target=ask, args=("a",))
     first.start()
-    assert first_call_started.wait(5)
+    assert first_call_started.wait(30)
     others = [threading.Thread(target=ask, args=("b" * n,)) for n in range(2, 7)]
     for thread in others:
         thread.start()
-    time.sleep(0.2)  # let them queue behind the running encode
+    wait_until_queued(batcher, 5)  # all five behind the running encode
     release_first_call.set()
     for thread in [first, *others]:
-        thread.join(5)
+        thread.join(30)
 
     assert calls[0] == ["a"]
     assert sorted(calls[1], key=len) == ["b" * n for n in range(2, 7)]

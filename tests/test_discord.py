@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import itertools
 import json
+import logging
 import re
 import shutil
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any, TypeVar
 import discord
 import pytest
 import yaml
+import yarl
 from aiohttp import WSMsgType, web
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
@@ -35,10 +37,10 @@ from bot.embedding import Embedder
 from bot.pipeline import DeltaSink, KnowledgeResponder, Pipeline
 from bot.policy import Decision
 from bot.types import AnsweredBy, Message, Reply
+from connectors import discord_channel
 from connectors.base import ChannelError
 from connectors.discord_channel import (
     MESSAGE_LIMIT,
-    STOP_GRACE_SECONDS,
     SUGGESTION_TEMPLATE,
     DiscordConnector,
     discord_connector,
@@ -428,6 +430,31 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=json.dumps(data).encode(), headers={"Content-Type": "application/json"})
 
 
+class _Recorder(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__(logging.DEBUG)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def recorded_logs(name: str) -> Iterator[list[logging.LogRecord]]:
+    """The records logger `name` emits at INFO and above meanwhile (pytest's caplog exists per test only,
+    and the module's connector starts once)."""
+    records: list[logging.LogRecord] = []
+    logger, handler = logging.getLogger(name), _Recorder(records)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 class HoldingResponder:
     """The real knowledge responder; a test can hold back answers in chosen conversations (a slow answer)."""
 
@@ -456,7 +483,7 @@ class Harness:
         self.bot: Bot
         self.connector: DiscordConnector
         self.responder: HoldingResponder
-        self.start_seconds = 0.0
+        self.start_log: list[logging.LogRecord] = []  # what the connector logged while starting
         self._lifetime: concurrent.futures.Future[None] | None = None
         self._stop: asyncio.Event | None = None
         self._users = itertools.count(1400000000000000001)
@@ -529,9 +556,10 @@ class Harness:
             async with running_bot(self.config, self.embedder, responder=self.responder) as bot:
                 self.bot = bot
                 self.connector = self.new_connector(lambda: bot.pipeline)
-                began = time.monotonic()
-                await self.connector.start()
-                self.start_seconds = time.monotonic() - began
+                with recorded_logs("connectors.discord_channel") as self.start_log, pytest.MonkeyPatch.context() as mp:
+                    # How long start() waits for the gateway: generous, for a busy machine.
+                    mp.setattr(discord_channel, "READY_TIMEOUT_SECONDS", 60.0)
+                    await self.connector.start()
                 try:
                     started.set_result(None)
                     await self._stop.wait()
@@ -542,12 +570,19 @@ class Harness:
                 started.set_exception(err)
             raise
 
-    def new_connector(self, pipeline: Callable[[], Pipeline], token: str = TOKEN) -> DiscordConnector:
+    def new_connector(
+        self, pipeline: Callable[[], Pipeline], token: str = TOKEN, host: str = "127.0.0.1"
+    ) -> DiscordConnector:
+        """A connector for the fake Discord; another `host` ("localhost") reaches the same server by another
+        name, so that its endpoints can be told apart from the running connector's."""
+        settings = self.config.channels.discord
+        if host != "127.0.0.1":
+            settings = settings.model_copy(update={"api_base": self.fake.api_base.replace("127.0.0.1", host)})
         return discord_connector(
             pipeline,
-            self.config.channels.discord,
+            settings,
             {"DISCORD_BOT_TOKEN": token},
-            gateway_url=self.fake.gateway_url,
+            gateway_url=self.fake.gateway_url.replace("127.0.0.1", host),
         )
 
     # -- synthetic users and events -------------------------------------------------------------------
@@ -726,10 +761,13 @@ def test_start_logs_in_connects_the_gateway_and_publishes_ask(harness: Harness) 
     assert ask["name"] == "ask" and ask["type"] == 1
     assert [(o["name"], o["type"], o["required"]) for o in ask["options"]] == [("question", 3, True)]
     assert harness.connector.client.user is not None and harness.connector.client.user.id == BOT_ID
-    assert harness.start_seconds < 5  # start() returned once the gateway said READY, not after a timeout
+    # start() returned once the gateway accepted the session, not after READY_TIMEOUT_SECONDS.
+    said = [r.getMessage() for r in harness.start_log]
+    assert any(m.startswith(f"discord: connected as northwind-support (id {BOT_ID})") for m in said), said
+    assert not any("logged in, still connecting to the gateway" in m for m in said), said
     # The gateway keeps running in the background: the server's GUILD_CREATE arrives and the client gets ready.
     client = harness.connector.client
-    harness.call(asyncio.wait_for(client.wait_until_ready(), 10))
+    harness.call(asyncio.wait_for(client.wait_until_ready(), 30), timeout=35)
     assert [g.id for g in client.guilds] == [GUILD_ID]
 
 
@@ -786,7 +824,8 @@ def test_a_mention_in_an_allowed_channel_is_answered_as_a_reply(harness: Harness
     assert harness.turns(f"discord:{ALLOWED_CHANNEL}:{user}")[0][:2] == ("user", "How can I track my order?")
 
 
-def test_what_the_bot_must_not_answer_is_ignored(harness: Harness) -> None:
+def test_what_the_bot_must_not_answer_is_ignored(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="connectors.discord_channel")
     user, other_bot = harness.new_user(), harness.new_user()
     ignored = {
         "no mention": harness.guild_message(user, "How can I track my order?", ALLOWED_CHANNEL, mention=False),
@@ -806,19 +845,24 @@ def test_what_the_bot_must_not_answer_is_ignored(harness: Harness) -> None:
     for payload in ignored.values():
         harness.send("MESSAGE_CREATE", payload)
 
-    # Ignored events return at once; a direct message sent after them takes many steps to answer, so
-    # when its answer is out, any answer to the ignored ones would be out too.
-    probe_user = harness.new_user()
-    harness.send("MESSAGE_CREATE", harness.dm(probe_user, "hello"))
-    harness.fake.wait_for(harness.posts_to(harness.dm_channel(probe_user)))
+    # Every one of them reached the connector and was turned down (its handler has returned by then).
     ids = {p["id"] for p in ignored.values()}
+
+    def turned_down() -> list[str]:
+        said = [r.getMessage() for r in caplog.records if r.name == "connectors.discord_channel"]
+        return [i for i in ids if any(m.startswith(f"discord: message {i} ") and m.endswith("; ignored") for m in said)]
+
+    wait_for_count(turned_down, len(ids), 30, "ignored messages")
     answered = harness.fake.recorded(
         lambda c: isinstance(c.body, dict) and str(c.body.get("message_reference", {}).get("message_id")) in ids
     )
     assert answered == []
     assert harness.fake.recorded(harness.posts_to(OTHER_CHANNEL)) == []
     assert harness.fake.recorded(harness.posts_to(harness.dm_channel(user))) == []
+    assert harness.fake.recorded(harness.posts_to(harness.dm_channel(other_bot))) == []
     assert harness.fake.recorded(harness.typing_in(OTHER_CHANNEL)) == []
+    assert harness.fake.recorded(harness.typing_in(harness.dm_channel(user))) == []
+    assert harness.fake.recorded(harness.typing_in(harness.dm_channel(other_bot))) == []
     for conversation in (
         f"discord:{ALLOWED_CHANNEL}:{user}",
         f"discord:{OTHER_CHANNEL}:{user}",
@@ -980,14 +1024,23 @@ def test_a_missing_token_is_a_channel_error_naming_discord(harness: Harness) -> 
             discord_connector(lambda: harness.bot.pipeline, DiscordSettings(enabled=True), environ)
 
 
+def running_endpoints(harness: Harness) -> tuple[str, yarl.URL]:
+    """Where discord.py is pointed while the module's connector runs."""
+    return harness.fake.api_base, yarl.URL(harness.fake.gateway_url)
+
+
 def test_a_rejected_token_is_a_channel_error_naming_discord(harness: Harness) -> None:
-    rejected = harness.new_connector(lambda: harness.bot.pipeline, token="not-the-token")
+    rejected = harness.new_connector(lambda: harness.bot.pipeline, token="not-the-token", host="localhost")
     with pytest.raises(ChannelError, match=r"^discord: the token was rejected \(401\)") as raised:
         harness.call(rejected.start())
     assert "not-the-token" not in str(raised.value)
-    # The failed connector gave back what it changed; the running one still talks to the loopback server.
-    assert harness.fake.api_base == Route.BASE
-    assert harness.call(rejected.stop()) is None  # stopping again is harmless
+    # It was pointed at the fake as "localhost": it gave back what it changed, and the running connector
+    # still talks to the loopback server as 127.0.0.1.
+    assert harness.fake.recorded(lambda c: c.authorization == "Bot not-the-token")  # it did reach the fake
+    assert running_endpoints(harness) == (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
+    harness.call(rejected.stop())  # stopping again is harmless: it does not raise, and changes nothing
+    assert running_endpoints(harness) == (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
+    assert rejected.client.is_closed()
 
 
 @pytest.mark.parametrize(
@@ -999,10 +1052,11 @@ def test_a_rejected_token_is_a_channel_error_naming_discord(harness: Harness) ->
 )
 def test_a_gateway_that_refuses_the_session_is_a_channel_error(harness: Harness, close_code: int, says: str) -> None:
     harness.fake.reject_next_identify = close_code
-    refused = harness.new_connector(lambda: harness.bot.pipeline)
+    refused = harness.new_connector(lambda: harness.bot.pipeline, host="localhost")
     with pytest.raises(ChannelError, match=says):
         harness.call(refused.start())
-    assert refused.client.is_closed() and harness.fake.api_base == Route.BASE
+    assert refused.client.is_closed()
+    assert running_endpoints(harness) == (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
     # The running connector is unaffected.
     user = harness.new_user()
     harness.send("MESSAGE_CREATE", harness.dm(user, "How can I track my order?"))
@@ -1016,8 +1070,12 @@ def own_harness(tmp_path: Path, embedder: Embedder, demo_index_template: Path) -
         yield running
 
 
-def test_stopping_sends_the_answers_in_progress_before_closing(own_harness: Harness) -> None:
+def test_stopping_sends_the_answers_in_progress_before_closing(
+    own_harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     harness = own_harness
+    # The grace period bounds how long stop() waits for the held answer: generous, for a busy machine.
+    monkeypatch.setattr(discord_channel, "STOP_GRACE_SECONDS", 60.0)
     slow, meanwhile = harness.new_user(), harness.new_user()
     gate = harness.hold(f"discord:dm:{slow}")
     harness.send("MESSAGE_CREATE", harness.dm(slow, "How can I track my order?"))
@@ -1028,7 +1086,7 @@ def test_stopping_sends_the_answers_in_progress_before_closing(own_harness: Harn
     harness.fake.wait_for(harness.posts_to(harness.dm_channel(meanwhile)))
     assert not stopping.done()
     harness.release(gate)
-    stopping.result(STOP_GRACE_SECONDS + 5)
+    stopping.result(90)
     (answer,) = harness.fake.recorded(harness.posts_to(harness.dm_channel(slow)))
     assert TRACK_ORDER_ANSWER in answer.body["content"]
     assert harness.connector.client.is_closed() and harness.connector.failure is None
@@ -1040,7 +1098,7 @@ def test_a_session_discord_ends_after_start_shows_as_failed_in_health(own_harnes
     assert channels.status() == {"running": ["discord"], "failed": {}}
     # Discord ends the session for good when the bot's token is reset; discord.py then stops reconnecting.
     harness.call(harness.fake.end_session(4004, b"Authentication failed."))
-    wait_for_count(lambda: [harness.connector.failure] if harness.connector.failure else [], 1, 20, "a failure")
+    wait_for_count(lambda: [harness.connector.failure] if harness.connector.failure else [], 1, 30, "a failure")
     status = channels.status()
     assert status["running"] == []
     assert status["failed"] == {"discord": harness.connector.failure}

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from bot.embedding import Embedder
 from bot.index import KnowledgeIndex
@@ -200,3 +205,73 @@ def test_a_passage_is_found_by_the_questions_operators_give_it(tmp_path: Path, e
     item_id, body = top(index, embedder, message)
     assert item_id == "returns#bundles"
     assert body == "Products sold together as a bundle are refunded only as a complete bundle."
+
+
+SMALL = "".join(
+    f"- id: topic-{n}\n  question: How does {topic} work?\n  alternates:\n"
+    f"    - Tell me about {topic}\n    - I have a question on {topic}\n    - Where do I read up on {topic}?\n"
+    f"  answer: {topic.capitalize()} is explained on our help pages. Write to us if anything is unclear.\n"
+    for n, topic in enumerate(
+        [
+            "gift cards",
+            "store pickup",
+            "price matching",
+            "loyalty points",
+            "repairs",
+            "rentals",
+            "newsletters",
+            "student discounts",
+            "bulk orders",
+        ]
+    )
+)
+
+
+def big_faq(entries: int, sentences: int) -> str:
+    """Many entries whose answers have many sentences: long to embed when calibrating."""
+    return "".join(
+        f"- id: rule-{n}\n  question: What does handbook rule {n} say?\n  answer: "
+        + " ".join(f"Rule {n} clause {s} covers warehouse case number {n * sentences + s}." for s in range(sentences))
+        + "\n"
+        for n in range(entries)
+    )
+
+
+def test_a_newer_sync_stops_a_superseded_background_calibration_and_its_own_result_is_served(
+    tmp_path: Path, embedder: Embedder, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.index")
+
+    def logged(text: str) -> int:
+        return sum(text in record.getMessage() for record in caplog.records)
+
+    def wait_for(condition: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 120  # generous: this proves what happens, not how fast
+        while not condition():
+            assert time.monotonic() < deadline, f"{what}: not within 120s"
+            time.sleep(0.02)
+
+    kb, index = synced_index(tmp_path, embedder, {"small.yml": SMALL})
+    assert index.calibration.calibrated and logged("answer selection calibrated") == 1
+
+    # A big file arrives (a live edit): its calibration must embed 4,000 answer sentences first.
+    (kb / "big.yml").write_text(big_faq(500, 8))
+    embedded_before = embedder.texts_embedded
+    index.sync(read_knowledge_dir(kb), calibrate_in_background=True)
+    wait_for(lambda: logged("calibrating answer selection") == 2, "the big file's calibration to start")
+
+    # It is deleted again, and another answer edited, while that calibration runs.
+    (kb / "big.yml").unlink()
+    (kb / "small.yml").write_text(SMALL.replace("Write to us", "Call us"))
+    index.sync(read_knowledge_dir(kb), calibrate_in_background=True)
+    wait_for(lambda: logged("calibration stopped: superseded by a newer sync") == 1, "the old calibration to stop")
+    wait_for(lambda: logged("answer selection calibrated") == 2, "the new calibration")
+    index.close()
+    # Stopped early: the big file's questions were embedded, but nowhere near all its answer sentences.
+    assert embedder.texts_embedded - embedded_before < 500 + 4000
+
+    # What is served is the new content's calibration, and it is what the index stored for that content.
+    shutil.copytree(tmp_path / "chroma", tmp_path / "restarted")
+    reopened = open_index(tmp_path / "restarted", embedder)
+    stored = reopened.sync(read_knowledge_dir(kb), calibrate_in_background=True).calibration
+    assert stored is not None and stored == index.calibration and stored.calibrated

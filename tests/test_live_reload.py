@@ -1,10 +1,17 @@
-"""While serving, an operator's edit answers from the new content within 2 seconds; a broken edit is not applied."""
+"""While serving, an operator's edit is answered from the new content; a broken edit is not applied.
+
+These tests prove that edits are applied, not how fast: each waits (up to EDIT_APPLIED_S, generous for a
+busy machine) for the new answer, or for /health to report the sync that read a broken file. How fast an
+edit is served is a product promise, measured on a quiet machine by bench/live_edit.py.
+"""
 
 from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bot.config import Config
 from bot.embedding import Embedder
@@ -28,44 +35,72 @@ VISITS = """\
 """
 
 
+EDIT_APPLIED_S = 60.0
+
+
 def ask(server: LiveServer, text: str) -> dict[str, object]:
     with server.client() as client:
         return client.post("/api/chat", json={"text": text}).json()  # type: ignore[no-any-return]
 
 
-def wait_for(condition: object, timeout: float) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if condition():  # type: ignore[operator]
-            return time.monotonic() - started
+def knowledge_status(server: LiveServer) -> dict[str, Any]:
+    with server.client() as client:
+        return client.get("/health").json()["knowledge"]  # type: ignore[no-any-return]
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = EDIT_APPLIED_S) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
         time.sleep(0.05)
-    raise AssertionError(f"not within {timeout}s")
+    raise AssertionError(f"{what}: not within {timeout}s")
+
+
+def wait_for_rejection(server: LiveServer, syncs_before: int, needle: str) -> list[str]:
+    """Wait for a sync after `syncs_before` that did not apply a file; its problems, as /health lists them."""
+
+    def rejected() -> bool:
+        status = knowledge_status(server)
+        return status["syncs"] > syncs_before and any(needle in problem for problem in status["rejected"])
+
+    wait_for(rejected, f"a sync rejecting {needle}")
+    return list(knowledge_status(server)["rejected"])
+
+
+def answers_with(server: LiveServer, question: str, item_id: str) -> bool:
+    reply = ask(server, question)
+    return reply["answered_by"] == "knowledge" and [c["id"] for c in reply["citations"]] == [item_id]  # type: ignore[attr-defined]
 
 
 def test_edits_apply_live_and_broken_edits_keep_the_last_good_version(
     config: Config, embedder: Embedder, knowledge_dir: Path
 ) -> None:
     with LiveServer(config, embedder, watch=True) as server:
-        time.sleep(0.3)  # let the watcher start
+        assert not answers_with(server, "are dogs allowed in the shop?", "dog-friendly-stores")
         # A new file.
         (knowledge_dir / "faq" / "stores-dogs.yml").write_text(NEW_FAQ)
-        elapsed = wait_for(
+        wait_for(
             lambda: (
                 ask(server, "are dogs allowed in the shop?")["reply"]
                 == "Well-behaved dogs on a lead are welcome in all our stores."
             ),
-            2.0,
+            "the new file answered",
         )
-        assert elapsed < 2.0
+        assert answers_with(server, "are dogs allowed in the shop?", "dog-friendly-stores")
 
         # An edit to the answer.
         (knowledge_dir / "faq" / "stores-dogs.yml").write_text(NEW_FAQ.replace("all our stores", "our Berlin store"))
-        wait_for(lambda: "Berlin" in str(ask(server, "are dogs allowed in the shop?")["reply"]), 2.0)
+        wait_for(lambda: "Berlin" in str(ask(server, "are dogs allowed in the shop?")["reply"]), "the edit answered")
 
-        # A broken edit: the last good version stays served.
+        # A broken edit: once a sync has read it (and /health names its problem), the last good version
+        # is still the one served.
+        syncs = knowledge_status(server)["syncs"]
         (knowledge_dir / "faq" / "stores-dogs.yml").write_text(NEW_FAQ.replace("  answer:", "  answr:"))
-        time.sleep(1.0)
+        problems = wait_for_rejection(server, syncs, "faq/stores-dogs.yml")
+        assert any("answer" in problem for problem in problems), problems
         assert "Berlin" in str(ask(server, "are dogs allowed in the shop?")["reply"])
+        assert answers_with(server, "are dogs allowed in the shop?", "dog-friendly-stores")
 
         # Removing the file removes the entry.
         (knowledge_dir / "faq" / "stores-dogs.yml").unlink()
@@ -74,7 +109,8 @@ def test_edits_apply_live_and_broken_edits_keep_the_last_good_version(
             citations = ask(server, "are dogs allowed in the shop?")["citations"]
             return not any(c["id"] == "dog-friendly-stores" for c in citations)  # type: ignore[attr-defined]
 
-        wait_for(entry_gone, 2.0)
+        wait_for(entry_gone, "the removed file no longer answered")
+        assert knowledge_status(server)["rejected"] == []  # the broken file went with it
 
         # A new group of messages to decline, in a folder of its own, listing a question answered until
         # now (as an operator does from `bot review`): it is declined with the group's reply at once,
@@ -83,7 +119,10 @@ def test_edits_apply_live_and_broken_edits_keep_the_last_good_version(
         assert ask(server, question)["answered_by"] == "knowledge"
         (knowledge_dir / "visits").mkdir()
         (knowledge_dir / "visits" / "out_of_scope.yml").write_text(VISITS)
-        wait_for(lambda: str(ask(server, question)["reply"]).startswith("Our warehouse does not take visitors."), 2.0)
+        wait_for(
+            lambda: str(ask(server, question)["reply"]).startswith("Our warehouse does not take visitors."),
+            "the new out-of-scope group declined",
+        )
         declined = ask(server, question)
         assert declined["answered_by"] == "fallback" and declined["citations"] == [] and not declined["handoff"]
 
@@ -92,24 +131,28 @@ def test_live_reload_survives_an_undecodable_file_name_and_a_swapped_directory(
     config: Config, embedder: Embedder, knowledge_dir: Path
 ) -> None:
     with LiveServer(config, embedder, watch=True) as server:
-        time.sleep(0.3)  # let the watcher start
-        # A file whose name is not UTF-8 (Latin-1 "café"): the watcher cannot decode it.
-        (knowledge_dir / "faq" / "caf\udce9.yml").write_bytes(NEW_FAQ.encode())
-        time.sleep(1.0)
-        reply = ask(server, "How do I track my order?")
-        assert reply["answered_by"] == "knowledge" and reply["citations"]
-        # Edits still apply; the badly named file is not (it could not be cited).
+        # A file whose name is not UTF-8 (Latin-1 "café"): the watcher cannot decode it, so an edit after it
+        # shows that watching goes on. The sync that applies that edit names the file it could not apply
+        # (an answer from it could not be cited) and serves everything else.
+        (knowledge_dir / "faq" / "caf\udce9.yml").write_bytes(NEW_FAQ.replace("dog-friendly", "cafe-dogs").encode())
         (knowledge_dir / "faq" / "stores-dogs.yml").write_text(NEW_FAQ)
-        wait_for(lambda: "Well-behaved dogs" in str(ask(server, "are dogs allowed in the shop?")["reply"]), 2.0)
+        wait_for(
+            lambda: "Well-behaved dogs" in str(ask(server, "are dogs allowed in the shop?")["reply"]),
+            "an edit after the undecodable name answered",
+        )
+        problems = knowledge_status(server)["rejected"]
+        assert any(p.startswith("faq/caf") and "file name is not UTF-8" in p for p in problems), problems
+        assert answers_with(server, "are dogs allowed in the shop?", "dog-friendly-stores")  # not cafe-dogs
+        assert answers_with(server, "How do I track my order?", "track-order")
 
         # Deployed by swapping folders: the old one moves away, a new copy takes its place.
         knowledge_dir.rename(knowledge_dir.with_name("knowledge.old"))
         shutil.copytree(knowledge_dir.with_name("knowledge.old"), knowledge_dir)
         (knowledge_dir / "faq" / "stores-dogs.yml").write_text(NEW_FAQ.replace("all our stores", "our Berlin store"))
-        wait_for(lambda: "Berlin" in str(ask(server, "are dogs allowed in the shop?")["reply"]), 3.0)
+        wait_for(lambda: "Berlin" in str(ask(server, "are dogs allowed in the shop?")["reply"]), "the swapped folder")
         # And it goes on watching the new folder.
         (knowledge_dir / "faq" / "stores-dogs.yml").write_text(NEW_FAQ.replace("all our stores", "our Oslo store"))
-        wait_for(lambda: "Oslo" in str(ask(server, "are dogs allowed in the shop?")["reply"]), 2.0)
+        wait_for(lambda: "Oslo" in str(ask(server, "are dogs allowed in the shop?")["reply"]), "an edit in the new one")
 
 
 def test_a_new_folder_is_served_even_when_its_files_land_before_the_watch_on_it(
@@ -118,9 +161,11 @@ def test_a_new_folder_is_served_even_when_its_files_land_before_the_watch_on_it(
     # A script (or `cp -r`) creates a folder and writes its files within microseconds, before the watcher
     # has started watching the folder: then only the folder's own creation is reported.
     with LiveServer(config, embedder, watch=True) as server:
-        time.sleep(0.3)  # let the watcher start
         for n, city in enumerate(("Berlin", "Oslo", "Lyon", "Turin")):
             (knowledge_dir / f"topic-{n}").mkdir()
             faq = NEW_FAQ.replace("all our stores", f"our {city} store").replace("dog-friendly", f"dogs-{n}")
             (knowledge_dir / f"topic-{n}" / "dogs.yml").write_text(faq.replace("the shop", f"the {city} shop"))
-            wait_for(lambda city=city: city in str(ask(server, f"are dogs allowed in the {city} shop?")["reply"]), 2.0)
+            wait_for(
+                lambda city=city: city in str(ask(server, f"are dogs allowed in the {city} shop?")["reply"]),  # type: ignore[misc]
+                f"the new folder topic-{n}",
+            )

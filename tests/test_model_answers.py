@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from serving.runtime import build_engine
 from tests.conftest import ConfigFactory, LiveServer, free_port
 from tests.model_server import ModelServer, RecordingProxy
 from tests.polling import wait_for_count
-from tests.tiny_model import CITED_ANSWER, TRIGGER, UNCITED_ANSWER
+from tests.tiny_model import CITED_ANSWER, CLARIFY_ANSWER, HANDOFF_ANSWER, SUMMARY_ANSWER, TRIGGER
 
 RETURNS_QUESTION = "How long do I have to return something?"
 RETURNS_ANSWER_START = "You can return most items within 30 days of delivery"
@@ -130,20 +131,27 @@ def test_customer_and_knowledge_text_cannot_break_out_of_their_sections(
 
 
 def test_model_pieces_stream_into_the_widget_channel_before_the_final_reply(
-    write_config: ConfigFactory, llm_settings: dict[str, object], embedder: Embedder
+    write_config: ConfigFactory, llm_settings: dict[str, object], model_proxy: RecordingProxy, embedder: Embedder
 ) -> None:
+    # The proxy holds the model's stream after its first piece: that piece must reach the widget while the
+    # rest of the answer has not even left the model server.
+    release = threading.Event()
+    model_proxy.behaviour.hold_after_first_piece = release
     config = load_config(model_server_config(write_config, llm_settings))
-    with LiveServer(config, embedder) as server, connect(server.ws_url, open_timeout=10) as ws:
-        json.loads(ws.recv(timeout=10))  # ready
+    with LiveServer(config, embedder) as server, connect(server.ws_url, open_timeout=30) as ws:
+        json.loads(ws.recv(timeout=30))  # ready
         ws.send(json.dumps({"type": "message", "text": RETURNS_QUESTION, "client_message_id": "m1"}))
         frames: list[dict[str, Any]] = []
-        while not frames or frames[-1]["type"] != "reply":
+        while not frames or frames[-1]["type"] != "delta":
+            frames.append(json.loads(ws.recv(timeout=30)))
+        assert all(f["type"] != "reply" for f in frames)  # a piece arrived while the answer was held
+        release.set()
+        while frames[-1]["type"] != "reply":
             frames.append(json.loads(ws.recv(timeout=30)))
 
     deltas = [f["text"] for f in frames if f["type"] == "delta"]
     assert len(deltas) > 3  # token by token, not one block
     assert "".join(deltas).strip() == CITED_ANSWER
-    assert frames.index(next(f for f in frames if f["type"] == "delta")) < len(frames) - 1
     reply = frames[-1]
     assert reply["answered_by"] == "llm" and reply["reply"] == CITED_ANSWER.replace(" [1]", "")
 
@@ -169,7 +177,7 @@ def test_follow_up_question_is_read_with_the_conversation_so_far(
     ("condition", "delay", "status"),
     [("slow", 5.0, None), ("erroring", 0.0, 500)],
 )
-def test_a_slow_or_failing_model_gives_the_knowledge_answer_within_the_budget(
+def test_a_slow_or_failing_model_gives_the_knowledge_answer(
     write_config: ConfigFactory,
     llm_settings: dict[str, object],
     model_proxy: RecordingProxy,
@@ -183,14 +191,15 @@ def test_a_slow_or_failing_model_gives_the_knowledge_answer_within_the_budget(
     model_proxy.behaviour.status = status
     config = load_config(model_server_config(write_config, llm_settings, first_token_timeout_s=0.8))
     with caplog.at_level(logging.WARNING), LiveServer(config, embedder) as server:
-        started = time.monotonic()
         reply = chat(server, RETURNS_QUESTION)
-        elapsed = time.monotonic() - started
 
     assert reply["answered_by"] == "knowledge", condition
     assert str(reply["reply"]).startswith(RETURNS_ANSWER_START)
-    assert elapsed < 3.0, f"{condition}: the customer waited {elapsed:.1f}s"
-    assert "answered without the model (model_unavailable)" in caplog.text
+    assert len(model_proxy.requests) == 1
+    # Why the model was not used: the first-token deadline, or the server's error (how fast the knowledge
+    # answer comes is measured by bench/llm_overhead.py, not here).
+    why = "first token not received within 0.8s" if condition == "slow" else "OpenAIAPIError: Error code: 500"
+    assert f"answered without the model (model_unavailable): {why}" in caplog.text, caplog.text
     assert "Traceback" not in str(reply["reply"])
 
 
@@ -218,7 +227,11 @@ def test_circuit_opens_after_repeated_failures_and_closes_when_the_model_recover
 
 
 def test_model_server_killed_mid_conversation_then_restarted(
-    write_config: ConfigFactory, tiny_model_dir: Path, embedder: Embedder, tmp_path: Path
+    write_config: ConfigFactory,
+    tiny_model_dir: Path,
+    embedder: Embedder,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     server = ModelServer(tiny_model_dir, free_port(), tmp_path / "serve.log")
     server.start()
@@ -231,10 +244,14 @@ def test_model_server_killed_mid_conversation_then_restarted(
             assert first["answered_by"] == "llm"
 
             server.kill()  # a crash: SIGKILL, no goodbye
-            started = time.monotonic()
-            during = chat(bot, RETURNS_QUESTION, conversation)
-            assert during["answered_by"] == "knowledge" and time.monotonic() - started < 3.0
-            assert chat(bot, RETURNS_QUESTION, conversation)["answered_by"] == "knowledge"  # circuit open
+            with caplog.at_level(logging.WARNING, logger="bot.llm.responder"):
+                during = chat(bot, RETURNS_QUESTION, conversation)
+            assert during["answered_by"] == "knowledge"
+            assert "answered without the model (model_unavailable): OpenAIConnectionError" in caplog.text, caplog.text
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="bot.llm.responder"):
+                assert chat(bot, RETURNS_QUESTION, conversation)["answered_by"] == "knowledge"
+            assert "answered without the model (model_unavailable): circuit open" in caplog.text, caplog.text
 
             server.start()
             time.sleep(1.1)  # past the breaker's reset time
@@ -261,8 +278,9 @@ def test_handoff_with_a_model_stores_a_summary_for_the_agent(
                 rows = db.execute("SELECT handoff_summary FROM conversations WHERE id = ?", (conversation,))
                 return [row[0] for row in rows if row[0]]
 
-        summary = wait_for_count(stored_summaries, 1, 20, "stored handoff summaries")[0]
-    assert summary in (CITED_ANSWER, UNCITED_ANSWER)  # the tiny model's words, stored: the flow, not the wording
+        summary = wait_for_count(stored_summaries, 1, 60, "stored handoff summaries")[0]
+    assert reply["answered_by"] == "llm" and reply["reply"] == HANDOFF_ANSWER  # the model's handoff note
+    assert summary == SUMMARY_ANSWER  # what the tiny model says to the summary prompt, stored for the agent
     summary_request = next(r for r in model_proxy.requests if "Summarise" in r["messages"][-1]["content"])
     transcript = summary_request["messages"][-1]["content"]
     assert f"Customer: {RETURNS_QUESTION}" in transcript and "Customer: I want to talk to a person" in transcript
@@ -280,7 +298,7 @@ def test_a_near_miss_gets_a_clarifying_question_and_a_far_miss_or_out_of_scope_m
         far = chat(server, "what is love")  # far from every topic
         declined = chat(server, "tell me a joke")  # like an example in knowledge/out_of_scope.yml
 
-    assert near["answered_by"] == "llm"
+    assert near["answered_by"] == "llm" and near["reply"] == CLARIFY_ANSWER
     clarify_prompt = model_proxy.requests[0]["messages"][-1]["content"]
     assert "<customer_message>\nI need help with a package\n</customer_message>" in clarify_prompt
     options = [line[2:] for line in clarify_prompt.splitlines() if line.startswith("- ")]

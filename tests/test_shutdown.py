@@ -2,51 +2,41 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
-import httpx
+import psutil
 
-from tests.conftest import REPO, ConfigFactory, free_port
+from tests.botprocess import BotProcess, wait_until
+from tests.conftest import ConfigFactory, free_port
 from tests.test_live_reload import NEW_FAQ
-
-BOT = REPO / ".venv" / "bin" / "bot"
 
 
 def test_serve_stops_cleanly_while_a_live_edit_is_still_being_calibrated(
-    write_config: ConfigFactory, knowledge_dir: Path
+    write_config: ConfigFactory, knowledge_dir: Path, tmp_path: Path
 ) -> None:
     port = free_port()
-    config = write_config(server={"port": port})
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    server = subprocess.Popen([str(BOT), "serve", "--config", str(config)], stderr=subprocess.PIPE, text=True, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=url, trust_env=False, timeout=10) as client:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                try:
-                    if client.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.2)
+    with BotProcess(write_config(server={"port": port}), port, tmp_path / "serve.log") as server:
+        assert server.process is not None
+        # Started without --host, it listens on loopback only, and speaks plain HTTP there.
+        connections = psutil.Process(server.process.pid).net_connections("tcp")
+        assert {c.laddr.ip for c in connections if c.status == "LISTEN"} == {"127.0.0.1"}
+        with server.client() as client:
             # An edit: it answers at once, and its recalibration (seconds) starts in the background.
             (knowledge_dir / "faq" / "stores-dogs.yml").write_text(NEW_FAQ)
-            while time.monotonic() < deadline:
+
+            def edit_served() -> bool:
                 reply = client.post("/api/chat", json={"text": "are dogs allowed in the shop?"}).json()
-                if "Well-behaved dogs" in reply["reply"]:
-                    break
-                time.sleep(0.05)
-        server.send_signal(signal.SIGINT)
-        _, log = server.communicate(timeout=60)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-    assert server.returncode == 0, log[-3000:]
+                return "Well-behaved dogs" in reply["reply"]
+
+            wait_until(edit_served, "the edit to be served")
+            # Stop while /health says the calibration is still running (it takes seconds; this is ms).
+            wait_until(
+                lambda: (server.health() or {}).get("knowledge", {}).get("calibrating"), "the calibration to run"
+            )
+        code = server.stop()
+    log = server.log()
+    assert code == 0, log[-3000:]
     assert "terminate called" not in log
-    # Either the calibration was stopped at its next step, or it had just finished.
-    assert "calibration stopped: shutting down" in log or "answer selection calibrated" in log, log[-3000:]
+    started = log.rindex("calibrating answer selection")  # the live edit's calibration
+    assert "calibration stopped: shutting down" in log[started:], log[-3000:]
+    assert "answer selection calibrated" not in log[started:], log[-3000:]

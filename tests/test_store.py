@@ -89,7 +89,7 @@ def test_any_text_can_be_stored(tmp_path: Path, text: str) -> None:
     anyio.run(scenario)
 
 
-def test_a_tapped_suggestion_is_read_back_from_its_reply_in_its_channel_only(tmp_path: Path) -> None:
+def test_a_tapped_suggestion_is_read_back_from_its_reply_in_its_conversation_only(tmp_path: Path) -> None:
     offered = ("Shipping Policy › Lost or damaged parcels › Reporting transit damage", "Talk to a person")
 
     async def scenario() -> None:
@@ -97,11 +97,13 @@ def test_a_tapped_suggestion_is_read_back_from_its_reply_in_its_channel_only(tmp
         asked = await store.record_user_turn(Message("telegram:1", "telegram", "1", "my parcel arrived damaged"))
         reply = Reply(text="…", answered_by=AnsweredBy.KNOWLEDGE, quick_replies=offered)
         turn = await store.record_bot_turn("telegram:1", reply, {}, asked)
-        assert await store.suggestion(turn, 0, "telegram") == offered[0]
-        assert await store.suggestion(turn, 1, "telegram") == offered[1]
-        assert await store.suggestion(turn, 2, "telegram") is None  # no such button
-        assert await store.suggestion(turn, 0, "discord") is None  # another channel's reply
-        assert await store.suggestion(asked, 0, "telegram") is None  # a customer's message offers nothing
+        await store.record_user_turn(Message("telegram:2", "telegram", "2", "hello"))
+        assert await store.suggestion(turn, 0, "telegram:1") == offered[0]
+        assert await store.suggestion(turn, 1, "telegram:1") == offered[1]
+        assert await store.suggestion(turn, 2, "telegram:1") is None  # no such button
+        assert await store.suggestion(turn, 0, "telegram:2") is None  # another conversation's reply
+        assert await store.suggestion(asked, 0, "telegram:1") is None  # a customer's message offers nothing
+        assert await store.suggestion(2**63, 0, "telegram:1") is None  # past SQLite's integers: not an error
         await store.close()
 
     anyio.run(scenario)
@@ -174,7 +176,7 @@ def test_a_file_that_is_not_a_store_is_refused_with_an_error_and_left_as_it_was(
     anyio.run(scenario)
     assert path.read_bytes() == b"not a database " * 100
     # A connection left open keeps a worker thread alive, and the process could never exit.
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while (left := set(threading.enumerate()) - before) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not left

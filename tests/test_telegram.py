@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,42 +13,13 @@ import httpx
 import pytest
 from telegram.error import BadRequest
 
-from bot.config import Config, load_config
+from bot.config import Config
 from bot.embedding import Embedder
 from connectors.telegram import SECRET_HEADER, telegram_connector
 from tests.conftest import ConfigFactory, LiveServer
+from tests.polling import wait_for_count
 from tests.telegram_api import BOT_USER, Call, FakeBotApi, flood_control, server_error
-
-SECRET = "s3cret-webhook-token"
-
-
-@pytest.fixture
-def api() -> Iterator[FakeBotApi]:
-    with FakeBotApi() as server:
-        yield server
-
-
-def telegram_config(write_config: ConfigFactory, api: FakeBotApi, **telegram: Any) -> Config:
-    settings = {"enabled": True, "base_url": api.base_url, "poll_timeout": 1.0, **telegram}
-    return load_config(write_config(channels={"telegram": settings}))
-
-
-def env(api: FakeBotApi) -> dict[str, str]:
-    return {"TELEGRAM_BOT_TOKEN": api.token, "TELEGRAM_WEBHOOK_SECRET": SECRET}
-
-
-@pytest.fixture
-def polling_bot(
-    write_config: ConfigFactory, api: FakeBotApi, embedder: Embedder
-) -> Iterator[tuple[FakeBotApi, Config]]:
-    config = telegram_config(write_config, api)
-    with LiveServer(config, embedder, environ=env(api)):
-        yield api, config
-
-
-def user_turns(config: Config) -> list[tuple[str, str]]:
-    with sqlite3.connect(config.store.path) as db:
-        return db.execute("SELECT conversation_id, text FROM turns WHERE role = 'user' ORDER BY id").fetchall()
+from tests.telegram_fixtures import SECRET, env, telegram_config, user_turns
 
 
 def test_private_message_gets_a_cited_answer_by_long_polling(polling_bot: tuple[FakeBotApi, Config]) -> None:
@@ -90,10 +61,24 @@ def test_server_errors_are_retried_with_backoff(polling_bot: tuple[FakeBotApi, C
     assert len(user_turns(config)) == 1
 
 
-def test_groups_answer_only_mentions_and_replies_to_the_bot(polling_bot: tuple[FakeBotApi, Config]) -> None:
+def logged(caplog: pytest.LogCaptureFixture, text: str, timeout: float = 30) -> list[logging.LogRecord]:
+    """The connector's log records containing `text`, once there is one."""
+    return wait_for_count(
+        lambda: [r for r in caplog.records if r.name == "connectors.telegram" and text in r.getMessage()],
+        1,
+        timeout,
+        f"log records saying {text!r}",
+    )
+
+
+def test_groups_answer_only_mentions_and_replies_to_the_bot(
+    polling_bot: tuple[FakeBotApi, Config], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="connectors.telegram")
     api, config = polling_bot
     group: dict[str, Any] = {"chat_id": -100, "chat_type": "group"}
-    api.push_update({"message": api.user_message("anyone been to the alps?", user_id=7, **group)})
+    alps = api.user_message("anyone been to the alps?", user_id=7, **group)
+    api.push_update({"message": alps})
     text = "@northwind_bot how do I return an item?"
     mention = [{"type": "mention", "offset": 0, "length": len("@northwind_bot")}]
     api.push_update({"message": api.user_message(text, user_id=8, entities=mention, **group)})
@@ -101,9 +86,10 @@ def test_groups_answer_only_mentions_and_replies_to_the_bot(polling_bot: tuple[F
     bot_message = {"message_id": 77, "date": int(time.time()), "chat": {"id": -100, "type": "group"}, "from": BOT_USER}
     api.push_update({"message": api.user_message("and the refund?", user_id=9, reply_to_message=bot_message, **group)})
     api.wait_for("sendMessage", 2)
-    time.sleep(0.5)
+    logged(caplog, f"message {alps['message_id']} in chat -100 not addressed to the bot; ignored")
     assert len(api.sent("sendMessage")) == 2
-    # One conversation per person in a group; the mention is not part of the question.
+    # One conversation per person in a group (none for the unaddressed message); the mention is not part of
+    # the question.
     assert user_turns(config) == [
         ("telegram:-100:8", "how do I return an item?"),
         ("telegram:-100:9", "and the refund?"),
@@ -178,10 +164,10 @@ def test_long_replies_are_split_at_telegrams_limit(
     config = telegram_config(write_config, api)
     with LiveServer(config, embedder, environ=env(api)):
         api.push_update({"message": api.user_message("Do you have a winter expedition guide?")})
-        time.sleep(0.5)
-        calls = api.wait_for("sendMessage", 3)
-        time.sleep(0.5)
+        # The pieces go out in order and the sources come with the last one.
+        wait_for_count(lambda: [c for c in api.sent() if "Sources:" in c.params["text"]], 1, 30, "the last piece")
         calls = api.sent("sendMessage")
+    assert len(calls) >= 3
     texts = [c.params["text"] for c in calls]
     assert all(len(t) <= 4096 for t in texts)
     assert all(t.startswith("Part ") for t in texts[:-1])  # cut at paragraph boundaries
@@ -190,21 +176,23 @@ def test_long_replies_are_split_at_telegrams_limit(
 
 
 def test_webhook_mode_checks_the_secret_and_answers_duplicates_once(
-    write_config: ConfigFactory, api: FakeBotApi, embedder: Embedder
+    write_config: ConfigFactory, api: FakeBotApi, embedder: Embedder, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="connectors.telegram")
     config = telegram_config(write_config, api, mode="webhook", webhook_url="https://bot.example/telegram/webhook")
     with LiveServer(config, embedder, environ=env(api)) as server, server.client() as client:
         (registered,) = api.sent("setWebhook")
         assert registered.params["url"] == "https://bot.example/telegram/webhook"
         assert registered.params["secret_token"] == SECRET
-        update = {"update_id": 5000, "message": api.user_message("Where is my parcel?")}
+        message = api.user_message("Where is my parcel?")
+        update = {"update_id": 5000, "message": message}
         assert client.post("/telegram/webhook", json=update).status_code == 403
         assert client.post("/telegram/webhook", json=update, headers={SECRET_HEADER: "wrong"}).status_code == 403
         for _ in range(2):  # Telegram re-delivers an update it thinks was not received
             response = client.post("/telegram/webhook", json=update, headers={SECRET_HEADER: SECRET})
             assert response.status_code == 200
         api.wait_for("sendMessage", 1)
-        time.sleep(1.0)
+        logged(caplog, f"duplicate update telegram:555:{message['message_id']} answered before; not sending again")
     assert len(api.sent("sendMessage")) == 1
     assert len(user_turns(config)) == 1
 
@@ -221,7 +209,7 @@ def test_a_rejected_token_turns_telegram_off_and_the_web_keeps_working(
         assert client.post("/api/chat", json={"text": "How can I track my order?"}).json()["answered_by"] == "knowledge"
 
 
-def failed_channels(client: httpx.Client, timeout: float = 20) -> dict[str, str]:
+def failed_channels(client: httpx.Client, timeout: float = 30) -> dict[str, str]:
     """/health's failed channels, once Telegram is among them."""
     deadline = time.monotonic() + timeout
     while "telegram" not in (failed := client.get("/health").json()["channels"]["failed"]):
@@ -277,4 +265,4 @@ def test_a_refused_webhook_turns_telegram_off_and_leaves_none_of_it_running(
     connector = telegram_connector(lambda: pytest.fail("no update may arrive"), config.channels.telegram, env(api))
     with pytest.raises(BadRequest):
         anyio.run(connector.start)
-    assert not connector.application.running
+    assert not connector.running

@@ -6,6 +6,7 @@ import json
 import sqlite3
 from typing import Any
 
+import anyio
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
@@ -13,8 +14,10 @@ from websockets.sync.client import ClientConnection, connect
 from bot.config import Config, load_config
 from bot.embedding import Embedder
 from bot.policy import Decision
+from bot.store import ConversationStore
 from bot.types import AnsweredBy, Message, Reply
 from tests.conftest import ConfigFactory, LiveServer
+from tests.polling import wait_for_count
 
 
 def frames_until_reply(ws: ClientConnection) -> list[dict[str, Any]]:
@@ -184,3 +187,58 @@ def test_streamed_pieces_reach_the_socket_before_the_final_reply(config: Config,
     deltas = [f["text"] for f in frames if f["type"] == "delta"]
     assert deltas == ["Streaming ", "works ", "end to end."]
     assert frames[-1]["reply"] == "Streaming works end to end." and frames[-1]["answered_by"] == "llm"
+
+
+def test_a_client_message_id_reused_for_another_text_is_refused_on_http_and_the_socket(
+    live_server: LiveServer, config: Config
+) -> None:
+    # The contract: one client_message_id names one message. A resend with the same text gets the stored
+    # reply; the same id with another text is a 409 (HTTP) or a "conflict" error frame, and nothing is stored.
+    with live_server.client() as client:
+        first = client.post("/api/chat", json={"text": "do you ship to canada?", "client_message_id": "q-1"}).json()
+        conversation_id = first["conversation_id"]
+        body = {"conversation_id": conversation_id, "client_message_id": "q-1"}
+        resent = client.post("/api/chat", json={**body, "text": "do you ship to canada?"})
+        assert resent.status_code == 200 and resent.json()["turn_id"] == first["turn_id"]
+        other = client.post("/api/chat", json={**body, "text": "can I pay with paypal?"})
+        assert other.status_code == 409
+        assert other.json() == {
+            "error": "conflict",
+            "detail": "client_message_id 'q-1' was already used for a different message",
+        }
+    with open_socket(live_server, conversation_id) as ws:
+        json.loads(ws.recv(timeout=30))  # ready
+        ws.send(json.dumps({"type": "message", "text": "can I pay with paypal?", "client_message_id": "q-1"}))
+        (error,) = frames_until_reply(ws)
+    assert error["type"] == "error" and error["code"] == "conflict" and error["client_message_id"] == "q-1"
+    with sqlite3.connect(config.store.path) as db:
+        texts = [r[0] for r in db.execute("SELECT text FROM turns WHERE conversation_id = ?", (conversation_id,))]
+    assert texts[0] == "do you ship to canada?" and len(texts) == 2  # one question, one answer
+
+
+def test_a_message_stored_but_not_answered_before_a_crash_is_answered_at_the_next_start(
+    config: Config, embedder: Embedder
+) -> None:
+    # What a run that died between storing a message and answering it leaves behind.
+    async def left_behind() -> int:
+        store = await ConversationStore.open(config.store.path)
+        try:
+            return await store.record_user_turn(Message("c" * 24, "web", "c" * 24, "How can I track my order?",
+                                                        client_message_id="w-1"))  # fmt: skip
+        finally:
+            await store.close()
+
+    asked = anyio.run(left_behind)
+    with LiveServer(config, embedder) as server, server.client() as client:
+
+        def answered() -> list[dict[str, Any]]:
+            turns = client.get(f"/api/conversations/{'c' * 24}").json()["turns"]
+            return [t for t in turns if t["role"] == "bot"]
+
+        (reply,) = wait_for_count(answered, 1, 60, "the stored message answered")
+        again = {"conversation_id": "c" * 24, "text": "How can I track my order?", "client_message_id": "w-1"}
+        resent = client.post("/api/chat", json=again).json()
+    assert "tracking link" in reply["text"] and reply["answered_by"] == "knowledge"
+    assert resent["turn_id"] == reply["id"]  # the widget's resend gets that answer, not a second one
+    with sqlite3.connect(config.store.path) as db:
+        assert db.execute("SELECT reply_to FROM turns WHERE role = 'bot'").fetchall() == [(asked,)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bot.knowledge import limits
 from bot.knowledge.entries import EntryId, NonBlank, parse_entries
 from bot.knowledge.model import FaqEntry, KnowledgeFile
 
@@ -20,6 +21,9 @@ class _FaqEntrySchema(BaseModel):
     tags: list[NonBlank] = Field(default_factory=list)
 
 
+_LIMITS = {"question": limits.PHRASING, "alternates": limits.PHRASING, "answer": limits.ANSWER, "tags": limits.TAG}
+
+
 def parse_faq(path: str, text: str) -> KnowledgeFile:
     """Parse one FAQ file. Every problem is reported; any problem makes the whole file unusable."""
 
@@ -34,4 +38,4 @@ def parse_faq(path: str, text: str) -> KnowledgeFile:
             line=line,
         )
 
-    return parse_entries(path, text, _FaqEntrySchema, build, "FAQ entries")
+    return parse_entries(path, text, _FaqEntrySchema, build, "FAQ entries", _LIMITS)

@@ -108,6 +108,19 @@ class OutOfScopeGroup:
 KnowledgeItem = FaqEntry | Passage | OutOfScopeGroup
 
 
+def answer_as_passage(entry_id: str, question: str, answer: str, file: str, line: int) -> Passage:
+    """An FAQ answer split as a passage is: calibration embeds its texts too, to learn how answers are worded."""
+    return Passage(entry_id, ("FAQ", question), answer, file, line)
+
+
+def texts_to_embed(item: KnowledgeItem) -> int:
+    """How many texts the index and its calibration embed for `item` (bot.knowledge.limits.MAX_TEXTS)."""
+    if isinstance(item, FaqEntry):
+        answer = answer_as_passage(item.id, item.question, item.answer, item.file, item.line)
+        return len(item.utterances()) + len(answer.utterances())
+    return len(item.utterances())
+
+
 def item_fingerprint(item: KnowledgeItem) -> str:
     """Changes whenever anything a reply shows (answer, title, citation line) changes."""
     payload = {

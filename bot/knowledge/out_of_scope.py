@@ -14,6 +14,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from bot.knowledge import limits
 from bot.knowledge.entries import EntryId, NonBlank, parse_entries
 from bot.knowledge.model import KnowledgeFile, OutOfScopeGroup
 from bot.knowledge.names import name_words
@@ -43,6 +44,9 @@ class _GroupSchema(BaseModel):
     names: list[Name] = Field(default_factory=list)  # a message naming one is declined too
 
 
+_LIMITS = {"examples": limits.PHRASING, "reply": limits.REPLY, "names": limits.NAME}
+
+
 def parse_out_of_scope(path: str, text: str) -> KnowledgeFile:
     """Parse one out-of-scope file: a YAML list of groups with id, examples, an optional reply and names."""
 
@@ -56,4 +60,4 @@ def parse_out_of_scope(path: str, text: str) -> KnowledgeFile:
             names=tuple(group.names),
         )
 
-    return parse_entries(path, text, _GroupSchema, build, "out-of-scope groups")
+    return parse_entries(path, text, _GroupSchema, build, "out-of-scope groups", _LIMITS)

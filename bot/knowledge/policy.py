@@ -22,7 +22,9 @@ from itertools import pairwise
 import yaml
 from markdown_it import MarkdownIt
 
+from bot.knowledge import limits
 from bot.knowledge.model import KnowledgeFile, Passage, Problem
+from bot.yamlsource import locate_error
 
 _MARKDOWN = MarkdownIt("commonmark")
 _COMMENT = re.compile(r"\A\s*<!--(?P<inner>.*?)-->\s*\Z", re.DOTALL)
@@ -86,6 +88,8 @@ def parse_policy(path: str, text: str) -> KnowledgeFile:
     preamble_end = sections[0].line - 1 if sections else len(source_lines)
     preamble = "\n".join(shown[:preamble_end]).strip()
     if preamble:
+        if (reason := limits.PASSAGE.problem(preamble)) is not None:
+            problems.append(Problem(path, 1, f"the text before the first heading: {reason}"))
         title = doc_stem.rsplit("/", 1)[-1].replace("-", " ").replace("_", " ").capitalize()
         passages.append(Passage(f"{doc_stem}#intro", (title,), preamble, path, 1, tuple(preamble_questions)))
         used_ids.add(f"{doc_stem}#intro")
@@ -100,18 +104,23 @@ def parse_policy(path: str, text: str) -> KnowledgeFile:
         if not section.title:
             problems.append(Problem(path, section.line, "heading has no text"))
             continue
+        if (reason := limits.HEADING.problem(section.title)) is not None:
+            problems.append(Problem(path, section.line, f"heading: {reason}"))
+            continue
         body = "\n".join(shown[section.body_start : section.body_end]).strip()
         if not body:
             if section.questions:
                 problems.append(Problem(path, section.line, "questions under a heading with no text of its own"))
             continue  # a parent heading whose content lives in its sub-sections
+        if (reason := limits.PASSAGE.problem(body)) is not None:
+            problems.append(Problem(path, section.line, f"section {section.title!r}: {reason}"))
         passage_id = _unique_id(doc_stem, [s.title for s in trail], used_ids)
         used_ids.add(passage_id)
         heading_path = tuple(s.title for s in trail)
         passages.append(Passage(passage_id, heading_path, body, path, section.line, tuple(section.questions)))
 
     if problems:
-        return KnowledgeFile(path, (), tuple(problems))
+        return KnowledgeFile(path, (), tuple(sorted(problems, key=lambda p: p.line)))
     if not passages:
         return KnowledgeFile(path, (), (Problem(path, 1, "the document has headings but no text under them"),))
     return KnowledgeFile(path, tuple(passages), ())
@@ -137,14 +146,15 @@ def _read_questions(path: str, line: int, inner: str) -> tuple[list[str], Proble
     try:
         data = yaml.safe_load(body)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = line + (mark.line if mark is not None else 0)
-        reason = getattr(err, "problem", None) or str(err)
-        return [], Problem(path, where, f"questions: not a YAML list ({reason})")
+        offset, why = locate_error(err, "the comment")
+        return [], Problem(path, line + offset, f"questions: not a YAML list ({why})")
     questions = data.get("questions") if isinstance(data, dict) else None
     if not isinstance(questions, list) or not questions:
         return [], Problem(path, line, "questions: expected a list of one or more questions, one per '- ' line")
     texts = [q.strip() for q in questions if isinstance(q, str) and q.strip()]
     if len(texts) != len(questions):
         return [], Problem(path, line, "questions: every entry must be a question written as text")
+    for number, question in enumerate(texts, 1):
+        if (reason := limits.PHRASING.problem(question)) is not None:
+            return [], Problem(path, line, f"questions: question {number}: {reason}")
     return texts, None

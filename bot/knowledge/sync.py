@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -10,20 +12,36 @@ import anyio.to_thread
 
 from bot.embedding import Progress
 from bot.index import KnowledgeIndex, SyncReport
-from bot.knowledge.loader import is_knowledge_file, read_knowledge_dir
+from bot.knowledge.loader import is_knowledge_path, read_knowledge_dir
 from bot.watching import watch_directory
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SyncStatus:
+    """What the last sync did, for /health: operators see a broken file there, tests wait on `syncs`."""
+
+    syncs: int  # syncs finished since start-up (each one read the whole directory)
+    last_at: float | None  # when the last one finished (Unix time)
+    rejected: tuple[str, ...]  # the problems (file:line: reason) of files the last sync did not apply
 
 
 class KnowledgeSync:
     def __init__(self, directory: Path, index: KnowledgeIndex) -> None:
         self.directory = directory
         self.index = index
+        self._status = SyncStatus(0, None, ())
+
+    @property
+    def status(self) -> SyncStatus:
+        return self._status
 
     def run(self, progress: Progress | None = None, calibrate_in_background: bool = False) -> SyncReport:
         """Apply the directory as it is now. Broken files are logged and their last good version kept."""
         report = self.index.sync(read_knowledge_dir(self.directory), progress, calibrate_in_background)
+        problems = tuple(str(problem) for file in report.rejected for problem in file.problems)
+        self._status = SyncStatus(self._status.syncs + 1, time.time(), problems)
         for file in report.rejected:
             for problem in file.problems:
                 log.warning("knowledge file not applied (last good version stays served): %s", problem)
@@ -38,4 +56,4 @@ class KnowledgeSync:
             # New content answers at once; the answer threshold catches up when recalibrated.
             await anyio.to_thread.run_sync(lambda: self.run(calibrate_in_background=True))
 
-        await watch_directory(self.directory, resync, stop, debounce_ms, relevant=is_knowledge_file)
+        await watch_directory(self.directory, resync, stop, debounce_ms, relevant=is_knowledge_path)

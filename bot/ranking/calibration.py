@@ -143,7 +143,7 @@ class _Probe:
 
 
 class Cancelled(Exception):
-    """Calibration was asked to stop (the service is shutting down) before it finished."""
+    """Calibration was asked to stop before it finished: the service is stopping, or newer knowledge came."""
 
 
 def calibrate(
@@ -156,8 +156,14 @@ def calibrate(
 
     `answer_texts` gives FAQ answers split like passages (kind "passage", item id of their entry);
     it is called only when there is enough knowledge to calibrate, since it may have to embed them.
-    `cancelled` is asked between folds; when it says so, `Cancelled` is raised.
+    `cancelled` is asked before each scorer a fold builds and each weighting tried; when it says so,
+    `Cancelled` is raised.
     """
+
+    def check() -> None:
+        if cancelled():
+            raise Cancelled
+
     started = time.perf_counter()
     by_item = text_positions(texts)
     groups = {t.item_id for t in texts if t.kind == OUT_OF_SCOPE_KIND}
@@ -176,8 +182,7 @@ def calibrate(
     for repeat in range(REPEATS):
         text_fold, item_fold = assign_folds(by_item, np.random.default_rng(seed + repeat))
         for fold in range(FOLDS):
-            if cancelled():
-                raise Cancelled
+            check()
             hidden = [t for i, t in enumerate(texts) if text_fold.get(i) == fold]
             # A passage's first text is its whole section, which contains every hidden sentence word for word.
             leaking = {t.item_id for t in hidden if t.kind == "passage"}
@@ -199,16 +204,19 @@ def calibrate(
                 if item_fold[t.item_id] == fold and (i in text_fold or len(by_item[t.item_id]) == 1)
             ]
             remaining = [t for t in texts if item_fold[t.item_id] != fold]
+            check()
             unanswerable.append(_probe(ItemScorer(remaining, tokenizer), asked))
             is_faq = np.array([t.item_id in answered_by for t in hidden], dtype=bool)
             if is_faq.any():
                 faq_hidden = [t for t, faq in zip(hidden, is_faq, strict=True) if faq]
                 worded_as_answers = [t for t in kept if t.item_id not in answered_by] + list(answers)
+                check()
                 style.append((probe.rows(is_faq), _probe(ItemScorer(worded_as_answers, tokenizer), faq_hidden)))
 
     probes = sum(len(q.owners) for q, _ in style)
     best: Calibration | None = None
     for base in WEIGHT_GRID:
+        check()
         bonus = _style_gap(style, base) if probes >= MIN_STYLE_PROBES else DEFAULT_WEIGHTS.passage_bonus
         weights = replace(base, passage_bonus=round(bonus, 4))
         # Wrongly ranked answerable messages keep their weight in the total, but no threshold counts them.
