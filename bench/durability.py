@@ -24,8 +24,11 @@ counts per message:
 and prints the machine, the seed, a table per channel and the totals. Exits 1 if anything was lost or
 answered twice.
 
+--think S makes each customer wait S seconds after an answer before the next question (0: at once, the
+heaviest load).
+
 Usage:
-  python bench/durability.py [--customers 50] [--messages 10] [--kills 3] [--seed 0] [--work DIR]
+  python bench/durability.py [--customers 50] [--messages 10] [--kills 3] [--think 0] [--seed 0] [--work DIR]
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 from botproc import bot_env, index_knowledge  # bench/botproc.py (scripts run from bench/)
 from machine import machine, machine_line  # bench/machine.py (scripts run from bench/)
 
@@ -56,8 +60,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # tests/telegram_api.py: the Bot API stand-in
 HOST = "127.0.0.1"
 SECRET = "durability-webhook-secret"
-QUESTIONS = ("How can I track my order?", "Do you ship to Norway?", "Can I pay with PayPal?",
-             "How long do I have to return something?", "is there a student discount")  # fmt: skip
+# Customers ask FAQ titles, each answered by its own entry: a chat that got the same reply twice got one
+# answer twice (a customer asks each at most once: --messages is at most this many).
+QUESTIONS = tuple(
+    entry["question"]
+    for path in sorted((REPO / "knowledge" / "faq").glob("*.yml"))
+    for entry in yaml.safe_load(path.read_text(encoding="utf-8"))[:3]
+)
 CHANNELS = ("web", "webhook", "polling")
 
 
@@ -138,10 +147,11 @@ def write_config(work: Path, name: str, port: int, telegram: dict[str, Any]) -> 
     return path
 
 
-async def web_customer(server: Server, n: int, messages: int, tally: Tally) -> None:
+async def web_customer(server: Server, n: int, messages: int, think: float, tally: Tally) -> None:
     async with httpx.AsyncClient(trust_env=False, timeout=60) as client:
         conversation: str | None = None
         for k in range(messages):
+            await asyncio.sleep(think if k else 0)  # reading the last answer, typing the next question
             cmid = f"web-{n}-{k}"
             body: dict[str, Any] = {"text": QUESTIONS[(n + k) % len(QUESTIONS)], "client_message_id": cmid}
             while True:
@@ -167,10 +177,11 @@ async def replies_reach(api: Any, chat: int, count: int) -> None:
         await asyncio.sleep(0.05)
 
 
-async def webhook_customer(server: Server, api: Any, n: int, messages: int, tally: Tally) -> None:
+async def webhook_customer(server: Server, api: Any, n: int, messages: int, think: float, tally: Tally) -> None:
     chat = chat_id("webhook", n)
     async with httpx.AsyncClient(trust_env=False, timeout=60) as client:
         for k in range(messages):
+            await asyncio.sleep(think if k else 0)
             message = api.user_message(QUESTIONS[(n + k) % len(QUESTIONS)], chat_id=chat, user_id=chat)
             update = {"update_id": chat * 100 + k, "message": message}
             while True:  # Telegram resends until it gets a 200
@@ -186,9 +197,10 @@ async def webhook_customer(server: Server, api: Any, n: int, messages: int, tall
             await replies_reach(api, chat, k + 1)
 
 
-async def polling_customer(api: Any, n: int, messages: int, tally: Tally) -> None:
+async def polling_customer(api: Any, n: int, messages: int, think: float, tally: Tally) -> None:
     chat = chat_id("polling", n)
     for k in range(messages):
+        await asyncio.sleep(think if k else 0)
         message = api.user_message(QUESTIONS[(n + k) % len(QUESTIONS)], chat_id=chat, user_id=chat)
         update = api.push_update({"message": message})
         while api.confirmed_below <= update["update_id"]:
@@ -197,7 +209,14 @@ async def polling_customer(api: Any, n: int, messages: int, tally: Tally) -> Non
         await replies_reach(api, chat, k + 1)
 
 
-async def killer(servers: list[Server], tallies: dict[str, Tally], at: list[int], rng: random.Random) -> list[str]:
+@dataclass(frozen=True)
+class Kill:
+    server: str
+    after: int  # acknowledged messages
+    at: float  # time.monotonic(), the clock the Bot API stand-in stamps its calls with
+
+
+async def killer(servers: list[Server], tallies: dict[str, Tally], at: list[int], rng: random.Random) -> list[Kill]:
     """Kill a random server each time the acknowledged count reaches the next of `at`; restart it at once."""
     kills = []
     for threshold in at:
@@ -205,7 +224,7 @@ async def killer(servers: list[Server], tallies: dict[str, Tally], at: list[int]
             await asyncio.sleep(0.01)
         server = rng.choice(servers)
         server.kill()
-        kills.append(f"{server.name} after {threshold} acknowledged")
+        kills.append(Kill(server.name, threshold, time.monotonic()))
         print(f"kill -9 {server.name} (after {threshold} acknowledged messages); restarting", flush=True)
         server.start()
     return kills
@@ -220,6 +239,22 @@ def store_counts(store: Path) -> tuple[dict[str, int], int]:
         ).fetchall()
         unsent = db.execute("SELECT COUNT(*) FROM turns WHERE role = 'bot' AND delivered_at IS NULL").fetchone()[0]
     return {cmid: count for cmid, count in rows}, int(unsent)
+
+
+def repeats(api: Any, kills: list[Kill]) -> list[dict[str, Any]]:
+    """Each reply a chat got twice: how long before the next kill its first copy was accepted by the Bot API
+    (a reply in flight when the process died: sent, but not yet recorded as sent)."""
+    found = []
+    seen: dict[tuple[str, str], float] = {}
+    for call in api.delivered():
+        key = (call.params["chat_id"], call.params["text"])
+        if key not in seen:
+            seen[key] = call.at
+            continue
+        kill = next((k for k in kills if k.at >= seen[key]), None)
+        before = None if kill is None else round((kill.at - seen[key]) * 1000, 1)
+        found.append({"chat": key[0], "before_kill_ms": before, "kill": None if kill is None else kill.server})
+    return found
 
 
 def account(tally: Tally, answers: dict[str, int], sends: Counter[str] | None, asked: dict[str, int]) -> dict[str, int]:
@@ -262,11 +297,10 @@ async def run(args: argparse.Namespace, work: Path) -> int:
         at = sorted(rng.randrange(total // 10, total - total // 10) for _ in range(args.kills))
         print(f"{total} messages: {counts}; kills after {at} acknowledged (seed {args.seed})", flush=True)
         started = time.monotonic()
-        customers = [web_customer(a, n, args.messages, tallies["web"]) for n in range(counts["web"])]
-        customers += [
-            webhook_customer(a, api_a, n, args.messages, tallies["webhook"]) for n in range(counts["webhook"])
-        ]
-        customers += [polling_customer(api_b, n, args.messages, tallies["polling"]) for n in range(counts["polling"])]
+        m, think = args.messages, args.think
+        customers = [web_customer(a, n, m, think, tallies["web"]) for n in range(counts["web"])]
+        customers += [webhook_customer(a, api_a, n, m, think, tallies["webhook"]) for n in range(counts["webhook"])]
+        customers += [polling_customer(api_b, n, m, think, tallies["polling"]) for n in range(counts["polling"])]
         kill_task = asyncio.create_task(killer([a, b], tallies, at, rng))
         await asyncio.gather(*customers)
         kills = await kill_task
@@ -284,6 +318,7 @@ async def run(args: argparse.Namespace, work: Path) -> int:
         expected = {
             ch: {str(chat_id(ch, n)): args.messages for n in range(counts[ch])} for ch in ("webhook", "polling")
         }
+        twice = repeats(api_a, kills) + repeats(api_b, kills)
         results = {
             "web": account(tallies["web"], answers_a, None, {}),
             "webhook": account(tallies["webhook"], answers_a,
@@ -292,7 +327,10 @@ async def run(args: argparse.Namespace, work: Path) -> int:
                                Counter(c.params["chat_id"] for c in api_b.delivered()), expected["polling"]),
         }  # fmt: skip
     columns = ("sent", "acknowledged", "stored", "answered once", "answered twice", "lost")
-    print(f"\n{total} messages in {elapsed:.0f}s, {len(kills)} kills: {kills}")
+    print(f"\n{total} messages in {elapsed:.0f}s, {len(kills)} kills: "
+          + ", ".join(f"{k.server} after {k.after} acknowledged" for k in kills))  # fmt: skip
+    if twice:
+        print(f"replies sent twice (first copy accepted this long before a kill): {twice}")
     print("| channel | " + " | ".join(columns) + " |")
     print("|---|" + "---:|" * len(columns))
     totals = Counter[str]()
@@ -301,8 +339,8 @@ async def run(args: argparse.Namespace, work: Path) -> int:
         print(f"| {channel} | " + " | ".join(str(row[c]) for c in columns) + " |")
     print("| **all** | " + " | ".join(f"**{totals[c]}**" for c in columns) + " |")
     (work / "durability-results.json").write_text(
-        json.dumps({"machine": machine(), "seed": args.seed, "kills": kills, "seconds": elapsed, "results": results},
-                   indent=2), encoding="utf-8")  # fmt: skip
+        json.dumps({"machine": machine(), "seed": args.seed, "kills": [k.__dict__ for k in kills], "seconds": elapsed,
+                    "results": results, "sent_twice": twice}, indent=2), encoding="utf-8")  # fmt: skip
     print(f"results: {work / 'durability-results.json'}")
     return 1 if totals["lost"] or totals["answered twice"] or totals["acknowledged"] < total else 0
 
@@ -312,11 +350,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=50, help="customers in all, split over the channels")
     parser.add_argument("--messages", type=int, default=10, help="messages per customer")
     parser.add_argument("--kills", type=int, default=3)
+    parser.add_argument("--think", type=float, default=0.0, help="seconds a customer waits before the next message")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--settle", type=float, default=120.0, help="seconds to wait for the last replies")
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--bot", type=Path, default=Path(sys.executable).parent / "bot")
     args = parser.parse_args(argv)
+    if not 1 <= args.messages <= len(QUESTIONS):
+        parser.error(f"--messages must be 1 to {len(QUESTIONS)} (each customer asks each question once)")
     work = args.work.resolve() if args.work else Path(tempfile.mkdtemp(prefix="supportbot-durability-"))
     shutil.rmtree(work / "a", ignore_errors=True)
     shutil.rmtree(work / "b", ignore_errors=True)

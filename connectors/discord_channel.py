@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 CHANNEL = "discord"
 TOKEN_ENV = "DISCORD_BOT_TOKEN"
 MESSAGE_LIMIT = 2000  # characters per Discord message
+MAX_PIECES = 8  # a reply is never more messages than this (the knowledge base limits answers to six)
+SHORTENED = "… (shortened: the full answer is too long for this chat)"
 BUTTON_LABEL_LIMIT = 80  # characters per button label
 MAX_BUTTONS = 25  # five rows of five
 QUOTE_LIMIT = 300  # how much of a /ask question or clicked suggestion is echoed above the answer
@@ -79,8 +81,12 @@ def render(reply: Reply, quote: str | None = None) -> str:
 
 
 def reply_pieces(reply: Reply, quote: str | None = None) -> list[str]:
-    """The reply as Discord messages of at most 2000 characters each."""
-    return split_message(render(reply, quote), MESSAGE_LIMIT) or [reply.text[:MESSAGE_LIMIT] or "…"]
+    """The reply as at most MAX_PIECES Discord messages of at most 2000 characters each."""
+    pieces = split_message(render(reply, quote), MESSAGE_LIMIT) or [reply.text[:MESSAGE_LIMIT] or "…"]
+    if len(pieces) > MAX_PIECES:
+        last = pieces[MAX_PIECES - 1][: MESSAGE_LIMIT - len(SHORTENED)].rstrip()
+        pieces = [*pieces[: MAX_PIECES - 1], last + SHORTENED]
+    return pieces
 
 
 def button_label(text: str) -> str:

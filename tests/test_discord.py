@@ -918,6 +918,30 @@ def test_suggestions_are_buttons_and_a_click_asks_that_question(harness: Harness
     assert turns[2] == ("user", suggestions[0], f"discord:{click['id']}")
 
 
+def test_a_crafted_button_never_acts_on_another_conversations_reply(harness: Harness) -> None:
+    # User A is offered suggestions, the last "Talk to a person"; user B clicks buttons that name A's reply
+    # (and a turn id past SQLite's integers) on a message of B's own, labelled "hello".
+    owner = harness.new_user()
+    harness.send("MESSAGE_CREATE", harness.dm(owner, "what's the weather in Berlin"))
+    (post,) = harness.fake.wait_for(harness.posts_to(harness.dm_channel(owner)))
+    handoff_button = [b for row in post.body["components"] for b in row["components"]][-1]
+    assert handoff_button["label"] == "Talk to a person"
+    clicker = harness.new_user()
+    for n, custom_id in enumerate([handoff_button["custom_id"], "supportbot:suggest:9999999999999999999:0"]):
+        button = {"type": 2, "style": 2, "label": "hello", "custom_id": custom_id}
+        message = {**harness.dm(clicker, f"an earlier reply {n}"), "author": BOT_USER,
+                   "components": [{"type": 1, "components": [button]}]}  # fmt: skip
+        click = harness.send("INTERACTION_CREATE", harness.click(clicker, message, custom_id))
+        (followup,) = harness.fake.wait_for(harness.followups_for(click))
+        assert followup.body["content"].startswith("> hello")  # the label it showed, not A's suggestion
+    turns = harness.turns(f"discord:dm:{clicker}")
+    assert [t[1] for t in turns if t[0] == "user"] == ["hello", "hello"]
+    with sqlite3.connect(harness.config.store.path) as db:
+        handed_over = db.execute("SELECT COUNT(*) FROM turns WHERE conversation_id = ? AND handoff = 1",
+                                 (f"discord:dm:{clicker}",)).fetchone()  # fmt: skip
+    assert handed_over == (0,)
+
+
 def test_ask_answers_with_a_followup_and_a_duplicate_interaction_once(harness: Harness) -> None:
     user = harness.new_user()
     ask = harness.ask(user, "How can I track my order?")

@@ -16,10 +16,8 @@ import pytest
 
 from bot.config import Config
 from bot.embedding import Embedder
-from bot.types import AnsweredBy, Citation, Reply
 from connectors.telegram import SECRET_HEADER
 from connectors.telegram.connector import EXPIRED_BUTTON
-from connectors.telegram.render import MAX_PIECES, split_html_safe
 from tests.conftest import ConfigFactory, LiveServer
 from tests.polling import wait_for_count
 from tests.telegram_api import BOT_USER, FakeBotApi
@@ -192,12 +190,3 @@ def test_bad_webhook_bodies_get_400_and_one_log_line(
         refused = [r for r in caplog.records if r.levelno >= logging.WARNING]
         assert len(refused) == 1 and refused[0].exc_info is None, [r.getMessage() for r in refused]
         assert "Traceback" not in caplog.text
-
-
-def test_a_huge_reply_is_at_most_a_few_messages_each_within_telegrams_limit() -> None:
-    citation = Citation("x", "faq", "A very long answer", "faq/x.yml", 1)
-    for text in ("word " * 200_000, "<&> " * 100_000, "x" * 1_000_000):
-        pieces = split_html_safe(Reply(text=text, answered_by=AnsweredBy.KNOWLEDGE, citations=(citation,)))
-        assert len(pieces) == MAX_PIECES
-        assert all(len(piece) <= 4096 for piece in pieces)
-        assert "shortened" in pieces[-1] and "<i>Sources: A very long answer (faq/x.yml:1)</i>" in pieces[-1]
