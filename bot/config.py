@@ -170,6 +170,18 @@ class ModelServerSettings(_Section):
     ready_timeout_s: float = Field(default=900.0, gt=0.0)
 
 
+class HandoffSettings(_Section):
+    """When a person takes over, and what the customer hears while waiting. Agents and their tokens come
+    from SUPPORTBOT_AGENT_TOKENS, never from here."""
+
+    # After this many "not sure" replies in a row the conversation goes to a person (0: never).
+    after_not_sure: int = Field(default=2, ge=0, le=20)
+    # While queued, at most one holding message per this many seconds, whatever the customer sends.
+    hold_message_every_s: float = Field(default=300.0, ge=0.0)
+    # An agent counts as online for this long after their last call to the inbox or its API.
+    presence_window_s: float = Field(default=120.0, gt=0.0)
+
+
 class EvalSettings(_Section):
     cases: Path = Path("evals/demo-cases.csv")
 
@@ -187,6 +199,23 @@ class MessagesSettings(_Section):
     offer_human: str = "I can also connect you with a person from our team."
     talk_to_human_button: str = "Talk to a person"
     handoff: str = "I'm passing this conversation to a person from our team. They will reply here."
+    # The same moment when no agent is online: honest about the wait, and an email address is welcome.
+    handoff_offline: str = (
+        "No one from our team is online right now. Your conversation is in our queue and a person will reply "
+        "here as soon as someone is back. If you like, leave your email address and we will write to you too."
+    )
+    # Asked for a person when no agents are set up (SUPPORTBOT_AGENT_TOKENS): the bot keeps the conversation.
+    handoff_unavailable: str = (
+        "I'm sorry, no one from our team can take over this chat. Please use the contact options on our "
+        "website to reach a person; I'm happy to keep helping here meanwhile."
+    )
+    # While queued (at most once per handoff.hold_message_every_s).
+    hold: str = "You're still in the queue: a person from our team will reply here as soon as they can."
+    hold_offline: str = (
+        "No one from our team is online right now, so this may take a while. Your messages are kept, and a "
+        "person will reply here. You can leave your email address if you like."
+    )
+    email_noted: str = "Thanks, we'll also write to {email} when a person picks this up."
     empty: str = "Your message looks empty. What can I help you with?"
     too_long: str = "Your message is too long for me ({length} characters). Please keep it under {limit}."
     unreadable: str = "Sorry, I couldn't read that message. Could you type your question in words?"
@@ -200,7 +229,7 @@ class MessagesSettings(_Section):
     )
     unknown_command: str = "I don't have a {command} command. Type your question in your own words, or send /help."
 
-    @field_validator("too_long", "not_text", "unknown_command")
+    @field_validator("too_long", "not_text", "unknown_command", "email_noted")
     @classmethod
     def _placeholders(cls, text: str, info: ValidationInfo) -> str:
         allowed = _PLACEHOLDERS[str(info.field_name)]
@@ -212,7 +241,8 @@ class MessagesSettings(_Section):
         return text
 
 
-_PLACEHOLDERS = {"too_long": ("length", "limit"), "not_text": ("attachment",), "unknown_command": ("command",)}
+_PLACEHOLDERS = {"too_long": ("length", "limit"), "not_text": ("attachment",), "unknown_command": ("command",),
+                 "email_noted": ("email",)}
 
 
 class Config(_Section):
@@ -226,6 +256,7 @@ class Config(_Section):
     channels: ChannelsSettings = ChannelsSettings()
     eval: EvalSettings = EvalSettings()
     messages: MessagesSettings = MessagesSettings()
+    handoff: HandoffSettings = HandoffSettings()
     prompts: PromptsSettings = PromptsSettings()
     llm: LLMSettings | None = None  # None: answers come straight from the knowledge base
     model_server: ModelServerSettings | None = None

@@ -21,12 +21,15 @@ from typing import Protocol
 
 import anyio.to_thread
 
-from bot.config import AnsweringSettings, MessagesSettings
+from bot.config import AnsweringSettings, HandoffSettings, MessagesSettings
+from bot.conversation.router import HELD_REASON, Router
+from bot.conversation.state import Owner, Staffing
 from bot.guard import storable
 from bot.policy import Decision, ResponsePolicy
 from bot.replies import compose_reply, error_reply, notice_reply
-from bot.store import ConversationStore, Turn
-from bot.types import Message, MessageKind, Reply
+from bot.store import ConversationStore
+from bot.turns import Turn
+from bot.types import AnsweredBy, Message, MessageKind, Reply
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,12 @@ class Exchange:
     reply: Reply
     repeated: bool = False  # the message was already answered; this is the stored reply
     delivered: bool = False  # that stored reply's send was confirmed (only ever true when repeated)
+    state: Owner = Owner.BOT  # who owns the conversation after this message
+
+    @property
+    def silent(self) -> bool:
+        """Kept for a person, with nothing to send: the bot says nothing (bot_turn_id is 0)."""
+        return self.bot_turn_id == 0
 
 
 class ClientIdConflict(Exception):
@@ -80,15 +89,23 @@ class Pipeline:
         store: ConversationStore,
         responder: Responder,
         messages: MessagesSettings,
+        handoff: HandoffSettings | None = None,
+        staffing: Callable[[], Staffing] = lambda: Staffing.ONLINE,
+        notify: Callable[[str, str], None] = lambda conversation_id, kind: None,
     ) -> None:
         self.policy = policy
         self.store = store
         self.responder = responder
         self._messages = messages
+        self.router = Router(
+            store.ledger, lambda cid, n: store.turns(cid, limit=n), messages, handoff or HandoffSettings(),
+            staffing,
+        )  # fmt: skip
         # One message at a time per conversation: keeps replies in order and resends answered once.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # Names this process's delivery claims: one left by another instance is a process that died sending.
         self.instance = secrets.token_hex(8)
+        self._notify = notify  # (conversation id, what happened): the agent inbox's live view
 
     async def handle(self, message: Message) -> Reply:
         return (await self.exchange(message)).reply
@@ -132,7 +149,24 @@ class Pipeline:
                 )  # fmt: skip
             if on_stored is not None:
                 await on_stored(user_turn_id)
+            ownership = await self.router.ownership(message.conversation_id)
+            if ownership.state is not Owner.BOT:
+                return await self._hold(message, user_turn_id)
             return await self._answer(message, user_turn_id, on_delta)
+
+    async def _hold(self, message: Message, user_turn_id: int) -> Exchange:
+        """A person owns the conversation (or will): keep the message for them; a holding message at most."""
+        if await self.store.ledger.held(user_turn_id):  # kept before (a resend): nothing new to say
+            ownership = await self.router.ownership(message.conversation_id)
+            return Exchange(user_turn_id, 0, _HELD, repeated=True, state=ownership.state)
+        held = await self.router.hold(message, user_turn_id, await self.router.ownership(message.conversation_id))
+        self._notify(message.conversation_id, "message")
+        log.info("conversation=%s channel=%s kept for %s", message.conversation_id, message.channel,
+                 held.ownership.agent or "the queue")  # fmt: skip
+        if held.reply is None:
+            return Exchange(user_turn_id, 0, _HELD, state=held.ownership.state)
+        bot_turn_id = await self.store.record_bot_turn(message.conversation_id, held.reply, {}, user_turn_id)
+        return Exchange(user_turn_id, bot_turn_id, held.reply, state=held.ownership.state)
 
     async def _store_once(self, message: Message) -> tuple[int, Turn | None]:
         """The message's user turn id (stored now unless it was before) and its stored reply, if any."""
@@ -149,15 +183,25 @@ class Pipeline:
         return await self.store.pending(channel, since, undelivered_too)
 
     async def claim_delivery(self, exchange: Exchange) -> bool:
-        """Whether this caller is the one to send the reply (not sent before, nor being sent now)."""
-        return await self.store.claim_delivery(exchange.bot_turn_id, self.instance)
+        """Whether this caller is the one to send the reply (not sent before, nor being sent now, and there
+        is one: a message kept for a person has none)."""
+        if exchange.silent:
+            return False
+        return await self.claim_turn(exchange.bot_turn_id)
 
     async def delivered(self, exchange: Exchange, sent: bool) -> None:
         """After sending a claimed reply: confirmed, or released for another try."""
+        await self.turn_sent(exchange.bot_turn_id, sent)
+
+    async def claim_turn(self, bot_turn_id: int) -> bool:
+        """claim_delivery for any stored bot-side turn (a person's reply too)."""
+        return await self.store.claim_delivery(bot_turn_id, self.instance)
+
+    async def turn_sent(self, bot_turn_id: int, sent: bool) -> None:
         if sent:
-            await self.store.mark_delivered(exchange.bot_turn_id)
+            await self.store.mark_delivered(bot_turn_id)
         else:
-            await self.store.release_delivery(exchange.bot_turn_id)
+            await self.store.release_delivery(bot_turn_id)
 
     async def _answer(self, message: Message, user_turn_id: int, on_delta: DeltaSink | None) -> Exchange:
         started = time.perf_counter()
@@ -173,6 +217,9 @@ class Pipeline:
         except Exception:
             log.exception("answering failed for conversation %s", message.conversation_id)
             reply = error_reply(self._messages)
+        reply, state = await self.router.after_answer(message, reply)
+        if state is Owner.QUEUED:
+            self._notify(message.conversation_id, "handoff")
         timings["total_ms"] = (time.perf_counter() - started) * 1000
         bot_turn_id = await self.store.record_bot_turn(message.conversation_id, reply, timings, user_turn_id)
         log.info(
@@ -185,4 +232,7 @@ class Pipeline:
             reply.confidence,
             timings["total_ms"],
         )
-        return Exchange(user_turn_id, bot_turn_id, reply)
+        return Exchange(user_turn_id, bot_turn_id, reply, state=state)
+
+
+_HELD = Reply(text="", answered_by=AnsweredBy.FALLBACK, reason=HELD_REASON)

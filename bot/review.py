@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bot.evaluation import OUT_OF_SCOPE
 from bot.knowledge.model import normalised
-from bot.store import Turn
+from bot.turns import Turn
 from bot.types import AnsweredBy
 
 # Reasons of replies that did not answer from the knowledge base although it was consulted.

@@ -11,14 +11,15 @@ import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import aiosqlite
 
+from bot.conversation.ledger import ConversationLedger
 from bot.guard import storable
-from bot.types import AnsweredBy, Citation, Message, MessageKind, Reply
+from bot.turns import Turn, select_turns
+from bot.types import Message, MessageKind, Reply
 
-_SCHEMA_VERSION = 3
+_SCHEMA_VERSION = 4
 MAX_TURN_ID = 2**63 - 1  # SQLite's largest integer: no turn id is above it
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -28,7 +29,22 @@ CREATE TABLE IF NOT EXISTS conversations (
     created_at  REAL NOT NULL,
     updated_at  REAL NOT NULL,
     handoff     INTEGER NOT NULL DEFAULT 0,
-    handoff_summary TEXT   -- for the person who takes over, written by the model after a handoff
+    handoff_summary TEXT,  -- for the person who takes over, written by the model after a handoff
+    owner_state TEXT NOT NULL DEFAULT 'bot',  -- bot.conversation.state.Owner
+    owner_agent TEXT,      -- the agent who owns it (owner_state 'agent')
+    owner_trigger TEXT,    -- why it last left the bot
+    owner_since REAL,      -- when it entered owner_state
+    last_hold_at REAL,     -- the last holding message while queued
+    slots TEXT             -- JSON object: what the conversation has collected (an email address...)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation_id TEXT NOT NULL REFERENCES conversations(id),
+    kind            TEXT NOT NULL,  -- bot.conversation.state.EventKind
+    actor           TEXT NOT NULL,  -- bot, customer, or the agent's name
+    trigger         TEXT,
+    text            TEXT,
+    created_at      REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS turns (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -49,7 +65,9 @@ CREATE TABLE IF NOT EXISTS turns (
     reply_to        INTEGER REFERENCES turns(id),  -- for a bot turn: the user turn it answers
     kind            TEXT,   -- for a user turn: what the customer sent (bot.types.MessageKind)
     delivered_at    REAL,   -- for a bot turn: when its channel confirmed the send (NULL: not yet)
-    delivery_owner  TEXT    -- for a bot turn: the process (Pipeline.instance) sending it now
+    delivery_owner  TEXT,   -- for a bot turn: the process (Pipeline.instance) sending it now
+    author          TEXT,   -- for a reply written by a person (answered_by 'human'): the agent's name
+    held            INTEGER NOT NULL DEFAULT 0  -- for a user turn: kept for a person, not for the bot to answer
 );
 """
 # Created after `_migrate`: on a store from an earlier version they need its added columns.
@@ -59,41 +77,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS turns_by_client_id ON turns (conversation_id, 
     WHERE client_message_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS turns_by_reply_to ON turns (reply_to) WHERE reply_to IS NOT NULL;
 CREATE INDEX IF NOT EXISTS turns_by_time ON turns (created_at);
+CREATE INDEX IF NOT EXISTS events_by_conversation ON events (conversation_id, id);
+CREATE INDEX IF NOT EXISTS conversations_by_owner ON conversations (owner_state, owner_since);
 """
-
-
-@dataclass(frozen=True)
-class Turn:
-    id: int
-    conversation_id: str
-    role: str
-    text: str
-    created_at: float
-    answered_by: str | None
-    source_id: str | None
-    confidence: float | None
-    reason: str | None
-    citations: list[dict[str, Any]]
-    quick_replies: list[str]
-    handoff: bool
-    timings: dict[str, float]
-    client_message_id: str | None
-    reply_to: int | None
-    kind: MessageKind = MessageKind.TEXT  # for a user turn
-    delivered_at: float | None = None  # for a bot turn
-
-    def as_reply(self) -> Reply:
-        """A stored bot turn as the Reply it was."""
-        return Reply(
-            text=self.text,
-            answered_by=AnsweredBy(self.answered_by or AnsweredBy.FALLBACK),
-            confidence=self.confidence or 0.0,
-            citations=tuple(Citation(**c) for c in self.citations),
-            quick_replies=tuple(self.quick_replies),
-            handoff=self.handoff,
-            source_id=self.source_id,
-            reason=self.reason or "",
-        )
 
 
 @dataclass(frozen=True)
@@ -118,6 +104,14 @@ _ADDED_COLUMNS = (
     ("turns", "kind", "TEXT"),
     ("turns", "delivered_at", "REAL"),
     ("turns", "delivery_owner", "TEXT"),
+    ("conversations", "owner_state", "TEXT NOT NULL DEFAULT 'bot'"),
+    ("conversations", "owner_agent", "TEXT"),
+    ("conversations", "owner_trigger", "TEXT"),
+    ("conversations", "owner_since", "REAL"),
+    ("conversations", "last_hold_at", "REAL"),
+    ("conversations", "slots", "TEXT"),
+    ("turns", "author", "TEXT"),
+    ("turns", "held", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 
@@ -139,6 +133,7 @@ class StoreError(Exception):
 class ConversationStore:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
+        self.ledger = ConversationLedger(db)  # ownership, slots, events, notes, agents' replies
 
     @classmethod
     async def open(cls, path: Path) -> ConversationStore:
@@ -318,11 +313,11 @@ class ConversationStore:
     async def pending(self, channel: str, since: float, undelivered_too: bool) -> list[tuple[int, Message]]:
         """(user turn id, message) for customer messages on `channel` since `since`, oldest first, that were
         stored but never answered (the process stopped first), or, with `undelivered_too`, whose answer was
-        never confirmed sent."""
+        never confirmed sent. Messages kept for a person are not the bot's to answer."""
         sent = "AND b.delivered_at IS NOT NULL" if undelivered_too else ""
         async with self._db.execute(
             "SELECT u.*, c.user_id, c.channel FROM turns u JOIN conversations c ON c.id = u.conversation_id "
-            "WHERE u.role = 'user' AND c.channel = ? AND u.created_at >= ? AND NOT EXISTS "
+            "WHERE u.role = 'user' AND u.held = 0 AND c.channel = ? AND u.created_at >= ? AND NOT EXISTS "
             f"(SELECT 1 FROM turns b WHERE b.reply_to = u.id {sent}) ORDER BY u.id",
             (channel, since),
         ) as cursor:
@@ -342,27 +337,5 @@ class ConversationStore:
         ]  # fmt: skip
 
     async def _select(self, sql: str, params: tuple[object, ...]) -> list[Turn]:
-        async with self._db.execute(sql, params) as cursor:
-            rows = await cursor.fetchall()
-        return [
-            Turn(
-                id=row["id"],
-                conversation_id=row["conversation_id"],
-                role=row["role"],
-                text=row["text"],
-                created_at=row["created_at"],
-                answered_by=row["answered_by"],
-                source_id=row["source_id"],
-                confidence=row["confidence"],
-                reason=row["reason"],
-                citations=json.loads(row["citations"] or "[]"),
-                quick_replies=json.loads(row["quick_replies"] or "[]"),
-                handoff=bool(row["handoff"]),
-                timings=json.loads(row["timings"] or "{}"),
-                client_message_id=row["client_message_id"],
-                reply_to=row["reply_to"],
-                kind=MessageKind(row["kind"] or MessageKind.TEXT),
-                delivered_at=row["delivered_at"],
-            )
-            for row in rows
-        ]
+        return await select_turns(self._db, sql, params)
+

@@ -64,4 +64,5 @@ class Reply:
     quick_replies: tuple[str, ...] = ()
     handoff: bool = False
     source_id: str | None = None  # the knowledge item the answer came from (or the out-of-scope group that declined)
+    author: str | None = None  # the agent's name, for a reply written by a person
     reason: str = ""  # machine-readable why: "faq", "passage", "not_sure", "out_of_scope", "greeting", "empty", ...

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+from bot.turns import Turn
 
 
 class ChannelError(RuntimeError):
@@ -18,3 +20,9 @@ class ChannelConnector(Protocol):
 
     async def stop(self) -> None:
         """Stop receiving and release connections; idempotent."""
+
+
+@runtime_checkable
+class Deliverer(Protocol):
+    async def deliver(self, turn: Turn) -> bool:
+        """Send a stored reply a person wrote to the customer, once; True when it was sent."""

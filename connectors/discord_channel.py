@@ -27,6 +27,7 @@ from discord.http import Route
 from bot.config import DiscordSettings
 from bot.pipeline import RESUME_WINDOW_S, Exchange, Pipeline
 from bot.textsplit import split_message
+from bot.turns import Turn
 from bot.types import Message, Reply
 from connectors.base import ChannelError
 
@@ -71,7 +72,7 @@ def render(reply: Reply, quote: str | None = None) -> str:
     if quote:
         shown = quote if len(quote) <= QUOTE_LIMIT else quote[: QUOTE_LIMIT - 1] + "…"
         parts.append("\n".join("> " + discord.utils.escape_markdown(line) for line in shown.splitlines()))
-    parts.append(reply.text)
+    parts.append(f"**{discord.utils.escape_markdown(reply.author)}**: {reply.text}" if reply.author else reply.text)
     if reply.citations:
         sources = "; ".join(f"{c.title} ({c.source}:{c.line})" for c in reply.citations)
         parts.append("Sources: " + discord.utils.escape_markdown(sources))
@@ -258,6 +259,9 @@ class DiscordConnector:
                 await self._resume_one(turn_id, message)
             if pending:
                 log.info("discord: resumed %d messages stored before the restart", len(pending))
+            since = time.time() - RESUME_WINDOW_S
+            for turn in await self._pipeline().store.ledger.undelivered_from_people(CHANNEL, since):
+                await self.deliver(turn)
         except Exception:
             log.exception("discord: resuming the messages stored before the restart failed")
 
@@ -274,6 +278,24 @@ class DiscordConnector:
         exchange = await self._pipeline().exchange(message, stored_turn_id=turn_id)
         if await self._pipeline().claim_delivery(exchange):
             await self._pipeline().delivered(exchange, await self._send(channel, exchange, None))
+
+    async def deliver(self, turn: Turn) -> bool:
+        """Post a reply a person wrote in the DM or channel its conversation came from, once."""
+        last = await self._pipeline().store.ledger.last_user_turn(turn.conversation_id)
+        channel_id = int(last.metadata.get("discord_channel_id", "0") or 0) if last is not None else 0
+        channel: Any = self.client.get_channel(channel_id) if channel_id else None
+        if channel is None and channel_id:
+            with self._send_failures_logged(f"finding channel {channel_id} for an agent's reply"):
+                channel = await self.client.fetch_channel(channel_id)
+        if channel is None or not isinstance(channel, discord.abc.Messageable):
+            log.warning("discord: no channel for conversation %s; the agent's reply is kept", turn.conversation_id)
+            return False
+        if not await self._pipeline().claim_turn(turn.id):
+            return False
+        exchange = Exchange(turn.reply_to or 0, turn.id, turn.as_reply())
+        sent = await self._send(channel, exchange, None)
+        await self._pipeline().turn_sent(turn.id, sent)
+        return sent
 
     def _gateway_ended(self, task: asyncio.Task[None]) -> None:
         """discord.py reconnects by itself; the task ends only when Discord refuses the session for good

@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bot.config import Config
 from bot.pipeline import RESUME_WINDOW_S, ClientIdConflict, Exchange, Pipeline
 from bot.ratelimit import RateLimiter
-from bot.store import MAX_TURN_ID, Turn
+from bot.store import MAX_TURN_ID
+from bot.turns import Turn
 from bot.types import Message, Reply
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,8 @@ class ChatResponse(BaseModel):
     answered_by: str  # knowledge | llm | fallback | human
     handoff: bool
     quick_replies: list[str]
-    turn_id: int
+    turn_id: int | None  # None: a person owns the conversation and the bot stays silent (reply is "")
+    state: str  # who owns the conversation now: bot | queued | agent
 
 
 class TurnOut(BaseModel):
@@ -88,6 +90,7 @@ class TurnOut(BaseModel):
     quick_replies: list[str]
     answered_by: str | None
     handoff: bool
+    author: str | None  # for a reply written by a person (answered_by "human"): the agent's name
 
 
 class HistoryResponse(BaseModel):
@@ -117,6 +120,7 @@ def _turn_out(turn: Turn) -> TurnOut:
         quick_replies=turn.quick_replies,
         answered_by=turn.answered_by,
         handoff=turn.handoff,
+        author=turn.author,
     )
 
 
@@ -137,6 +141,23 @@ class WebChannel:
         self._max_frame_bytes = config.server.max_body_bytes
         self._per_conversation = RateLimiter(self._settings.messages_per_minute_per_conversation, WINDOW_SECONDS)
         self._per_ip = RateLimiter(self._settings.messages_per_minute_per_ip, WINDOW_SECONDS)
+        self._sockets: dict[str, set[WebSocket]] = {}  # conversation id -> its open widgets
+
+    async def deliver(self, turn: Turn) -> bool:
+        """Push a person's reply to every widget open on its conversation; the history has it either way
+        (a widget that opens later shows it). True when at least one widget got it."""
+        frame = {
+            "type": "reply", "client_message_id": None, "turn_id": turn.id, "author": turn.author,
+            "state": "agent", **_reply_fields(turn.as_reply()),
+        }  # fmt: skip
+        pushed = False
+        for websocket in list(self._sockets.get(turn.conversation_id, ())):
+            with contextlib.suppress(Exception):  # a widget that went away: it catches up from the history
+                await websocket.send_json(frame)
+                pushed = True
+        if pushed:
+            await self._pipeline().store.mark_delivered(turn.id)
+        return pushed
 
     def _rate_limited(self, conversation_id: str, client_ip: str) -> float:
         """Seconds to wait, or 0 when this message may go through.
@@ -180,7 +201,8 @@ class WebChannel:
                 return JSONResponse(status_code=409, content={"error": "conflict", "detail": str(err)})
             return {
                 "conversation_id": conversation_id,
-                "turn_id": exchange.bot_turn_id,
+                "turn_id": None if exchange.silent else exchange.bot_turn_id,
+                "state": str(exchange.state),
                 **_reply_fields(exchange.reply),
             }
 
@@ -217,8 +239,17 @@ class WebChannel:
         ):
             conversation_id = new_conversation_id()
         await websocket.send_json({"type": "ready", "conversation_id": conversation_id})
-        client_ip = websocket.client.host if websocket.client else "unknown"
+        sockets = self._sockets.setdefault(conversation_id, set())
+        sockets.add(websocket)
+        try:
+            await self._receive_frames(websocket, pipeline, conversation_id)
+        finally:
+            sockets.discard(websocket)
+            if not sockets:
+                self._sockets.pop(conversation_id, None)
 
+    async def _receive_frames(self, websocket: WebSocket, pipeline: Pipeline, conversation_id: str) -> None:
+        client_ip = websocket.client.host if websocket.client else "unknown"
         while True:
             received = await websocket.receive()
             if received["type"] == "websocket.disconnect":
@@ -262,6 +293,9 @@ class WebChannel:
         if exchange.repeated:
             await websocket.send_json({"type": "ack", "client_message_id": cmid, "turn_id": exchange.user_turn_id})
         await websocket.send_json({"type": "typing", "state": False})
+        if exchange.silent:  # kept for a person: their reply comes as its own frame when they write
+            await websocket.send_json({"type": "held", "client_message_id": cmid, "state": str(exchange.state)})
+            return
         await websocket.send_json(
             {
                 "type": "reply",

@@ -19,10 +19,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bot.config import Config
+from bot.conversation.desk import AgentDesk
+from bot.conversation.state import Staffing
 from bot.embedding import Embedder
 from bot.pipeline import Pipeline, Responder
+from bot.turns import Turn
 from connectors.telegram import TelegramConnector, telegram_webhook_router
+from connectors.web import CHANNEL as WEB_CHANNEL
 from connectors.web import WebChannel, resume_web
+from serving.agent_api import AgentApi
+from serving.agents import AgentDirectory, AgentPresence, AgentTokenError, InboxFeed
 from serving.channels import RunningChannels, start_channels
 from serving.runtime import Bot, running_bot
 
@@ -40,14 +46,27 @@ def create_app(
 ) -> FastAPI:
     """The app owns a running bot for its lifetime (index synced, store open, knowledge watched)."""
 
+    env = os.environ if environ is None else environ
+    agents = agent_directory(env)
+    presence = AgentPresence(config.handoff.presence_window_s)
+    feed = InboxFeed()
+    web = WebChannel(lambda: current_pipeline(), config)
+
+    def staffing() -> Staffing:
+        if not agents.tokens:
+            return Staffing.NO_AGENTS
+        return Staffing.ONLINE if presence.any_online() else Staffing.OFFLINE
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         live = config.knowledge.watch if watch is None else watch
-        async with running_bot(config, embedder, watch=live, responder=responder, environ=environ) as bot:
+        async with running_bot(
+            config, embedder, watch=live, responder=responder, environ=environ, staffing=staffing,
+            notify=feed.publish,
+        ) as bot:  # fmt: skip
             app.state.bot = bot
-            app.state.channels = await start_channels(
-                config, current_pipeline, os.environ if environ is None else environ
-            )
+            app.state.desk = AgentDesk(bot.store, feed.publish)
+            app.state.channels = await start_channels(config, current_pipeline, env)
             resuming = asyncio.create_task(_resume_web(bot), name="resume web")
             try:
                 if on_ready is not None:
@@ -68,6 +87,17 @@ def create_app(
         channels: RunningChannels | None = getattr(app.state, "channels", None)
         return channels.telegram if channels is not None else None
 
+    async def deliver(channel: str, turn: Turn) -> bool:
+        """A person's reply, to the customer on the channel the conversation came from."""
+        if channel == WEB_CHANNEL:
+            return await web.deliver(turn)
+        running: RunningChannels = app.state.channels
+        connector = running.deliverer(channel)
+        if connector is None:
+            log.warning("agent reply %s kept: the %s channel is not running", turn.id, channel)
+            return False
+        return await connector.deliver(turn)
+
     @app.get("/health")
     async def health() -> dict[str, object]:
         bot: Bot = app.state.bot
@@ -77,6 +107,7 @@ def create_app(
             "knowledge_records": len(bot.engine.index),
             "knowledge": _knowledge_status(bot),
             "channels": channels.status(),
+            "agents": {"configured": len(agents.tokens), "online": presence.online()},
             "model": None
             if bot.model is None
             else {
@@ -96,7 +127,8 @@ def create_app(
     async def demo_page() -> FileResponse:
         return FileResponse(STATIC / "demo.html", media_type="text/html")
 
-    app.include_router(WebChannel(current_pipeline, config).router())
+    app.include_router(web.router())
+    app.include_router(AgentApi(lambda: app.state.desk, agents, presence, feed, deliver).router())
     app.include_router(telegram_webhook_router(current_telegram))
     _install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=config.server.max_body_bytes)
@@ -110,6 +142,18 @@ def create_app(
             max_age=600,
         )
     return app
+
+
+def agent_directory(environ: Mapping[str, str]) -> AgentDirectory:
+    """The agents from the environment; a malformed list is logged (never its tokens) and nobody can sign in."""
+    try:
+        directory = AgentDirectory.from_environ(environ)
+    except AgentTokenError as err:
+        log.error("%s: the agent inbox is closed until it is fixed", err)
+        return AgentDirectory({})
+    if not directory.tokens:
+        log.info("no agents: set SUPPORTBOT_AGENT_TOKENS to open the agent inbox (/agent)")
+    return directory
 
 
 async def _resume_web(bot: Bot) -> None:
@@ -139,7 +183,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         undecodable = _undecodable_body(request, exc)
         if undecodable is not None:
             return _invalid_request(request, [undecodable])
-        return JSONResponse(status_code=exc.status_code, content={"error": "http_error", "detail": exc.detail})
+        return JSONResponse(
+            status_code=exc.status_code, content={"error": "http_error", "detail": exc.detail}, headers=exc.headers
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

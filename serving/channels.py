@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from bot.config import Config
 from bot.pipeline import Pipeline
-from connectors.base import ChannelConnector, ChannelError
+from connectors.base import ChannelConnector, ChannelError, Deliverer
 from connectors.telegram import TelegramConnector, telegram_connector
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,11 @@ class RunningChannels:
     @property
     def telegram(self) -> TelegramConnector | None:
         return next((c for c in self.connectors if isinstance(c, TelegramConnector)), None)
+
+    def deliverer(self, channel: str) -> Deliverer | None:
+        """The running connector that delivers people's replies on `channel`."""
+        connector = next((c for c in self.connectors if c.name == channel and c.failure is None), None)
+        return connector if isinstance(connector, Deliverer) else None
 
     async def stop(self) -> None:
         for connector in reversed(self.connectors):

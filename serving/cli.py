@@ -17,7 +17,8 @@ import typer
 
 from bot.config import Config, ConfigError, load_config
 from bot.knowledge.loader import KnowledgeDirMissing, require_knowledge_dir
-from bot.store import ConversationStore, StoreError, Turn
+from bot.store import ConversationStore, StoreError
+from bot.turns import Turn
 
 if TYPE_CHECKING:
     from bot.index import SyncReport

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +13,7 @@ import anyio
 import anyio.to_thread
 
 from bot.config import Config
+from bot.conversation.state import Staffing
 from bot.embedding import Embedder
 from bot.index import KnowledgeIndex, SyncReport
 from bot.knowledge.sync import KnowledgeSync
@@ -71,6 +72,8 @@ async def running_bot(
     watch: bool = False,
     responder: Responder | None = None,
     environ: Mapping[str, str] | None = None,
+    staffing: Callable[[], Staffing] = lambda: Staffing.NO_AGENTS,
+    notify: Callable[[str, str], None] = lambda conversation_id, kind: None,
 ) -> AsyncIterator[Bot]:
     """A ready bot: index synced with the knowledge directory, store open, and (optionally) live reload."""
     engine = build_engine(config, embedder)
@@ -81,7 +84,7 @@ async def running_bot(
     if responder is None and config.llm is not None:
         model = model_responder(config, engine, store, environ)
     responder = responder or model or KnowledgeResponder(config.messages, config.answering)
-    pipeline = Pipeline(engine.policy, store, responder, config.messages)
+    pipeline = Pipeline(engine.policy, store, responder, config.messages, config.handoff, staffing, notify)
     try:
         async with anyio.create_task_group() as tasks:
             stop = anyio.Event()

@@ -38,8 +38,10 @@ class BotProcess:
     def start(self) -> BotProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [str(BOT), "serve", "--config", str(self.config)], stdout=log, stderr=log, env=self.environ
-            )
+                [str(BOT), "serve", "--config", str(self.config)], stdout=log, stderr=log, env=self.environ,
+                # Ctrl-C must reach it even when the suite itself runs with SIGINT ignored (a background job).
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            )  # fmt: skip
         wait_until(lambda: self.health() is not None or self._exited(), "the server to answer /health", READY_TIMEOUT_S)
         assert not self._exited(), f"bot serve exited early:\n{self.log()[-3000:]}"
         return self

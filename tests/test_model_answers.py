@@ -267,7 +267,10 @@ def test_handoff_with_a_model_stores_a_summary_for_the_agent(
     write_config: ConfigFactory, llm_settings: dict[str, object], model_proxy: RecordingProxy, embedder: Embedder
 ) -> None:
     config = load_config(model_server_config(write_config, llm_settings))
-    with LiveServer(config, embedder) as server:
+    token = "alice-token-0123456789"
+    with LiveServer(config, embedder, environ={"SUPPORTBOT_AGENT_TOKENS": f"alice:{token}"}) as server:
+        with server.client() as client:  # an agent is online: the customer gets the model's handoff note
+            assert client.get("/api/agent/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
         first = chat(server, RETURNS_QUESTION)
         conversation = str(first["conversation_id"])
         reply = chat(server, "I want to talk to a person", conversation)

@@ -311,8 +311,11 @@ def test_bot_model_serve_prints_where_to_point_the_bot_and_stops_the_server_on_c
     )
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "stand-in-vllm")}
     bot = subprocess.Popen(
-        [str(BOT), "model", "serve", "--config", str(config)], stderr=subprocess.PIPE, text=True, env=env
-    )
+        [str(BOT), "model", "serve", "--config", str(config)], stderr=subprocess.PIPE, text=True, env=env,
+        # A shell without job control starts background jobs with SIGINT ignored, and children inherit that:
+        # the suite run as `... &` would otherwise wait forever for a Ctrl-C the bot cannot receive.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     assert bot.stderr is not None
     seen: list[str] = []
     server_pid = 0

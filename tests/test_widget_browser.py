@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,7 +122,8 @@ def test_quick_replies_and_the_page_css_does_not_leak_in(page: Page, live_server
     background = talk.evaluate("el => getComputedStyle(el).backgroundColor")
     assert background != "rgb(255, 105, 180)"
     talk.click()
-    expect(page.get_by_role("log")).to_contain_text("passing this conversation to a person")
+    # No agents are set up (SUPPORTBOT_AGENT_TOKENS): the bot says so instead of promising a person.
+    expect(page.get_by_role("log")).to_contain_text("no one from our team can take over this chat")
 
 
 def test_mobile_viewport_opens_full_screen(browser: Browser, live_server: LiveServer) -> None:
@@ -212,3 +214,44 @@ def test_a_model_answer_streams_into_the_widget_then_shows_its_citation(
 
     assert len(streamed) > 2, streamed  # the bubble grew piece by piece before the final reply
     assert all(CITED_ANSWER.startswith(text) for text in streamed), streamed
+
+
+def test_a_person_answers_in_the_widget_and_the_bot_stays_silent_until_released(
+    page: Page, config: Config, embedder: Embedder
+) -> None:
+    """The customer's side in Chromium; the agent works through the agent API (tokens from the environment)."""
+    token = "alice-token-0123456789"
+    auth = {"Authorization": f"Bearer {token}"}
+    with LiveServer(config, embedder, environ={"SUPPORTBOT_AGENT_TOKENS": f"alice:{token}"}) as server:
+        with server.client() as agent:
+            agent.get("/api/agent/me", headers=auth)  # Alice is online
+            page.goto(server.url + "/")
+            page.get_by_role("button", name="Open chat").click()
+            page.get_by_role("button", name="Talk to a person").last.click()
+            log = page.get_by_role("log")
+            expect(log).to_contain_text(config.messages.handoff)
+            (queued,) = agent.get("/api/agent/conversations", headers=auth).json()
+            base = f"/api/agent/conversations/{queued['id']}"
+            assert agent.post(f"{base}/claim", headers=auth).status_code == 200
+            payload = '<img src=x onerror="window.__pwned=1"> Hi, Alice here!'
+            assert agent.post(f"{base}/messages", headers=auth, json={"text": payload}).json()["delivered"]
+            expect(log).to_contain_text(payload)  # pushed over the open WebSocket, as text
+            expect(page.locator(".msg.agent .who")).to_have_text("alice")
+
+            for text in ("My parcel never came", "It was order 1234"):
+                ask(page, text)
+                expect(log).to_contain_text(text)
+            deadline = time.monotonic() + 60
+            while len([t for t in agent.get(base, headers=auth).json()["turns"] if t["role"] == "user"]) < 3:
+                assert time.monotonic() < deadline, "the customer's two messages did not reach the server"
+                time.sleep(0.05)  # both reach the server (and are kept for Alice) before the release
+            assert agent.post(f"{base}/release", headers=auth).status_code == 200
+            ask(page, "How can I track my order?")
+            expect(log).to_contain_text("tracking link")
+            turns = agent.get(base, headers=auth).json()["turns"]
+        assert [t["role"] for t in turns] == ["user", "bot", "agent", "user", "user", "user", "bot"]
+        assert page.evaluate("window.__pwned") is None
+        page.reload()  # the history shows the person's reply with their name
+        page.get_by_role("button", name="Open chat").click()
+        expect(page.locator(".msg.agent .who")).to_have_text("alice")
+        expect(page.get_by_role("log")).to_contain_text("Hi, Alice here!")

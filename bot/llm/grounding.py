@@ -16,7 +16,7 @@ from langchain_core.messages.utils import count_tokens_approximately, trim_messa
 
 from bot.index import Hit
 from bot.prompts import PromptLibrary
-from bot.store import Turn
+from bot.turns import Turn
 
 _SECTION_TAG = re.compile(r"<\s*/?\s*(customer_message|context|transcript)\b[^>]*>", re.IGNORECASE)
 _CITATION = re.compile(r"\s*\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")

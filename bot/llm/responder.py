@@ -25,7 +25,8 @@ from bot.pipeline import DeltaSink, KnowledgeResponder
 from bot.policy import Decision, DecisionKind, ResponsePolicy
 from bot.prompts import PromptLibrary
 from bot.replies import citation_for
-from bot.store import ConversationStore, Turn
+from bot.store import ConversationStore
+from bot.turns import Turn
 from bot.types import AnsweredBy, Message, Reply
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,8 @@ from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError
 
 from bot.config import TelegramSettings
 from bot.pipeline import RESUME_WINDOW_S, Exchange, Pipeline
-from bot.types import Message
+from bot.turns import Turn
+from bot.types import Message, Reply
 from connectors.base import ChannelError
 from connectors.buttons import read_button
 from connectors.telegram.inbound import CHANNEL, Press, read_update
@@ -203,6 +204,30 @@ class TelegramConnector:
             self._in_background(self._answer_in_turn(messages))
         if pending:
             log.info("telegram: resuming %d messages stored before the restart", len(pending))
+        unsent = await self._pipeline().store.ledger.undelivered_from_people(CHANNEL, time.time() - RESUME_WINDOW_S)
+        for turn in unsent:
+            self._in_background(self._deliver_logged(turn))
+        if unsent:
+            log.info("telegram: sending %d agents' replies not confirmed sent before the restart", len(unsent))
+
+    async def _deliver_logged(self, turn: Turn) -> None:
+        try:
+            await self.deliver(turn)
+        except Exception:
+            log.exception("telegram: sending the agent's reply %s failed", turn.id)
+
+    async def deliver(self, turn: Turn) -> bool:
+        """Send a reply a person wrote to the chat its conversation came from, once (claimed, then confirmed)."""
+        last = await self._pipeline().store.ledger.last_user_turn(turn.conversation_id)
+        chat = last.metadata.get("chat_id") if last is not None else None
+        if chat is None:
+            log.warning("telegram: no chat known for conversation %s; the agent's reply is kept", turn.conversation_id)
+            return False
+        if not await self._pipeline().claim_turn(turn.id):
+            return False  # sent already, or being sent
+        sent = await self._send_pieces(int(chat), turn.as_reply(), turn.id)
+        await self._pipeline().turn_sent(turn.id, sent)
+        return sent
 
     async def _answer_in_turn(self, messages: list[tuple[int, Message]]) -> None:
         for turn_id, message in messages:
@@ -219,7 +244,9 @@ class TelegramConnector:
                 with contextlib.suppress(asyncio.CancelledError):
                     await typing
             if not await self._pipeline().claim_delivery(exchange):
-                log.info("telegram: duplicate update %s answered before; not sending again", message.client_message_id)
+                if not exchange.silent:
+                    log.info("telegram: duplicate update %s answered before; not sending again",
+                             message.client_message_id)  # fmt: skip
                 return
             sent = await self._send_reply(chat_id, exchange)
             await self._pipeline().delivered(exchange, sent)
@@ -233,9 +260,12 @@ class TelegramConnector:
             await asyncio.sleep(TYPING_REFRESH_SECONDS)
 
     async def _send_reply(self, chat_id: int, exchange: Exchange) -> bool:
-        pieces = split_html_safe(exchange.reply)
+        return await self._send_pieces(chat_id, exchange.reply, exchange.bot_turn_id)
+
+    async def _send_pieces(self, chat_id: int, reply: Reply, bot_turn_id: int) -> bool:
+        pieces = split_html_safe(reply)
         for index, piece in enumerate(pieces):
-            markup = quick_reply_keyboard(exchange.reply, exchange.bot_turn_id) if index == len(pieces) - 1 else None
+            markup = quick_reply_keyboard(reply, bot_turn_id) if index == len(pieces) - 1 else None
 
             async def send(piece: str = piece, markup: InlineKeyboardMarkup | None = markup) -> object:
                 return await self.bot.send_message(

@@ -39,7 +39,7 @@ def split_html_safe(reply: Reply, limit: int = MessageLimit.MAX_TEXT_LENGTH) -> 
     reserve = len(tail) + 2 if tail else 0
     chunk_limit = limit
     while True:
-        plain = split_message(reply.text, chunk_limit)
+        plain = split_message(f"{reply.author}:\n{reply.text}" if reply.author else reply.text, chunk_limit)
         if len(plain) >= MAX_PIECES:  # the last piece allowed must also hold the sources
             room = chunk_limit - reserve - len(SHORTENED)
             if len(plain) > MAX_PIECES or len(plain[MAX_PIECES - 1]) > chunk_limit - reserve:

@@ -125,6 +125,7 @@
     "border:1px solid #e0e7ff;max-width:100%;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}",
     ".chip .src{color:#6b7280}",
     ".note{font-size:12px;color:#4b5563;margin-top:4px;font-style:italic}",
+    ".who{font-size:12px;font-weight:600;color:#374151;margin-bottom:2px}",
     ".quick{display:flex;flex-wrap:wrap;gap:6px;align-self:flex-start}",
     ".quick button{padding:6px 12px;border-radius:999px;border:1px solid var(--sb-accent);",
     "background:#fff;color:var(--sb-accent);font-size:13px}",
@@ -313,8 +314,11 @@
   // place of its provisional streaming bubble.
   function addBotBubble(turn, before) {
     clearQuickReplies();
-    var msg = el("div", { class: "msg bot" });
-    msg.appendChild(el("span", { class: "sr" }, TITLE + ": "));
+    // A reply written by a person shows their name (turn.author) instead of the bot's.
+    var person = typeof turn.author === "string" && turn.author ? turn.author : null;
+    var msg = el("div", { class: person ? "msg bot agent" : "msg bot" });
+    if (person) msg.appendChild(el("div", { class: "who" }, person));
+    msg.appendChild(el("span", { class: "sr" }, (person || TITLE) + ": "));
     msg.appendChild(el("div", { class: "bubble" }, turn.text || ""));
     var cites = Array.isArray(turn.citations) ? turn.citations : [];
     if (cites.length) {
@@ -549,9 +553,15 @@
           dropStream(rcid);  // already shown (history caught it, or a re-send echoed it)
         } else {
           showBotTurn({ id: f.turn_id, text: f.reply, citations: f.citations, handoff: f.handoff,
-            quick_replies: f.quick_replies, client_message_id: rcid });
+            quick_replies: f.quick_replies, client_message_id: rcid, author: f.author });
           if (!panelOpen()) badge.hidden = false;  // unread reply while the panel is closed
         }
+        if (!pending.size) setTyping(false);
+        break;
+      case "held":
+        // A person owns the conversation: the message is kept for them and the bot says nothing. Their
+        // reply arrives as its own "reply" frame.
+        if (f.client_message_id) pending.delete(f.client_message_id);
         if (!pending.size) setTyping(false);
         break;
       case "error":

@@ -1,0 +1,120 @@
+"""Routing, once per message and before any answering: the bot answers only conversations it owns.
+
+While a conversation is queued or owned by an agent, the customer's message is kept for the person (and
+pushed to the inbox); the bot says at most one holding message per `handoff.hold_message_every_s`, and
+only while queued. After the bot answers, the router decides whether the conversation goes to a person:
+the customer asked (in words or with the button), or the bot was not sure too many times in a row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+
+from bot.config import HandoffSettings, MessagesSettings
+from bot.conversation.ledger import ConversationLedger
+from bot.conversation.state import EventKind, Owner, Ownership, OwnershipConflict, Staffing, Trigger
+from bot.handoff import WIDGET_BUTTON_LABELS
+from bot.turns import Turn
+from bot.types import AnsweredBy, Message, Reply
+
+# Finding an address in a sentence ("you can reach me at ana@example.com"), not validating one.
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+NOT_SURE_REASON = "not_sure"
+HELD_REASON = "held"  # a message kept for a person, with no reply from the bot
+
+
+@dataclass(frozen=True)
+class Held:
+    """What the bot says to a message it keeps for a person: a reply, or nothing (`reply` None)."""
+
+    ownership: Ownership
+    reply: Reply | None
+
+
+class Router:
+    def __init__(
+        self,
+        ledger: ConversationLedger,
+        recent_turns: Callable[[str, int], Awaitable[list[Turn]]],
+        messages: MessagesSettings,
+        settings: HandoffSettings,
+        staffing: Callable[[], Staffing],
+    ) -> None:
+        self._ledger = ledger
+        self._recent_turns = recent_turns
+        self._messages = messages
+        self._settings = settings
+        self.staffing = staffing
+
+    async def ownership(self, conversation_id: str) -> Ownership:
+        return await self._ledger.ownership(conversation_id)
+
+    async def hold(self, message: Message, user_turn_id: int, ownership: Ownership) -> Held:
+        """Keep a message for the person; the holding message or email acknowledgement, if one is due."""
+        await self._ledger.mark_held(user_turn_id)
+        email = _EMAIL.search(message.text)
+        if email is not None and email.group(0) != ownership.slots.get("email"):
+            await self._ledger.set_slot(message.conversation_id, "email", email.group(0), "customer")
+            if ownership.state is Owner.QUEUED:
+                text = self._messages.email_noted.format(email=email.group(0))
+                return Held(ownership, _notice(text, HELD_REASON))
+        if ownership.state is not Owner.QUEUED:
+            return Held(ownership, None)
+        now = time.time()
+        last = ownership.last_hold_at or ownership.since or 0.0
+        if now - last < self._settings.hold_message_every_s:
+            return Held(ownership, None)
+        await self._ledger.hold_sent(message.conversation_id, now)
+        text = self._messages.hold if self.staffing() is Staffing.ONLINE else self._messages.hold_offline
+        return Held(ownership, _notice(text, "queued"))
+
+    async def after_answer(self, message: Message, reply: Reply) -> tuple[Reply, Owner]:
+        """The reply to send, and who owns the conversation now: queued when this message hands it over."""
+        staffing = self.staffing()
+        if staffing is Staffing.NO_AGENTS:  # nobody could ever take over: the bot keeps it, and says so
+            if reply.handoff:
+                reply = _notice(self._messages.handoff_unavailable, "handoff_unavailable")
+            return reply, Owner.BOT
+        trigger = await self._trigger(message, reply)
+        if trigger is None:
+            return reply, Owner.BOT
+        if not reply.handoff:  # not sure too often: the handoff replaces the not-sure reply
+            reply = Reply(text=self._messages.handoff, answered_by=AnsweredBy.FALLBACK, handoff=True, reason="handoff")
+        if staffing is Staffing.OFFLINE:
+            reply = replace(reply, text=self._messages.handoff_offline)
+        actor = "bot" if trigger is Trigger.NOT_SURE else "customer"
+        with contextlib.suppress(OwnershipConflict):  # an agent pulled it meanwhile: with a person either way
+            await self._ledger.transition(
+                message.conversation_id, Owner.QUEUED, EventKind.HANDOFF, actor, (Owner.BOT,), trigger=str(trigger)
+            )
+        return reply, Owner.QUEUED
+
+    async def _trigger(self, message: Message, reply: Reply) -> Trigger | None:
+        if reply.handoff:
+            said = message.text.strip().casefold()
+            buttons = {label.casefold() for label in (self._messages.talk_to_human_button, *WIDGET_BUTTON_LABELS)}
+            return Trigger.TALK_BUTTON if said in buttons else Trigger.CUSTOMER_REQUEST
+        needed = self._settings.after_not_sure
+        if reply.reason != NOT_SURE_REASON or needed == 0:
+            return None
+        if needed == 1:
+            return Trigger.NOT_SURE
+        recent = await self._recent_turns(message.conversation_id, 2 * needed)
+        streak = 1  # this reply
+        for turn in reversed([t for t in recent if t.role == "bot"]):
+            if turn.reason != NOT_SURE_REASON:
+                break
+            streak += 1
+        return Trigger.NOT_SURE if streak >= needed else None
+
+
+def _notice(text: str, reason: str) -> Reply:
+    return Reply(text=text, answered_by=AnsweredBy.FALLBACK, reason=reason)
+
+
+def is_person(turn: Turn) -> bool:
+    return turn.answered_by == str(AnsweredBy.HUMAN)

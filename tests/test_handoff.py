@@ -1,0 +1,244 @@
+"""A person takes over: ownership in the engine, the agent API, and replies over the customer's channel.
+
+The real app on a loopback port, the real store, the real embedding model; agents and their tokens from
+the environment, as in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+from bot.config import Config, load_config
+from bot.embedding import Embedder
+from tests.conftest import ConfigFactory, LiveServer
+
+ALICE = "alice-token-0123456789"
+BOB = "bob-token-9876543210ab"
+AGENTS = {"SUPPORTBOT_AGENT_TOKENS": f"alice:{ALICE},bob:{BOB}"}
+
+
+def as_agent(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def served(config: Config, embedder: Embedder) -> Iterator[LiveServer]:
+    with LiveServer(config, embedder, environ=AGENTS) as server:
+        yield server
+
+
+def say(client: httpx.Client, text: str, conversation_id: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"text": text}
+    if conversation_id is not None:
+        body["conversation_id"] = conversation_id
+    response = client.post("/api/chat", json=body)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_a_person_takes_over_the_bot_stays_silent_and_takes_it_back(served: LiveServer, config: Config) -> None:
+    with served.client() as client:
+        client.get("/api/agent/me", headers=as_agent(ALICE))  # Alice is at her desk
+        asked = say(client, "Can I talk to a person please?")
+        conversation = asked["conversation_id"]
+        assert asked["handoff"] is True and asked["state"] == "queued"
+        assert asked["reply"] == config.messages.handoff  # an agent is online: no "nobody is here"
+
+        queue = client.get("/api/agent/conversations?state=queued", headers=as_agent(BOB)).json()
+        (entry,) = [c for c in queue if c["id"] == conversation]
+        assert entry["channel"] == "web" and entry["trigger"] == "customer_request" and entry["owner"] is None
+        assert entry["last_text"] == "Can I talk to a person please?" and entry["waiting_since"] > 0
+
+        waiting = say(client, "Hello? Anyone there?", conversation)
+        assert waiting["state"] == "queued" and waiting["turn_id"] is None and waiting["reply"] == ""
+
+        claimed = client.post(f"/api/agent/conversations/{conversation}/claim", headers=as_agent(ALICE))
+        assert claimed.status_code == 200 and claimed.json()["state"] == "agent" and claimed.json()["owner"] == "alice"
+        sent = client.post(f"/api/agent/conversations/{conversation}/messages", headers=as_agent(ALICE),
+                           json={"text": "Hi, Alice here. How can I help?"})  # fmt: skip
+        assert sent.status_code == 200 and sent.json()["role"] == "agent"
+
+        for text in ("My parcel never came", "It was order 1234"):  # the bot says nothing to either
+            held = say(client, text, conversation)
+            assert held["state"] == "agent" and held["reply"] == "" and held["turn_id"] is None
+
+        history = client.get(f"/api/conversations/{conversation}").json()["turns"]
+        people = [t for t in history if t["answered_by"] == "human"]
+        assert [(t["text"], t["author"]) for t in people] == [("Hi, Alice here. How can I help?", "alice")]
+        assert [t["role"] for t in history] == ["user", "bot", "user", "bot", "user", "user"]
+
+        released = client.post(f"/api/agent/conversations/{conversation}/release", headers=as_agent(ALICE))
+        assert released.status_code == 200 and released.json()["state"] == "bot"
+        answered = say(client, "How can I track my order?", conversation)
+        assert answered["state"] == "bot" and answered["answered_by"] == "knowledge" and answered["citations"]
+
+        detail = client.get(f"/api/agent/conversations/{conversation}", headers=as_agent(BOB)).json()
+    assert [e["kind"] for e in detail["events"]] == ["handoff", "claim", "release"]
+    assert [e["actor"] for e in detail["events"]] == ["customer", "alice", "alice"]
+    assert detail["state"] == "bot" and detail["owner"] is None
+    assert [t["role"] for t in detail["turns"]][:4] == ["user", "bot", "user", "agent"]
+    with sqlite3.connect(config.store.path) as db:  # the two held messages are kept for the person, not unanswered
+        kept = db.execute("SELECT text FROM turns WHERE held = 1 AND conversation_id = ? ORDER BY id",
+                          (conversation,)).fetchall()  # fmt: skip
+    assert kept == [("Hello? Anyone there?",), ("My parcel never came",), ("It was order 1234",)]
+
+
+def test_every_agent_call_needs_a_valid_token(served: LiveServer) -> None:
+    with served.client() as client:
+        conversation = say(client, "Talk to a person")["conversation_id"]
+        calls = [
+            ("GET", "/api/agent/conversations"),
+            ("GET", f"/api/agent/conversations/{conversation}"),
+            ("POST", f"/api/agent/conversations/{conversation}/claim"),
+            ("POST", f"/api/agent/conversations/{conversation}/release"),
+            ("POST", f"/api/agent/conversations/{conversation}/messages"),
+            ("POST", f"/api/agent/conversations/{conversation}/notes"),
+        ]
+        basic = {"Authorization": "Basic YWxpY2U6eA=="}
+        wrong: list[dict[str, str]] = [{}, as_agent("not-a-real-token-at-all"), {"Authorization": ALICE}, basic]
+        for headers in wrong:
+            for method, path in calls:
+                response = client.request(method, path, headers=headers, json={"text": "hi"})
+                assert response.status_code == 401, (method, path, headers)
+                assert response.headers["www-authenticate"] == "Bearer"
+        queue = client.get("/api/agent/conversations", headers=as_agent(ALICE)).json()
+    assert [c["id"] for c in queue] == [conversation]  # nothing above changed it
+
+
+def test_what_another_agent_owns_is_409_and_notes_stay_internal(served: LiveServer) -> None:
+    with served.client() as client:
+        conversation = say(client, "I want a human agent")["conversation_id"]
+        base = f"/api/agent/conversations/{conversation}"
+        assert client.post(f"{base}/messages", headers=as_agent(ALICE), json={"text": "hi"}).status_code == 409
+        assert client.post(f"{base}/claim", headers=as_agent(ALICE)).status_code == 200
+        assert client.post(f"{base}/claim", headers=as_agent(ALICE)).status_code == 200  # her own: no change
+        for path, body in (("claim", None), ("release", None), ("messages", {"text": "me too"}),
+                           ("notes", {"text": "mine"})):  # fmt: skip
+            refused = client.post(f"{base}/{path}", headers=as_agent(BOB), json=body)
+            assert refused.status_code == 409, path
+            assert refused.json()["owner"] == "alice" and refused.json()["state"] == "agent"
+        note = client.post(f"{base}/notes", headers=as_agent(ALICE), json={"text": "VIP customer, refund ok"})
+        assert note.status_code == 200 and note.json()["role"] == "note"
+        assert client.post(f"{base}/messages", headers=as_agent(ALICE), json={"text": ""}).status_code == 422
+        assert client.post("/api/agent/conversations/nope/claim", headers=as_agent(ALICE)).status_code == 404
+
+        detail = client.get(base, headers=as_agent(BOB)).json()
+        customer_view = client.get(f"/api/conversations/{conversation}").text
+    assert [(t["role"], t["author"]) for t in detail["turns"] if t["role"] == "note"] == [("note", "alice")]
+    assert "VIP customer" not in customer_view and "me too" not in customer_view
+    assert [e["kind"] for e in detail["events"]] == ["handoff", "claim"]  # the refused calls changed nothing
+
+
+def test_of_two_agents_claiming_at_once_exactly_one_wins(served: LiveServer) -> None:
+    with served.client() as client:
+        conversations = [say(client, "Can I speak to someone from support?")["conversation_id"] for _ in range(8)]
+
+    async def race(conversation: str) -> list[int]:
+        async with httpx.AsyncClient(base_url=served.url, timeout=30) as client:
+            claims = [client.post(f"/api/agent/conversations/{conversation}/claim", headers=as_agent(token))
+                      for token in (ALICE, BOB)]  # fmt: skip
+            return sorted(r.status_code for r in await asyncio.gather(*claims))
+
+    async def all_races() -> list[list[int]]:
+        return await asyncio.gather(*(race(c) for c in conversations))
+
+    assert asyncio.run(all_races()) == [[200, 409]] * len(conversations)
+    with served.client() as client:
+        owners = [client.get(f"/api/agent/conversations/{c}", headers=as_agent(ALICE)).json() for c in conversations]
+    for detail in owners:
+        assert [e["kind"] for e in detail["events"]] == ["handoff", "claim"] and detail["owner"] in ("alice", "bob")
+
+
+def test_an_agent_pulls_a_live_conversation_from_the_bot(served: LiveServer) -> None:
+    with served.client() as client:
+        conversation = say(client, "How can I track my order?")["conversation_id"]
+        assert client.get("/api/agent/conversations?state=bot", headers=as_agent(BOB)).json()[0]["id"] == conversation
+        pulled = client.post(f"/api/agent/conversations/{conversation}/claim", headers=as_agent(BOB)).json()
+        assert pulled["state"] == "agent" and pulled["owner"] == "bob" and pulled["trigger"] == "agent_pull"
+        assert say(client, "Thanks, and when does it arrive?", conversation)["reply"] == ""
+
+
+def test_nobody_online_is_said_honestly_and_an_email_address_is_kept(write_config: ConfigFactory,
+                                                                     embedder: Embedder) -> None:  # fmt: skip
+    config = load_config(write_config(handoff={"hold_message_every_s": 0}))
+    with LiveServer(config, embedder, environ=AGENTS) as server, server.client() as client:
+        asked = say(client, "Talk to a person")  # the button's label: nobody has signed in
+        conversation = asked["conversation_id"]
+        assert asked["reply"] == config.messages.handoff_offline and asked["state"] == "queued"
+        holding = say(client, "ok, I'll wait", conversation)
+        assert holding["reply"] == config.messages.hold_offline and holding["state"] == "queued"
+        noted = say(client, "you can write to ana.silva@example.org", conversation)
+        assert noted["reply"] == config.messages.email_noted.format(email="ana.silva@example.org")
+        detail = client.get(f"/api/agent/conversations/{conversation}", headers=as_agent(ALICE)).json()
+        assert client.get("/api/agent/me", headers=as_agent(ALICE)).json()["online"] == ["alice"]
+        again = say(client, "still there?", conversation)
+    assert detail["slots"] == {"email": "ana.silva@example.org"} and detail["trigger"] == "talk_button"
+    assert "ana.silva@example.org" in detail["summary"] and "pressed Talk to a person" in detail["summary"]
+    assert again["reply"] == config.messages.hold  # Alice is online now
+
+
+def test_not_sure_twice_in_a_row_goes_to_a_person(served: LiveServer, config: Config) -> None:
+    with served.client() as client:
+        first = say(client, "how do I get to your office by bike")
+        assert first["state"] == "bot" and first["reply"].startswith(config.messages.not_sure)
+        second = say(client, "I need help with a package", first["conversation_id"])
+        detail = client.get(f"/api/agent/conversations/{first['conversation_id']}", headers=as_agent(ALICE)).json()
+    assert second["handoff"] is True and second["state"] == "queued"
+    assert detail["trigger"] == "not_sure" and detail["events"][0]["actor"] == "bot"
+    assert "how do I get to your office by bike" in detail["summary"]
+
+
+def test_ownership_survives_a_restart(config: Config, embedder: Embedder) -> None:
+    with LiveServer(config, embedder, environ=AGENTS) as server, server.client() as client:
+        conversation = say(client, "Can I talk to a human?")["conversation_id"]
+        assert client.post(f"/api/agent/conversations/{conversation}/claim", headers=as_agent(ALICE)).status_code == 200
+    with LiveServer(config, embedder, environ=AGENTS) as server, server.client() as client:
+        detail = client.get(f"/api/agent/conversations/{conversation}", headers=as_agent(BOB)).json()
+        assert detail["state"] == "agent" and detail["owner"] == "alice"
+        assert say(client, "are you still there?", conversation)["reply"] == ""
+        assert client.post(f"/api/agent/conversations/{conversation}/release", headers=as_agent(BOB)).status_code == 409
+
+
+def test_an_agents_reply_is_pushed_to_the_open_widget(served: LiveServer) -> None:
+    with connect(served.ws_url, open_timeout=30) as ws:
+        ready = json.loads(ws.recv(timeout=30))
+        conversation = ready["conversation_id"]
+        ws.send(json.dumps({"type": "message", "text": "Talk to a person", "client_message_id": "m1"}))
+        frames = [json.loads(ws.recv(timeout=30))]
+        while frames[-1]["type"] != "reply":
+            frames.append(json.loads(ws.recv(timeout=30)))
+        assert frames[-1]["handoff"] is True
+        with served.client() as client:
+            assert client.post(f"/api/agent/conversations/{conversation}/claim",
+                               headers=as_agent(BOB)).status_code == 200  # fmt: skip
+            ws.send(json.dumps({"type": "message", "text": "hello?", "client_message_id": "m2"}))
+            frames = [json.loads(ws.recv(timeout=30))]
+            while frames[-1]["type"] != "held":
+                frames.append(json.loads(ws.recv(timeout=30)))
+            assert frames[-1] == {"type": "held", "client_message_id": "m2", "state": "agent"}
+            sent = client.post(f"/api/agent/conversations/{conversation}/messages", headers=as_agent(BOB),
+                               json={"text": "Bob here, <b>hi</b>"})  # fmt: skip
+        pushed = json.loads(ws.recv(timeout=30))
+    assert sent.json()["delivered"] is True
+    assert pushed["type"] == "reply" and pushed["answered_by"] == "human" and pushed["author"] == "bob"
+    assert pushed["reply"] == "Bob here, <b>hi</b>" and pushed["client_message_id"] is None
+
+
+def test_with_no_agents_set_up_the_bot_says_so_and_keeps_answering(live_server: LiveServer, config: Config) -> None:
+    with live_server.client() as client:  # no SUPPORTBOT_AGENT_TOKENS
+        asked = say(client, "Can I talk to a person please?")
+        conversation = asked["conversation_id"]
+        unsure = [say(client, "how do I get to your office by bike", conversation) for _ in range(3)]
+        answered = say(client, "How can I track my order?", conversation)
+        refused = client.get("/api/agent/conversations", headers=as_agent(ALICE))
+    assert asked["reply"] == config.messages.handoff_unavailable and asked["handoff"] is False
+    assert asked["state"] == "bot" and all(u["state"] == "bot" and not u["handoff"] for u in unsure)
+    assert answered["answered_by"] == "knowledge" and refused.status_code == 401
