@@ -6,12 +6,15 @@ they are read from environment variables by the parts that need them.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from bot.conversation.hours import open_at, parse_clock
 from bot.validation import field_problems
 from bot.yamlsource import YamlSyntaxError, load_yaml
 
@@ -170,6 +173,36 @@ class ModelServerSettings(_Section):
     ready_timeout_s: float = Field(default=900.0, gt=0.0)
 
 
+class OfficeHours(_Section):
+    """When agents answer: {timezone: Europe/Berlin, days: [mon, tue, wed, thu, fri], start: "09:00", end: "17:30"}."""
+
+    timezone: str = "UTC"
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = ["mon", "tue", "wed", "thu", "fri"]
+    start: str = "09:00"
+    end: str = "17:00"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(f"unknown time zone {name!r} (an IANA name like Europe/Berlin)") from err
+        return name
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        try:
+            parse_clock(value)
+        except ValueError as err:
+            raise ValueError(f"{value!r} is not a time of day like 09:00") from err
+        return value
+
+    def open_at(self, moment: dt.datetime) -> bool:
+        return open_at(moment, self.timezone, list(self.days), self.start, self.end)
+
+
 class HandoffSettings(_Section):
     """When a person takes over, and what the customer hears while waiting. Agents and their tokens come
     from SUPPORTBOT_AGENT_TOKENS, never from here."""
@@ -178,8 +211,18 @@ class HandoffSettings(_Section):
     after_not_sure: int = Field(default=2, ge=0, le=20)
     # While queued, at most one holding message per this many seconds, whatever the customer sends.
     hold_message_every_s: float = Field(default=300.0, ge=0.0)
+    # A message this negative (VADER's compound score, -1 to 0) goes to a person (bot/frustration.py).
+    frustration_below: float = Field(default=-0.5, ge=-1.0, le=0.0)
+    on_frustration: bool = True
     # An agent counts as online for this long after their last call to the inbox or its API.
     presence_window_s: float = Field(default=120.0, gt=0.0)
+    # Outside these hours nobody counts as online (null: any time an agent is signed in).
+    office_hours: OfficeHours | None = None
+    # Every ownership event (handoff, claim, pull, release) is POSTed here, signed with HMAC-SHA256 under
+    # SUPPORTBOT_WEBHOOK_SECRET (serving/ownership_webhook.py). null: none.
+    webhook_url: str | None = Field(default=None, pattern=r"^https?://")
+    # Queued for longer than this: the holding message offers to go on with the bot (0: never).
+    max_wait_s: float = Field(default=1800.0, ge=0.0)
 
 
 class EvalSettings(_Section):
@@ -199,6 +242,11 @@ class MessagesSettings(_Section):
     offer_human: str = "I can also connect you with a person from our team."
     talk_to_human_button: str = "Talk to a person"
     handoff: str = "I'm passing this conversation to a person from our team. They will reply here."
+    # Handing over because the customer sounds frustrated; after an answer, it follows the answer.
+    handoff_frustrated: str = (
+        "I'm sorry this has been frustrating. I'm passing this conversation to a person from our team; "
+        "they will reply here."
+    )
     # The same moment when no agent is online: honest about the wait, and an email address is welcome.
     handoff_offline: str = (
         "No one from our team is online right now. Your conversation is in our queue and a person will reply "
@@ -216,6 +264,12 @@ class MessagesSettings(_Section):
         "person will reply here. You can leave your email address if you like."
     )
     email_noted: str = "Thanks, we'll also write to {email} when a person picks this up."
+    # Queued longer than handoff.max_wait_s: offered with a button to go on with the bot.
+    hold_too_long: str = (
+        "I'm sorry for the long wait. You're still in the queue, or you can go on with me in the meantime."
+    )
+    continue_with_bot_button: str = "Continue with the bot"
+    back_to_bot: str = "Sure, I'm here. What can I help you with? You can ask for a person again at any time."
     empty: str = "Your message looks empty. What can I help you with?"
     too_long: str = "Your message is too long for me ({length} characters). Please keep it under {limit}."
     unreadable: str = "Sorry, I couldn't read that message. Could you type your question in words?"

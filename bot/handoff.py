@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 
 _ASKS_FOR_HUMAN = re.compile(
-    r"\b(talk|speak|chat|connect|transfer|put)\b.{0,25}\b(human|person|agent|someone|somebody|representative|"
-    r"operator|staff|employee|real|live)\b"
+    # "someone else" is a third party ("transfer my gift card to someone else"), never our staff.
+    r"\b(talk|speak|chat|connect|transfer|put)\b.{0,25}\b(human|person|agent|(?:someone|somebody)(?!\s+else)|"
+    r"representative|operator|staff|employee|real|live)\b(?!\s+else)"
     r"|\b(human|live|real)\s+(agent|person|support|being)\b"
     r"|\b(customer\s+service|support)\s+(agent|representative|rep)\b"
     r"|^\s*(agent|human|operator|representative)\s*[.!?]*\s*$",

@@ -24,6 +24,7 @@ import anyio.to_thread
 from bot.config import AnsweringSettings, HandoffSettings, MessagesSettings
 from bot.conversation.router import HELD_REASON, Router
 from bot.conversation.state import Owner, Staffing
+from bot.frustration import FrustrationDetector
 from bot.guard import storable
 from bot.policy import Decision, ResponsePolicy
 from bot.replies import compose_reply, error_reply, notice_reply
@@ -92,20 +93,23 @@ class Pipeline:
         handoff: HandoffSettings | None = None,
         staffing: Callable[[], Staffing] = lambda: Staffing.ONLINE,
         notify: Callable[[str, str], None] = lambda conversation_id, kind: None,
+        on_reply: Callable[[Message, Reply, float], None] = lambda message, reply, seconds: None,
     ) -> None:
         self.policy = policy
         self.store = store
         self.responder = responder
         self._messages = messages
+        handoff = handoff or HandoffSettings()
+        frustration = FrustrationDetector(handoff.frustration_below) if handoff.on_frustration else None
         self.router = Router(
-            store.ledger, lambda cid, n: store.turns(cid, limit=n), messages, handoff or HandoffSettings(),
-            staffing,
-        )  # fmt: skip
+            store.ledger, lambda cid, n: store.turns(cid, limit=n), messages, handoff, staffing, frustration
+        )
         # One message at a time per conversation: keeps replies in order and resends answered once.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # Names this process's delivery claims: one left by another instance is a process that died sending.
         self.instance = secrets.token_hex(8)
         self._notify = notify  # (conversation id, what happened): the agent inbox's live view
+        self._on_reply = on_reply  # (message, reply, seconds to answer): reply latency for /metrics
 
     async def handle(self, message: Message) -> Reply:
         return (await self.exchange(message)).reply
@@ -161,6 +165,11 @@ class Pipeline:
             return Exchange(user_turn_id, 0, _HELD, repeated=True, state=ownership.state)
         held = await self.router.hold(message, user_turn_id, await self.router.ownership(message.conversation_id))
         self._notify(message.conversation_id, "message")
+        if held is None:  # the customer went back to the bot
+            self._notify(message.conversation_id, "release")
+            back = Reply(text=self._messages.back_to_bot, answered_by=AnsweredBy.FALLBACK, reason="back_to_bot")
+            bot_turn_id = await self.store.record_bot_turn(message.conversation_id, back, {}, user_turn_id)
+            return Exchange(user_turn_id, bot_turn_id, back, state=Owner.BOT)
         log.info("conversation=%s channel=%s kept for %s", message.conversation_id, message.channel,
                  held.ownership.agent or "the queue")  # fmt: skip
         if held.reply is None:
@@ -221,6 +230,7 @@ class Pipeline:
         if state is Owner.QUEUED:
             self._notify(message.conversation_id, "handoff")
         timings["total_ms"] = (time.perf_counter() - started) * 1000
+        self._on_reply(message, reply, timings["total_ms"] / 1000)
         bot_turn_id = await self.store.record_bot_turn(message.conversation_id, reply, timings, user_turn_id)
         log.info(
             "conversation=%s channel=%s answered_by=%s reason=%s source=%s confidence=%.3f total_ms=%.1f",

@@ -9,11 +9,13 @@ it should have declined belong in an `out_of_scope.yml`, the ones it declined in
 from __future__ import annotations
 
 import csv
+import statistics
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot.conversation.stats import SupportStats
 from bot.evaluation import OUT_OF_SCOPE
 from bot.knowledge.model import normalised
 from bot.turns import Turn
@@ -23,6 +25,7 @@ from bot.types import AnsweredBy
 _DECLINED = {"not_sure", "out_of_scope", "clarify"}
 _ANSWERED = {str(AnsweredBy.KNOWLEDGE), str(AnsweredBy.LLM)}
 NO_REPLY = "no reply stored"  # the process stopped while answering
+FOR_A_PERSON = "kept for a person"  # a person owned the conversation: the bot stayed silent
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,9 @@ def review(exchanges: Iterable[tuple[Turn, Turn | None]]) -> list[ReviewedMessag
 
 
 def _reviewed(message: Turn, reply: Turn | None) -> ReviewedMessage:
-    if reply is None:
+    if message.held and (reply is None or reply.reason in ("queued", "held")):
+        outcome, label = FOR_A_PERSON, None
+    elif reply is None:
         outcome, label = NO_REPLY, None
     elif reply.reason in _DECLINED:
         outcome = f"declined: {reply.reason}" + (f" ({reply.source_id})" if reply.source_id else "")
@@ -77,11 +82,14 @@ def summary(messages: Sequence[ReviewedMessage]) -> str:
     answered = sum(m.label not in (None, OUT_OF_SCOPE) for m in messages)
     declined = Counter(f"declined: {m.reason}" for m in messages if m.declined)
     unanswered = sum(m.outcome == NO_REPLY for m in messages)
-    other = len(messages) - answered - sum(declined.values()) - unanswered
+    for_people = sum(m.outcome == FOR_A_PERSON for m in messages)
+    other = len(messages) - answered - sum(declined.values()) - unanswered - for_people
     parts = [f"{len(messages)} messages", f"{answered} answered from the knowledge base"]
     parts += [f"{count} {outcome}" for outcome, count in sorted(declined.items())]
     if unanswered:
         parts.append(f"{unanswered} with no reply stored")
+    if for_people:
+        parts.append(f"{for_people} kept for a person")
     parts.append(f"{other} other (small talk, handoff, invalid, errors)")
     return ", ".join(parts)
 
@@ -102,3 +110,19 @@ def write_cases(path: Path, messages: Iterable[ReviewedMessage]) -> int:
         writer.writerow(("text", "expected"))
         writer.writerows(rows)
     return len(rows)
+
+
+def support_summary(stats: SupportStats) -> list[str]:
+    """The numbers of GET /metrics, in words."""
+    lines = [f"{stats.conversations} conversations, {stats.contained} without a person"
+             + (f" (containment {stats.containment:.0%})" if stats.containment is not None else "")]  # fmt: skip
+    handoffs = ", ".join(f"{trigger} {n}" for trigger, n in sorted(stats.handoffs.items())) or "none"
+    lines.append(f"handoffs by trigger: {handoffs}")
+    queued, with_agents = stats.owners.get("queued", 0), stats.owners.get("agent", 0)
+    lines.append(f"now: {queued} waiting for a person, {with_agents} with an agent")
+    replies = ", ".join(f"{channel}/{by} {n}" for (channel, by), n in sorted(stats.replies.items())) or "none"
+    lines.append(f"replies by channel/answered_by: {replies}")
+    for name, waits in (("time to claim", stats.claim_waits), ("time to first agent reply", stats.first_reply_waits)):
+        if waits:
+            lines.append(f"{name}: median {statistics.median(waits):.0f} s, longest {max(waits):.0f} s ({len(waits)})")
+    return lines

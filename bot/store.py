@@ -15,6 +15,7 @@ from pathlib import Path
 import aiosqlite
 
 from bot.conversation.ledger import ConversationLedger
+from bot.conversation.stats import StatsReader
 from bot.guard import storable
 from bot.turns import Turn, select_turns
 from bot.types import Message, MessageKind, Reply
@@ -134,6 +135,7 @@ class ConversationStore:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
         self.ledger = ConversationLedger(db)  # ownership, slots, events, notes, agents' replies
+        self.stats = StatsReader(db)  # what /metrics and `bot review` report
 
     @classmethod
     async def open(cls, path: Path) -> ConversationStore:

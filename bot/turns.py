@@ -32,6 +32,7 @@ class Turn:
     delivered_at: float | None = None  # for a bot turn
     author: str | None = None  # for a reply written by a person: the agent's name
     metadata: dict[str, str] = field(default_factory=dict)  # for a user turn: from the channel
+    held: bool = False  # for a user turn: kept for a person (the bot did not answer it)
 
     def as_reply(self) -> Reply:
         """A stored bot turn as the Reply it was."""
@@ -75,4 +76,5 @@ def turn_from_row(row: aiosqlite.Row) -> Turn:
         delivered_at=row["delivered_at"],
         author=row["author"],
         metadata=json.loads(row["metadata"] or "{}"),
+        held=bool(row["held"]),
     )

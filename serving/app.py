@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import hmac
 import logging
 import os
 import sys
@@ -14,7 +16,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -30,9 +33,18 @@ from connectors.web import WebChannel, resume_web
 from serving.agent_api import AgentApi
 from serving.agents import AgentDirectory, AgentPresence, AgentTokenError, InboxFeed
 from serving.channels import RunningChannels, start_channels
+from serving.metrics import SupportMetrics
+from serving.ownership_webhook import SECRET_ENV as WEBHOOK_SECRET_ENV
+from serving.ownership_webhook import OwnershipWebhook
 from serving.runtime import Bot, running_bot
 
 log = logging.getLogger(__name__)
+METRICS_TOKEN_ENV = "SUPPORTBOT_METRICS_TOKEN"
+# The inbox shows customers' words: no framing by other sites, no scripts but its own.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+    "Cache-Control": "no-cache",
+}
 STATIC = Path(__file__).resolve().parent / "static"
 
 
@@ -50,11 +62,16 @@ def create_app(
     agents = agent_directory(env)
     presence = AgentPresence(config.handoff.presence_window_s)
     feed = InboxFeed()
+    metrics = SupportMetrics()
+    metrics_token = env.get(METRICS_TOKEN_ENV, "").strip() or None
     web = WebChannel(lambda: current_pipeline(), config)
 
     def staffing() -> Staffing:
         if not agents.tokens:
             return Staffing.NO_AGENTS
+        hours = config.handoff.office_hours
+        if hours is not None and not hours.open_at(dt.datetime.now(dt.UTC)):
+            return Staffing.OFFLINE
         return Staffing.ONLINE if presence.any_online() else Staffing.OFFLINE
 
     @asynccontextmanager
@@ -62,19 +79,23 @@ def create_app(
         live = config.knowledge.watch if watch is None else watch
         async with running_bot(
             config, embedder, watch=live, responder=responder, environ=environ, staffing=staffing,
-            notify=feed.publish,
+            notify=feed.publish, on_reply=metrics.observe_reply,
         ) as bot:  # fmt: skip
             app.state.bot = bot
             app.state.desk = AgentDesk(bot.store, feed.publish)
             app.state.channels = await start_channels(config, current_pipeline, env)
             resuming = asyncio.create_task(_resume_web(bot), name="resume web")
+            webhook = ownership_webhook(config, env, feed, app.state.desk)
+            posting = asyncio.create_task(webhook.run(), name="handoff webhook") if webhook else None
             try:
                 if on_ready is not None:
                     on_ready(bot)
                 yield
             finally:
                 resuming.cancel()
-                await asyncio.gather(resuming, return_exceptions=True)
+                if posting is not None:
+                    posting.cancel()
+                await asyncio.gather(resuming, *([posting] if posting else []), return_exceptions=True)
                 await app.state.channels.stop()
 
     app = FastAPI(title=config.bot_name, lifespan=lifespan, docs_url="/docs", redoc_url=None)
@@ -117,11 +138,31 @@ def create_app(
             },
         }
 
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus(request: Request) -> Response:
+        """Prometheus' text format; with SUPPORTBOT_METRICS_TOKEN set, only for `Authorization: Bearer` it."""
+        if metrics_token is not None:
+            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip().encode()
+            if not hmac.compare_digest(given, metrics_token.encode()):
+                raise StarletteHTTPException(401, "send Authorization: Bearer <SUPPORTBOT_METRICS_TOKEN>",
+                                             headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        bot: Bot = app.state.bot
+        body = metrics.render(await bot.store.stats.snapshot())
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
     @app.get("/widget.js", include_in_schema=False)
     async def widget() -> FileResponse:
         return FileResponse(
             STATIC / "widget.js", media_type="text/javascript", headers={"Cache-Control": "max-age=300"}
         )
+
+    @app.get("/agent", include_in_schema=False)
+    async def agent_inbox() -> FileResponse:
+        return FileResponse(STATIC / "agent.html", media_type="text/html", headers=_PAGE_HEADERS)
+
+    @app.get("/agent.js", include_in_schema=False)
+    async def agent_script() -> FileResponse:
+        return FileResponse(STATIC / "agent.js", media_type="text/javascript", headers={"Cache-Control": "no-cache"})
 
     @app.get("/", include_in_schema=False)
     async def demo_page() -> FileResponse:
@@ -142,6 +183,27 @@ def create_app(
             max_age=600,
         )
     return app
+
+
+def ownership_webhook(
+    config: Config, environ: Mapping[str, str], feed: InboxFeed, desk: AgentDesk
+) -> OwnershipWebhook | None:
+    url = config.handoff.webhook_url
+    if url is None:
+        return None
+    secret = environ.get(WEBHOOK_SECRET_ENV, "").strip()
+    if not secret:
+        log.error("handoff.webhook_url is set but %s is not: no events are sent", WEBHOOK_SECRET_ENV)
+        return None
+
+    async def describe(conversation_id: str) -> dict[str, Any]:
+        view = await desk.view(conversation_id)
+        if view is None:
+            return {}
+        o = view.ownership
+        return {"channel": view.conversation.channel, "state": str(o.state), "owner": o.agent, "trigger": o.trigger}
+
+    return OwnershipWebhook(url, secret, feed, describe)
 
 
 def agent_directory(environ: Mapping[str, str]) -> AgentDirectory:

@@ -399,20 +399,23 @@ def review(
     ] = None,
 ) -> None:
     """What customers asked and what the bot did, newest first: to review, and to grow eval cases from."""
+    from bot.conversation.stats import SupportStats
     from bot.review import review as reviewed
-    from bot.review import select, summary, write_cases
+    from bot.review import select, summary, support_summary, write_cases
 
     settings = _config(config)
 
-    async def load() -> list[tuple[Turn, Turn | None]]:
+    async def load() -> tuple[list[tuple[Turn, Turn | None]], SupportStats]:
         store = await ConversationStore.open(settings.store.path)
         try:
-            return await store.exchanges(time.time() - days * 86400, limit)
+            since = time.time() - days * 86400
+            return await store.exchanges(since, limit), await store.stats.snapshot(since)
         finally:
             await store.close()
 
     with _operator_errors():
-        messages = reviewed(anyio.run(load))
+        exchanges, stats = anyio.run(load)
+        messages = reviewed(exchanges)
     shown = select(messages, declined_only=declined, below=below)
     for message in shown:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(message.received_at))
@@ -421,6 +424,8 @@ def review(
         typer.echo(f"{when}  {confidence}  {message.outcome:40.40s}  {text[:100]}{'…' if len(text) > 100 else ''}")
     filtered = f"; {len(shown)} shown" if len(shown) != len(messages) else ""
     typer.echo(f"{summary(messages)} in the last {days:g} days{filtered}")
+    for line in support_summary(stats):
+        typer.echo(line)
     if cases is not None:
         rows = write_cases(cases, shown)
         typer.echo(f"wrote {rows} draft cases to {cases}: correct the labels that are wrong, then run bot eval on them")

@@ -23,6 +23,7 @@ from bot.pipeline import KnowledgeResponder, Pipeline, Responder
 from bot.policy import ResponsePolicy
 from bot.prompts import PromptLibrary
 from bot.store import ConversationStore
+from bot.types import Message, Reply
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ async def running_bot(
     environ: Mapping[str, str] | None = None,
     staffing: Callable[[], Staffing] = lambda: Staffing.NO_AGENTS,
     notify: Callable[[str, str], None] = lambda conversation_id, kind: None,
+    on_reply: Callable[[Message, Reply, float], None] = lambda message, reply, seconds: None,
 ) -> AsyncIterator[Bot]:
     """A ready bot: index synced with the knowledge directory, store open, and (optionally) live reload."""
     engine = build_engine(config, embedder)
@@ -84,7 +86,9 @@ async def running_bot(
     if responder is None and config.llm is not None:
         model = model_responder(config, engine, store, environ)
     responder = responder or model or KnowledgeResponder(config.messages, config.answering)
-    pipeline = Pipeline(engine.policy, store, responder, config.messages, config.handoff, staffing, notify)
+    pipeline = Pipeline(
+        engine.policy, store, responder, config.messages, config.handoff, staffing, notify, on_reply
+    )
     try:
         async with anyio.create_task_group() as tasks:
             stop = anyio.Event()

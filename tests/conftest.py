@@ -25,7 +25,7 @@ from bot.pipeline import Responder
 from serving.app import create_app
 from tests.model_server import ModelServer, RecordingProxy
 
-pytest_plugins = ["tests.telegram_fixtures"]
+pytest_plugins = ["tests.telegram_fixtures", "tests.browser"]
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_KNOWLEDGE = REPO / "knowledge"

@@ -277,3 +277,7 @@ def test_mixed_script_message_is_answered_normally(engine: Engine) -> None:
 def test_ordinary_questions_do_not_trigger_handoff() -> None:
     assert not asks_for_human("how do I talk my way into a discount", "Talk to a person")
     assert not asks_for_human("where is my order?", "Talk to a person")
+    # issue 19's examples: a third party is not a request for our staff
+    assert not asks_for_human("Can I transfer my gift card to someone else?", "Talk to a person")
+    assert not asks_for_human("Can I put someone else's name on the delivery?", "Talk to a person")
+    assert asks_for_human("can I talk to someone please", "Talk to a person")

@@ -14,10 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
 from websockets.sync.client import connect
 
 from bot.config import Config, load_config
 from bot.embedding import Embedder
+from serving.cli import app
 from tests.conftest import ConfigFactory, LiveServer
 
 ALICE = "alice-token-0123456789"
@@ -242,3 +245,83 @@ def test_with_no_agents_set_up_the_bot_says_so_and_keeps_answering(live_server: 
     assert asked["reply"] == config.messages.handoff_unavailable and asked["handoff"] is False
     assert asked["state"] == "bot" and all(u["state"] == "bot" and not u["handoff"] for u in unsure)
     assert answered["answered_by"] == "knowledge" and refused.status_code == 401
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample's value, read with prometheus_client's own parser of the text format."""
+    (value,) = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and sample.labels == labels
+    ]
+    return float(value)
+
+
+def test_metrics_count_replies_handoffs_containment_the_queue_and_the_waits(served: LiveServer) -> None:
+    with served.client() as client:
+        contained = say(client, "How can I track my order?")  # the bot alone
+        say(client, "Do you ship to Norway?", contained["conversation_id"])
+        waiting = say(client, "Can I talk to a person?")["conversation_id"]  # stays in the queue
+        helped = say(client, "I want a human agent")["conversation_id"]
+        client.post(f"/api/agent/conversations/{helped}/claim", headers=as_agent(ALICE))
+        client.post(f"/api/agent/conversations/{helped}/messages", headers=as_agent(ALICE), json={"text": "Hi!"})
+        response = client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert metric(text, "supportbot_replies_total", channel="web", answered_by="knowledge") == 2
+    assert metric(text, "supportbot_replies_total", channel="web", answered_by="human") == 1
+    assert metric(text, "supportbot_handoffs_total", trigger="customer_request") == 2
+    assert metric(text, "supportbot_conversations_total") == 3
+    assert metric(text, "supportbot_conversations_contained_total") == 1
+    assert metric(text, "supportbot_containment_ratio") == pytest.approx(1 / 3)
+    assert metric(text, "supportbot_conversations_by_owner", state="queued") == 1 and waiting
+    assert metric(text, "supportbot_conversations_by_owner", state="agent") == 1
+    assert metric(text, "supportbot_time_to_claim_seconds_count") == 1
+    assert metric(text, "supportbot_time_to_first_agent_reply_seconds_count") == 1
+    assert metric(text, "supportbot_time_to_claim_seconds_bucket", le="+Inf") == 1
+    # this process's latency histogram: every reply the bot wrote (not the person's)
+    assert metric(text, "supportbot_reply_latency_seconds_count", answered_by="knowledge", channel="web") == 2
+
+
+def test_metrics_can_require_a_token(config: Config, embedder: Embedder) -> None:
+    environ = AGENTS | {"SUPPORTBOT_METRICS_TOKEN": "metrics-token-0123456789"}
+    with LiveServer(config, embedder, environ=environ) as server, server.client() as client:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers=as_agent(ALICE)).status_code == 401
+        assert client.get("/metrics", headers=as_agent("metrics-token-0123456789")).status_code == 200
+
+
+def test_bot_review_prints_the_same_numbers(write_config: ConfigFactory, embedder: Embedder) -> None:
+    path = write_config()
+    with LiveServer(load_config(path), embedder, environ=AGENTS) as server, server.client() as client:
+        say(client, "How can I track my order?")
+        helped = say(client, "Can I talk to a person?")["conversation_id"]
+        client.post(f"/api/agent/conversations/{helped}/claim", headers=as_agent(BOB))
+        client.post(f"/api/agent/conversations/{helped}/messages", headers=as_agent(BOB), json={"text": "Hi!"})
+        say(client, "thanks, it's order 4711", helped)
+    result = CliRunner().invoke(app, ["review", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    start = lines.index("2 conversations, 1 without a person (containment 50%)")
+    assert "1 kept for a person" in lines[start - 1]  # the message Bob answered: no "no reply stored"
+    assert lines[start + 1 : start + 4] == [
+        "handoffs by trigger: customer_request 1",
+        "now: 0 waiting for a person, 1 with an agent",
+        "replies by channel/answered_by: web/fallback 1, web/human 1, web/knowledge 1",
+    ]
+    assert lines[start + 4].startswith("time to claim: median ") and lines[start + 4].endswith("(1)")
+    assert lines[start + 5].startswith("time to first agent reply: median ")
+
+
+def test_a_frustrated_customer_gets_the_answer_and_a_person(served: LiveServer, config: Config) -> None:
+    with served.client() as client:
+        client.get("/api/agent/me", headers=as_agent(ALICE))
+        calm = say(client, "How can I track my order?")
+        angry_text = "This is ridiculous, I hate waiting and your tracking is terrible! How can I track my order?"
+        angry = say(client, angry_text, calm["conversation_id"])
+        detail = client.get(f"/api/agent/conversations/{calm['conversation_id']}", headers=as_agent(ALICE)).json()
+    assert calm["state"] == "bot" and not calm["handoff"]
+    assert angry["state"] == "queued" and angry["handoff"] is True and angry["citations"]  # the answer stays
+    assert angry["reply"].endswith(config.messages.handoff_frustrated)
+    assert detail["trigger"] == "frustration" and "sounded frustrated" in detail["summary"]

@@ -2,46 +2,22 @@
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from bot.config import Config, load_config
 from bot.embedding import Embedder
+from tests.browser import NEEDS_CHROMIUM
 from tests.conftest import REPO, ConfigFactory, LiveServer
 from tests.model_server import RecordingProxy
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.needs(
-    "Debian's chromium (for the widget's browser tests)",
-    Path(CHROMIUM).exists(),
-    "install it with `apt-get install chromium` (scripts/test.sh does, when run as root)",
-)
-expect.set_options(timeout=30_000)  # generous: a busy machine renders slowly; waits end on the signal
-
+pytestmark = NEEDS_CHROMIUM
 ARTIFACTS = REPO / "artifacts"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

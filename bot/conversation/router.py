@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from bot.config import HandoffSettings, MessagesSettings
 from bot.conversation.ledger import ConversationLedger
 from bot.conversation.state import EventKind, Owner, Ownership, OwnershipConflict, Staffing, Trigger
+from bot.frustration import FrustrationDetector
 from bot.handoff import WIDGET_BUTTON_LABELS
 from bot.turns import Turn
 from bot.types import AnsweredBy, Message, Reply
@@ -43,18 +44,26 @@ class Router:
         messages: MessagesSettings,
         settings: HandoffSettings,
         staffing: Callable[[], Staffing],
+        frustration: FrustrationDetector | None = None,
     ) -> None:
         self._ledger = ledger
         self._recent_turns = recent_turns
         self._messages = messages
         self._settings = settings
         self.staffing = staffing
+        self._frustration = frustration
 
     async def ownership(self, conversation_id: str) -> Ownership:
         return await self._ledger.ownership(conversation_id)
 
-    async def hold(self, message: Message, user_turn_id: int, ownership: Ownership) -> Held:
-        """Keep a message for the person; the holding message or email acknowledgement, if one is due."""
+    async def hold(self, message: Message, user_turn_id: int, ownership: Ownership) -> Held | None:
+        """Keep a message for the person; the holding message or email acknowledgement, if one is due.
+        None when the customer chose to go on with the bot instead (the conversation is the bot's again)."""
+        if ownership.state is Owner.QUEUED and _said(message.text, self._messages.continue_with_bot_button):
+            with contextlib.suppress(OwnershipConflict):  # an agent claimed it meanwhile: they answer
+                await self._ledger.transition(message.conversation_id, Owner.BOT, EventKind.RELEASE, "customer",
+                                              (Owner.QUEUED,), trigger="customer_left_queue")  # fmt: skip
+                return None
         await self._ledger.mark_held(user_turn_id)
         email = _EMAIL.search(message.text)
         if email is not None and email.group(0) != ownership.slots.get("email"):
@@ -69,6 +78,10 @@ class Router:
         if now - last < self._settings.hold_message_every_s:
             return Held(ownership, None)
         await self._ledger.hold_sent(message.conversation_id, now)
+        waited = now - (ownership.since or now)
+        if self._settings.max_wait_s and waited >= self._settings.max_wait_s:
+            offer = (self._messages.continue_with_bot_button,)
+            return Held(ownership, replace(_notice(self._messages.hold_too_long, "queued"), quick_replies=offer))
         text = self._messages.hold if self.staffing() is Staffing.ONLINE else self._messages.hold_offline
         return Held(ownership, _notice(text, "queued"))
 
@@ -82,11 +95,19 @@ class Router:
         trigger = await self._trigger(message, reply)
         if trigger is None:
             return reply, Owner.BOT
-        if not reply.handoff:  # not sure too often: the handoff replaces the not-sure reply
-            reply = Reply(text=self._messages.handoff, answered_by=AnsweredBy.FALLBACK, handoff=True, reason="handoff")
-        if staffing is Staffing.OFFLINE:
-            reply = replace(reply, text=self._messages.handoff_offline)
-        actor = "bot" if trigger is Trigger.NOT_SURE else "customer"
+        online = staffing is Staffing.ONLINE
+        if trigger is Trigger.FRUSTRATION:
+            note = self._messages.handoff_frustrated if online else self._messages.handoff_offline
+            answered = reply.answered_by in (AnsweredBy.KNOWLEDGE, AnsweredBy.LLM)
+            reply = replace(reply, text=f"{reply.text}\n\n{note}" if answered else note, handoff=True,
+                            quick_replies=())  # fmt: skip
+        else:
+            if not reply.handoff:  # not sure too often: the handoff replaces the not-sure reply
+                reply = Reply(text=self._messages.handoff, answered_by=AnsweredBy.FALLBACK, handoff=True,
+                              reason="handoff")  # fmt: skip
+            if not online:
+                reply = replace(reply, text=self._messages.handoff_offline)
+        actor = "bot" if trigger in (Trigger.NOT_SURE, Trigger.FRUSTRATION) else "customer"
         with contextlib.suppress(OwnershipConflict):  # an agent pulled it meanwhile: with a person either way
             await self._ledger.transition(
                 message.conversation_id, Owner.QUEUED, EventKind.HANDOFF, actor, (Owner.BOT,), trigger=str(trigger)
@@ -98,6 +119,8 @@ class Router:
             said = message.text.strip().casefold()
             buttons = {label.casefold() for label in (self._messages.talk_to_human_button, *WIDGET_BUTTON_LABELS)}
             return Trigger.TALK_BUTTON if said in buttons else Trigger.CUSTOMER_REQUEST
+        if self._frustration is not None and self._frustration.frustrated(message.text):
+            return Trigger.FRUSTRATION
         needed = self._settings.after_not_sure
         if reply.reason != NOT_SURE_REASON or needed == 0:
             return None
@@ -110,6 +133,10 @@ class Router:
                 break
             streak += 1
         return Trigger.NOT_SURE if streak >= needed else None
+
+
+def _said(text: str, label: str) -> bool:
+    return text.strip().casefold() == label.strip().casefold()
 
 
 def _notice(text: str, reason: str) -> Reply:
