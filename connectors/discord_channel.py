@@ -266,28 +266,27 @@ class DiscordConnector:
             log.exception("discord: resuming the messages stored before the restart failed")
 
     async def _resume_one(self, turn_id: int, message: Message) -> None:
-        channel_id = int(message.metadata.get("discord_channel_id", "0") or 0)
-        channel: Any = self.client.get_channel(channel_id)
+        channel = self._channel(message.metadata)
         if channel is None:
-            with self._send_failures_logged(f"finding channel {channel_id} to resume a message"):
-                channel = await self.client.fetch_channel(channel_id)
-        if channel is None or not isinstance(channel, discord.abc.Messageable):
-            log.warning("discord: cannot resume message %s: channel %s not found", message.client_message_id,
-                        channel_id)  # fmt: skip
+            log.warning("discord: cannot resume message %s: no channel stored with it", message.client_message_id)
             return
         exchange = await self._pipeline().exchange(message, stored_turn_id=turn_id)
         if await self._pipeline().claim_delivery(exchange):
             await self._pipeline().delivered(exchange, await self._send(channel, exchange, None))
 
+    def _channel(self, metadata: Mapping[str, str]) -> discord.PartialMessageable | None:
+        """Where a stored message came from, to post in without fetching it first (a DM channel is not
+        in the cache after a restart, and need not be: posting only needs its id)."""
+        raw = metadata.get("discord_channel_id", "")
+        if not raw.isdigit() or int(raw) == 0:
+            return None
+        return self.client.get_partial_messageable(int(raw))
+
     async def deliver(self, turn: Turn) -> bool:
         """Post a reply a person wrote in the DM or channel its conversation came from, once."""
         last = await self._pipeline().store.ledger.last_user_turn(turn.conversation_id)
-        channel_id = int(last.metadata.get("discord_channel_id", "0") or 0) if last is not None else 0
-        channel: Any = self.client.get_channel(channel_id) if channel_id else None
-        if channel is None and channel_id:
-            with self._send_failures_logged(f"finding channel {channel_id} for an agent's reply"):
-                channel = await self.client.fetch_channel(channel_id)
-        if channel is None or not isinstance(channel, discord.abc.Messageable):
+        channel = self._channel(last.metadata) if last is not None else None
+        if channel is None:
             log.warning("discord: no channel for conversation %s; the agent's reply is kept", turn.conversation_id)
             return False
         if not await self._pipeline().claim_turn(turn.id):

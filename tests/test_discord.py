@@ -19,6 +19,7 @@ import re
 import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from bot.config import Config, DiscordSettings, load_config
+from bot.conversation.desk import AgentDesk
 from bot.embedding import Embedder
 from bot.pipeline import DeltaSink, KnowledgeResponder, Pipeline
 from bot.policy import Decision
@@ -1128,3 +1130,29 @@ def test_a_session_discord_ends_after_start_shows_as_failed_in_health(own_harnes
     assert status["failed"] == {"discord": harness.connector.failure}
     assert "token was rejected by the gateway (4004)" in str(harness.connector.failure)
     assert TOKEN not in str(harness.connector.failure)
+
+
+def test_an_agent_takes_over_a_dm_and_the_bot_stays_silent_until_released(harness: Harness) -> None:
+    user = harness.new_user()
+    channel = harness.dm_channel(user)
+    conversation = f"discord:dm:{user}"
+    harness.send("MESSAGE_CREATE", harness.dm(user, "How can I track my order?"))
+    harness.fake.wait_for(harness.posts_to(channel))
+    desk = AgentDesk(harness.bot.store, lambda conversation_id, kind: None)
+    harness.call(desk.claim(conversation, "alice"))  # pulled from the bot
+    turn = harness.call(desk.reply(conversation, "alice", "Hi, Alice here. Which order is it?"))
+    assert harness.call(harness.connector.deliver(turn)) is True
+    assert harness.call(harness.connector.deliver(turn)) is False  # sent once
+    posts = harness.fake.wait_for(harness.posts_to(channel), count=2)
+    assert posts[1].body["content"] == "**alice**: Hi, Alice here. Which order is it?"
+
+    harness.send("MESSAGE_CREATE", harness.dm(user, "order 4711, it never came"))
+    deadline = time.monotonic() + 60
+    while ("user", "order 4711, it never came") not in [t[:2] for t in harness.turns(conversation)]:
+        assert time.monotonic() < deadline, "the message was not stored"
+        time.sleep(0.05)
+    harness.call(desk.release(conversation, "alice"))
+    harness.send("MESSAGE_CREATE", harness.dm(user, "do you ship to canada?"))
+    posts = harness.fake.wait_for(harness.posts_to(channel), count=3)
+    assert "Canada" in posts[2].body["content"]  # the bot again, and nothing from it in between
+    assert [t[0] for t in harness.turns(conversation)] == ["user", "bot", "bot", "user", "user", "bot"]
