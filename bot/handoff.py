@@ -25,9 +25,12 @@ WIDGET_BUTTON_LABELS = (
 )
 
 
+def pressed_talk_button(text: str, button_label: str) -> bool:
+    """The message is a talk-to-a-person button's own label (the chat's or one of the widget's)."""
+    said = text.strip().casefold()
+    return said in {label.casefold() for label in (button_label, *WIDGET_BUTTON_LABELS)}
+
+
 def asks_for_human(text: str, button_label: str) -> bool:
     """True for "talk to a person", "human agent please", or a talk-to-a-person button's own label."""
-    said = text.strip().casefold()
-    if said in {label.casefold() for label in (button_label, *WIDGET_BUTTON_LABELS)}:
-        return True
-    return bool(_ASKS_FOR_HUMAN.search(text))
+    return pressed_talk_button(text, button_label) or bool(_ASKS_FOR_HUMAN.search(text))

@@ -23,7 +23,7 @@ import anyio.to_thread
 
 from bot.config import AnsweringSettings, HandoffSettings, MessagesSettings
 from bot.conversation.router import HELD_REASON, Router
-from bot.conversation.state import Owner, Staffing
+from bot.conversation.state import Owner, Ownership, Staffing
 from bot.frustration import FrustrationDetector
 from bot.guard import storable
 from bot.policy import Decision, ResponsePolicy
@@ -155,15 +155,14 @@ class Pipeline:
                 await on_stored(user_turn_id)
             ownership = await self.router.ownership(message.conversation_id)
             if ownership.state is not Owner.BOT:
-                return await self._hold(message, user_turn_id)
+                return await self._hold(message, user_turn_id, ownership)
             return await self._answer(message, user_turn_id, on_delta)
 
-    async def _hold(self, message: Message, user_turn_id: int) -> Exchange:
+    async def _hold(self, message: Message, user_turn_id: int, ownership: Ownership) -> Exchange:
         """A person owns the conversation (or will): keep the message for them; a holding message at most."""
         if await self.store.ledger.held(user_turn_id):  # kept before (a resend): nothing new to say
-            ownership = await self.router.ownership(message.conversation_id)
             return Exchange(user_turn_id, 0, _HELD, repeated=True, state=ownership.state)
-        held = await self.router.hold(message, user_turn_id, await self.router.ownership(message.conversation_id))
+        held = await self.router.hold(message, user_turn_id, ownership)
         self._notify(message.conversation_id, "message")
         if held is None:  # the customer went back to the bot
             self._notify(message.conversation_id, "release")

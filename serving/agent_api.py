@@ -144,9 +144,8 @@ class AgentApi:
                 return conflict(err)
             except UnknownConversation:
                 raise HTTPException(404, "unknown conversation") from None
-            view = await self._desk().view(conversation_id)
-            channel = view.conversation.channel if view is not None else ""
-            delivered = await self._deliver(channel, turn)
+            found = await self._desk().owner(conversation_id)
+            delivered = await self._deliver(found[0].channel, turn) if found is not None else False
             return turn_out(turn) | {"delivered": delivered}
 
         @router.post("/conversations/{conversation_id}/notes")

@@ -197,11 +197,11 @@ def ownership_webhook(
         return None
 
     async def describe(conversation_id: str) -> dict[str, Any]:
-        view = await desk.view(conversation_id)
-        if view is None:
+        found = await desk.owner(conversation_id)
+        if found is None:
             return {}
-        o = view.ownership
-        return {"channel": view.conversation.channel, "state": str(o.state), "owner": o.agent, "trigger": o.trigger}
+        conversation, o = found
+        return {"channel": conversation.channel, "state": str(o.state), "owner": o.agent, "trigger": o.trigger}
 
     return OwnershipWebhook(url, secret, feed, describe)
 

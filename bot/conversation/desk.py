@@ -82,6 +82,13 @@ class AgentDesk:
         self._notify(conversation_id, str(EventKind.NOTE))
         return event
 
+    async def owner(self, conversation_id: str) -> tuple[Conversation, Ownership] | None:
+        """The conversation (its channel) and who owns it, without its transcript."""
+        conversation = await self._store.conversation(conversation_id)
+        if conversation is None:
+            return None
+        return conversation, await self._ledger.ownership(conversation_id)
+
     async def view(self, conversation_id: str) -> ConversationView | None:
         conversation = await self._store.conversation(conversation_id)
         if conversation is None:

@@ -18,7 +18,7 @@ from bot.config import HandoffSettings, MessagesSettings
 from bot.conversation.ledger import ConversationLedger
 from bot.conversation.state import EventKind, Owner, Ownership, OwnershipConflict, Staffing, Trigger
 from bot.frustration import FrustrationDetector
-from bot.handoff import WIDGET_BUTTON_LABELS
+from bot.handoff import pressed_talk_button
 from bot.turns import Turn
 from bot.types import AnsweredBy, Message, Reply
 
@@ -116,9 +116,8 @@ class Router:
 
     async def _trigger(self, message: Message, reply: Reply) -> Trigger | None:
         if reply.handoff:
-            said = message.text.strip().casefold()
-            buttons = {label.casefold() for label in (self._messages.talk_to_human_button, *WIDGET_BUTTON_LABELS)}
-            return Trigger.TALK_BUTTON if said in buttons else Trigger.CUSTOMER_REQUEST
+            pressed = pressed_talk_button(message.text, self._messages.talk_to_human_button)
+            return Trigger.TALK_BUTTON if pressed else Trigger.CUSTOMER_REQUEST
         if self._frustration is not None and self._frustration.frustrated(message.text):
             return Trigger.FRUSTRATION
         needed = self._settings.after_not_sure
@@ -141,7 +140,3 @@ def _said(text: str, label: str) -> bool:
 
 def _notice(text: str, reason: str) -> Reply:
     return Reply(text=text, answered_by=AnsweredBy.FALLBACK, reason=reason)
-
-
-def is_person(turn: Turn) -> bool:
-    return turn.answered_by == str(AnsweredBy.HUMAN)
