@@ -1,8 +1,9 @@
 """Precision and recall of the handoff triggers on a labelled set written blind (evals/handoff-triggers.csv).
 
 Triggers measured, each against its own label:
-- the customer asks for a person (bot.handoff.asks_for_human, what the answer policy uses) vs `asks_for_person`;
-- frustration (bot.frustration.FrustrationDetector at handoff.frustration_below) vs `frustrated`;
+- the customer asks for a person (bot.answering.handoff.asks_for_human, what the answer policy uses)
+  vs `asks_for_person`;
+- frustration (bot.answering.frustration.FrustrationDetector at handoff.frustration_below) vs `frustrated`;
 - either of the two (what hands a conversation over from one message) vs either label.
 
 Prints the machine, a table, and the misses of each trigger (false positives and false negatives), so a
@@ -24,9 +25,9 @@ from machine import machine, machine_line  # bench/machine.py (scripts run from 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bot.answering.frustration import FrustrationDetector  # noqa: E402
+from bot.answering.handoff import asks_for_human  # noqa: E402
 from bot.config import MessagesSettings  # noqa: E402
-from bot.frustration import FrustrationDetector  # noqa: E402
-from bot.handoff import asks_for_human  # noqa: E402
 
 
 def scores(predicted: list[bool], labelled: list[bool]) -> tuple[int, int, int, float, float]:

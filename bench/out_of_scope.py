@@ -34,8 +34,8 @@ from machine import machine, machine_line
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bot.embedding import Embedder  # noqa: E402
-from bot.evaluation import OUT_OF_SCOPE  # noqa: E402
+from bot.evaluation.scoring import OUT_OF_SCOPE  # noqa: E402
+from bot.retrieval.embedding import Embedder  # noqa: E402
 
 KNOWLEDGE = REPO / "knowledge"
 OUT_OF_SCOPE_FILE = "out_of_scope.yml"

@@ -27,7 +27,7 @@ count as declines, as in `bot eval`; the results count how many cases that was, 
 and exact-example lookups.)
 
 Same treatment of a threshold. This project's threshold is calibrated from the knowledge base alone
-(`bot/ranking/calibration.py`: 3 draws of 4 folds hide phrasings, which should still find their item,
+(`bot/retrieval/ranking/calibration.py`: 3 draws of 4 folds hide phrasings, which should still find their item,
 and whole items and out-of-scope examples, whose phrasings should be declined; among the thresholds that
 lose at most 1 point of the former's correct answers, the one with the best 0.8 answered + 0.2 declined).
 The baseline is shown three ways:
@@ -86,14 +86,14 @@ from machine import machine, machine_line
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bot.answering.policy import DecisionKind, ResponsePolicy  # noqa: E402
 from bot.config import AnsweringSettings  # noqa: E402
-from bot.embedding import Embedder, bundled_model_path  # noqa: E402
-from bot.evaluation import OUT_OF_SCOPE, load_cases  # noqa: E402
-from bot.index import KnowledgeIndex  # noqa: E402
+from bot.evaluation.scoring import OUT_OF_SCOPE, load_cases  # noqa: E402
 from bot.knowledge.loader import read_knowledge_dir  # noqa: E402
 from bot.knowledge.model import OUT_OF_SCOPE_KIND  # noqa: E402
-from bot.policy import DecisionKind, ResponsePolicy  # noqa: E402
-from bot.ranking import calibration  # noqa: E402
+from bot.retrieval.embedding import Embedder, bundled_model_path  # noqa: E402
+from bot.retrieval.index import KnowledgeIndex  # noqa: E402
+from bot.retrieval.ranking import calibration  # noqa: E402
 
 DEMO_CASES = {
     "demo": "demo-cases.csv",
@@ -158,7 +158,7 @@ class NearestCalibration:
 
 
 def calibrate_nearest(texts: Sequence[BaselineText], vectors: np.ndarray, seed: int = 0) -> NearestCalibration:
-    """The baseline's threshold by this project's procedure (bot/ranking/calibration.py), for its one score.
+    """The baseline's threshold by this project's procedure (bot/retrieval/ranking/calibration.py), for its one score.
 
     `texts` in this project's calibration order (each item's lead text first), `vectors` (texts, dim) unit
     rows. Same folds, fold-leak rule, probes, item weighting, constants and objective; the score of a

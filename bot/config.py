@@ -211,7 +211,7 @@ class HandoffSettings(_Section):
     after_not_sure: int = Field(default=2, ge=0, le=20)
     # While queued, at most one holding message per this many seconds, whatever the customer sends.
     hold_message_every_s: float = Field(default=300.0, ge=0.0)
-    # A message this negative (VADER's compound score, -1 to 0) goes to a person (bot/frustration.py).
+    # A message this negative (VADER's compound score, -1 to 0) goes to a person (bot/answering/frustration.py).
     frustration_below: float = Field(default=-0.5, ge=-1.0, le=0.0)
     on_frustration: bool = True
     # An agent counts as online for this long after their last call to the inbox or its API.
@@ -295,8 +295,12 @@ class MessagesSettings(_Section):
         return text
 
 
-_PLACEHOLDERS = {"too_long": ("length", "limit"), "not_text": ("attachment",), "unknown_command": ("command",),
-                 "email_noted": ("email",)}
+_PLACEHOLDERS = {
+    "too_long": ("length", "limit"),
+    "not_text": ("attachment",),
+    "unknown_command": ("command",),
+    "email_noted": ("email",),
+}
 
 
 class Config(_Section):

@@ -21,15 +21,15 @@ from typing import Protocol
 
 import anyio.to_thread
 
+from bot.answering.frustration import FrustrationDetector
+from bot.answering.guard import storable
+from bot.answering.policy import Decision, ResponsePolicy
+from bot.answering.replies import compose_reply, error_reply, notice_reply
 from bot.config import AnsweringSettings, HandoffSettings, MessagesSettings
 from bot.conversation.router import HELD_REASON, Router
 from bot.conversation.state import Owner, Ownership, Staffing
-from bot.frustration import FrustrationDetector
-from bot.guard import storable
-from bot.policy import Decision, ResponsePolicy
-from bot.replies import compose_reply, error_reply, notice_reply
-from bot.store import ConversationStore
-from bot.turns import Turn
+from bot.storage.store import ConversationStore
+from bot.storage.turns import Turn
 from bot.types import AnsweredBy, Message, MessageKind, Reply
 
 log = logging.getLogger(__name__)

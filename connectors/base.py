@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from bot.turns import Turn
+from bot.storage.turns import Turn
 
 
 class ChannelError(RuntimeError):

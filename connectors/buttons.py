@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from bot.store import MAX_TURN_ID
+from bot.storage.store import MAX_TURN_ID
 
 _PLACE = re.compile(r"(?P<turn>[0-9]{1,19}):(?P<index>[0-9]{1,3})")
 

@@ -26,10 +26,10 @@ from discord.http import Route
 
 from bot.config import DiscordSettings
 from bot.pipeline import RESUME_WINDOW_S, Exchange, Pipeline
-from bot.textsplit import split_message
-from bot.turns import Turn
+from bot.storage.turns import Turn
 from bot.types import Message, Reply
 from connectors.base import ChannelError
+from connectors.splitting import split_message
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.config import Config
 from bot.pipeline import RESUME_WINDOW_S, ClientIdConflict, Exchange, Pipeline
-from bot.ratelimit import RateLimiter
-from bot.store import MAX_TURN_ID
-from bot.turns import Turn
+from bot.storage.ratelimit import RateLimiter
+from bot.storage.store import MAX_TURN_ID
+from bot.storage.turns import Turn
 from bot.types import Message, Reply
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bot.conversation.desk import AgentDesk, ConversationView
 from bot.conversation.ledger import Listed, UnknownConversation
 from bot.conversation.state import Event, EventKind, Owner, Ownership, OwnershipConflict
-from bot.turns import Turn
+from bot.storage.turns import Turn
 from bot.types import AnsweredBy
 from serving.agents import AgentDirectory, AgentPresence, InboxFeed
 

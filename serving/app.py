@@ -24,9 +24,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bot.config import Config
 from bot.conversation.desk import AgentDesk
 from bot.conversation.state import Staffing
-from bot.embedding import Embedder
 from bot.pipeline import Pipeline, Responder
-from bot.turns import Turn
+from bot.retrieval.embedding import Embedder
+from bot.storage.turns import Turn
 from connectors.telegram import TelegramConnector, telegram_webhook_router
 from connectors.web import CHANNEL as WEB_CHANNEL
 from connectors.web import WebChannel, resume_web

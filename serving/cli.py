@@ -17,11 +17,11 @@ import typer
 
 from bot.config import Config, ConfigError, load_config
 from bot.knowledge.loader import KnowledgeDirMissing, require_knowledge_dir
-from bot.store import ConversationStore, StoreError
-from bot.turns import Turn
+from bot.storage.store import ConversationStore, StoreError
+from bot.storage.turns import Turn
 
 if TYPE_CHECKING:
-    from bot.index import SyncReport
+    from bot.retrieval.index import SyncReport
     from serving.runtime import Engine
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models are local files; never reach for a hub
@@ -180,7 +180,7 @@ def kb_check(config: ConfigOption = Path("config.yml"), knowledge: KnowledgeOpti
 @prompts_app.command("check")
 def prompts_check(config: ConfigOption = Path("config.yml")) -> None:
     """Validate the prompt templates; report each problem with file, line and reason."""
-    from bot.prompts import SPECS, PromptLibrary
+    from bot.llm.prompts import SPECS, PromptLibrary
 
     directory = _config(config).prompts.path
     library = PromptLibrary(directory)
@@ -297,7 +297,7 @@ def eval_command(
     min_accuracy: Annotated[float | None, typer.Option(help="Exit 1 if top-1 accuracy is below this.")] = None,
 ) -> None:
     """Measure answer selection on labelled messages, like `rasa test nlu`."""
-    from bot.evaluation import CaseFileError, evaluate, load_cases
+    from bot.evaluation.scoring import CaseFileError, evaluate, load_cases
 
     _logging("warning")
     settings = _config(config)
@@ -400,8 +400,8 @@ def review(
 ) -> None:
     """What customers asked and what the bot did, newest first: to review, and to grow eval cases from."""
     from bot.conversation.stats import SupportStats
-    from bot.review import review as reviewed
-    from bot.review import select, summary, support_summary, write_cases
+    from bot.evaluation.review import review as reviewed
+    from bot.evaluation.review import select, summary, support_summary, write_cases
 
     settings = _config(config)
 

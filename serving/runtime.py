@@ -12,17 +12,17 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
+from bot.answering.policy import ResponsePolicy
 from bot.config import Config
 from bot.conversation.state import Staffing
-from bot.embedding import Embedder
-from bot.index import KnowledgeIndex, SyncReport
 from bot.knowledge.sync import KnowledgeSync
 from bot.llm.client import ChatModel
+from bot.llm.prompts import PromptLibrary
 from bot.llm.responder import ModelResponder
 from bot.pipeline import KnowledgeResponder, Pipeline, Responder
-from bot.policy import ResponsePolicy
-from bot.prompts import PromptLibrary
-from bot.store import ConversationStore
+from bot.retrieval.embedding import Embedder
+from bot.retrieval.index import KnowledgeIndex, SyncReport
+from bot.storage.store import ConversationStore
 from bot.types import Message, Reply
 
 log = logging.getLogger(__name__)
@@ -86,9 +86,7 @@ async def running_bot(
     if responder is None and config.llm is not None:
         model = model_responder(config, engine, store, environ)
     responder = responder or model or KnowledgeResponder(config.messages, config.answering)
-    pipeline = Pipeline(
-        engine.policy, store, responder, config.messages, config.handoff, staffing, notify, on_reply
-    )
+    pipeline = Pipeline(engine.policy, store, responder, config.messages, config.handoff, staffing, notify, on_reply)
     try:
         async with anyio.create_task_group() as tasks:
             stop = anyio.Event()

@@ -18,10 +18,10 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bot.config import Config, load_config
-from bot.embedding import Embedder
-from bot.index import KnowledgeIndex
 from bot.knowledge.loader import read_knowledge_dir
 from bot.pipeline import Responder
+from bot.retrieval.embedding import Embedder
+from bot.retrieval.index import KnowledgeIndex
 from serving.app import create_app
 from tests.model_server import ModelServer, RecordingProxy
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bot.config import Config, load_config
-from bot.embedding import Embedder
+from bot.retrieval.embedding import Embedder
 from tests.conftest import ConfigFactory, LiveServer
 from tests.telegram_api import FakeBotApi
 
@@ -43,5 +43,3 @@ def polling_bot(
 def user_turns(config: Config) -> list[tuple[str, str]]:
     with sqlite3.connect(config.store.path) as db:
         return db.execute("SELECT conversation_id, text FROM turns WHERE role = 'user' ORDER BY id").fetchall()
-
-

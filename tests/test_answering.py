@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from bot.answering.guard import InputProblem, guard_input
+from bot.answering.handoff import asks_for_human
+from bot.answering.policy import DecisionKind
+from bot.answering.replies import compose_reply
+from bot.answering.smalltalk import SmallTalk, classify_smalltalk
 from bot.config import Config, load_config
-from bot.embedding import Embedder
-from bot.evaluation import OUT_OF_SCOPE, EvalCase, evaluate
-from bot.guard import InputProblem, guard_input
-from bot.handoff import asks_for_human
-from bot.policy import DecisionKind
-from bot.replies import compose_reply
-from bot.smalltalk import SmallTalk, classify_smalltalk
+from bot.evaluation.scoring import OUT_OF_SCOPE, EvalCase, evaluate
+from bot.retrieval.embedding import Embedder
 from bot.types import AnsweredBy, Reply
 from serving.runtime import Engine, build_engine
 from tests.conftest import ConfigFactory

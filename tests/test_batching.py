@@ -10,8 +10,8 @@ from typing import TypeVar
 import numpy as np
 import pytest
 
-from bot.batching import QueryBatcher
-from bot.embedding import Embedder
+from bot.retrieval.batching import QueryBatcher
+from bot.retrieval.embedding import Embedder
 
 T = TypeVar("T")
 

@@ -33,11 +33,11 @@ from aiohttp import WSMsgType, web
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
+from bot.answering.policy import Decision
 from bot.config import Config, DiscordSettings, load_config
 from bot.conversation.desk import AgentDesk
-from bot.embedding import Embedder
 from bot.pipeline import DeltaSink, KnowledgeResponder, Pipeline
-from bot.policy import Decision
+from bot.retrieval.embedding import Embedder
 from bot.types import AnsweredBy, Message, Reply
 from connectors import discord_channel
 from connectors.base import ChannelError

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import anyio
 
-from bot.embedding import Embedder
-from bot.store import ConversationStore
+from bot.retrieval.embedding import Embedder
+from bot.storage.store import ConversationStore
 from bot.types import AnsweredBy, Message, Reply
 from tests.polling import wait_for_count
 from tests.test_discord import ALLOWED_CHANNEL, Harness, recorded_logs

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from websockets.sync.client import connect
 
 from bot.config import Config, load_config
-from bot.embedding import Embedder
+from bot.retrieval.embedding import Embedder
 from serving.cli import app
 from tests.conftest import ConfigFactory, LiveServer
 

@@ -16,7 +16,7 @@ import pytest
 
 from bot.config import ConfigError, load_config
 from bot.conversation.hours import open_at
-from bot.embedding import Embedder
+from bot.retrieval.embedding import Embedder
 from tests.conftest import ConfigFactory, LiveServer, free_port
 from tests.test_handoff import AGENTS, ALICE, as_agent, say
 

@@ -8,7 +8,7 @@ import sqlite3
 import time
 
 from bot.config import Config
-from bot.embedding import Embedder
+from bot.retrieval.embedding import Embedder
 from tests.conftest import ConfigFactory, LiveServer
 from tests.telegram_api import FakeBotApi
 from tests.telegram_fixtures import env, telegram_config

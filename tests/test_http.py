@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from bot.config import Config
-from bot.embedding import Embedder
+from bot.retrieval.embedding import Embedder
 from connectors.telegram import TelegramConnector, telegram_webhook_router
 from serving.app import _install_error_handlers
 from tests.conftest import LiveServer

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.embedding import Embedder
-from bot.index import KnowledgeIndex
 from bot.knowledge.loader import read_knowledge_dir
+from bot.retrieval.embedding import Embedder
+from bot.retrieval.index import KnowledgeIndex
 
 FAQ = """\
 - id: opening-hours
@@ -240,7 +240,7 @@ def big_faq(entries: int, sentences: int) -> str:
 def test_a_newer_sync_stops_a_superseded_background_calibration_and_its_own_result_is_served(
     tmp_path: Path, embedder: Embedder, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.index")
+    caplog.set_level(logging.INFO, logger="bot.retrieval.index")
 
     def logged(text: str) -> int:
         return sum(text in record.getMessage() for record in caplog.records)

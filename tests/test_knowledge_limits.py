@@ -7,13 +7,13 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from bot.embedding import Embedder
-from bot.index import KnowledgeIndex
 from bot.knowledge import limits
 from bot.knowledge.faq import parse_faq
 from bot.knowledge.loader import read_knowledge_dir, vet
 from bot.knowledge.out_of_scope import parse_out_of_scope
 from bot.knowledge.policy import parse_policy
+from bot.retrieval.embedding import Embedder
+from bot.retrieval.index import KnowledgeIndex
 from serving.cli import app
 
 FAQ = """\

@@ -16,10 +16,10 @@ import anyio
 import anyio.to_thread
 from typer.testing import CliRunner
 
-from bot.embedding import Embedder
-from bot.index import KnowledgeIndex
 from bot.knowledge.loader import read_knowledge_dir, vet
 from bot.knowledge.sync import KnowledgeSync
+from bot.retrieval.embedding import Embedder
+from bot.retrieval.index import KnowledgeIndex
 from serving.cli import app
 
 FAQ = "- id: {id}\n  question: {question}\n  answer: {answer}\n"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import Config
-from bot.embedding import Embedder
+from bot.retrieval.embedding import Embedder
 from tests.conftest import LiveServer
 
 NEW_FAQ = """\

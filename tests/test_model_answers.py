@@ -19,7 +19,7 @@ import pytest
 from websockets.sync.client import connect
 
 from bot.config import load_config
-from bot.embedding import Embedder
+from bot.retrieval.embedding import Embedder
 from serving.runtime import build_engine
 from tests.conftest import ConfigFactory, LiveServer, free_port
 from tests.model_server import ModelServer, RecordingProxy

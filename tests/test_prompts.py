@@ -10,11 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from bot.config import load_config
-from bot.embedding import Embedder
-from bot.index import Hit
 from bot.llm.breaker import BreakerState, CircuitBreaker
 from bot.llm.grounding import read_citations
-from bot.prompts import PromptLibrary, PromptUnavailable
+from bot.llm.prompts import PromptLibrary, PromptUnavailable
+from bot.retrieval.embedding import Embedder
+from bot.retrieval.index import Hit
 from serving.cli import app
 from tests.conftest import ConfigFactory, LiveServer
 from tests.model_server import RecordingProxy

@@ -9,16 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bot.answering.policy import DecisionKind, ResponsePolicy
 from bot.config import AnsweringSettings
-from bot.embedding import Embedder
-from bot.index import KnowledgeIndex
 from bot.knowledge.loader import read_knowledge_dir
-from bot.policy import DecisionKind, ResponsePolicy
-from bot.ranking.calibration import DEFAULT_THRESHOLD, FOLDS, assign_folds, calibrate, text_positions
-from bot.ranking.classifier import ItemClassifier
-from bot.ranking.dense import ItemSpace
-from bot.ranking.lexical import LexicalScorer
-from bot.ranking.scorer import IndexedText, ItemScorer, Weights
+from bot.retrieval.embedding import Embedder
+from bot.retrieval.index import KnowledgeIndex
+from bot.retrieval.ranking.calibration import DEFAULT_THRESHOLD, FOLDS, assign_folds, calibrate, text_positions
+from bot.retrieval.ranking.classifier import ItemClassifier
+from bot.retrieval.ranking.dense import ItemSpace
+from bot.retrieval.ranking.lexical import LexicalScorer
+from bot.retrieval.ranking.scorer import IndexedText, ItemScorer, Weights
 from tests.conftest import DEMO_KNOWLEDGE
 
 
@@ -122,7 +122,7 @@ def test_calibration_and_classifier_are_stored_with_the_index_and_reused_after_a
 
     with monkeypatch.context() as patch:
         patch.setattr(ItemClassifier, "fit", classmethod(retrain))
-        patch.setattr("bot.index.calibrate", recalibrate)
+        patch.setattr("bot.retrieval.index.calibrate", recalibrate)
         reopened = KnowledgeIndex.open(tmp_path / "chroma", "knowledge", embedder)
         first = reopened.calibration
         assert first.calibrated and 0.3 < first.threshold < 1.0 and first.weights.passage_bonus > 0

@@ -9,9 +9,9 @@ import anyio
 from typer.testing import CliRunner
 
 from bot.config import load_config
-from bot.embedding import Embedder
-from bot.evaluation import load_cases
-from bot.store import ConversationStore
+from bot.evaluation.scoring import load_cases
+from bot.retrieval.embedding import Embedder
+from bot.storage.store import ConversationStore
 from bot.types import Message
 from serving.cli import app
 from serving.runtime import running_bot

@@ -10,11 +10,11 @@ from pathlib import Path
 import anyio
 import pytest
 
+from bot.answering.policy import Decision
 from bot.config import Config
-from bot.embedding import Embedder
 from bot.pipeline import KnowledgeResponder, Pipeline
-from bot.policy import Decision
-from bot.store import ConversationStore, StoreError
+from bot.retrieval.embedding import Embedder
+from bot.storage.store import ConversationStore, StoreError
 from bot.types import AnsweredBy, Message, Reply
 from serving.runtime import build_engine
 

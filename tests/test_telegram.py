@@ -14,7 +14,7 @@ import pytest
 from telegram.error import BadRequest
 
 from bot.config import Config
-from bot.embedding import Embedder
+from bot.retrieval.embedding import Embedder
 from connectors.telegram import SECRET_HEADER, telegram_connector
 from tests.conftest import ConfigFactory, LiveServer
 from tests.polling import wait_for_count

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from bot.config import Config
-from bot.embedding import Embedder
+from bot.retrieval.embedding import Embedder
 from connectors.telegram import SECRET_HEADER
 from connectors.telegram.connector import EXPIRED_BUTTON
 from tests.conftest import ConfigFactory, LiveServer

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.textsplit import split_message
+from connectors.splitting import split_message
 
 
 def test_short_text_is_one_piece() -> None:

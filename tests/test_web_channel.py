@@ -11,10 +11,10 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from bot.answering.policy import Decision
 from bot.config import Config, load_config
-from bot.embedding import Embedder
-from bot.policy import Decision
-from bot.store import ConversationStore
+from bot.retrieval.embedding import Embedder
+from bot.storage.store import ConversationStore
 from bot.types import AnsweredBy, Message, Reply
 from tests.conftest import ConfigFactory, LiveServer
 from tests.polling import wait_for_count

@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from bot.config import Config, load_config
-from bot.embedding import Embedder
+from bot.retrieval.embedding import Embedder
 from tests.browser import NEEDS_CHROMIUM
 from tests.conftest import REPO, ConfigFactory, LiveServer
 from tests.model_server import RecordingProxy

@@ -80,7 +80,7 @@ class Prompts:
     def __init__(self, knowledge: Path, prompts: Path) -> None:
         from bot.knowledge.loader import read_knowledge_dir
         from bot.knowledge.model import FaqEntry, Passage
-        from bot.prompts import PromptLibrary
+        from bot.llm.prompts import PromptLibrary
 
         self.library = PromptLibrary(prompts)
         self.items = [i for f in read_knowledge_dir(knowledge) for i in f.items if i.kind in ("faq", "passage")]
@@ -109,8 +109,8 @@ class Prompts:
     def _answer_chat(self, shape: Shape, questions: Sequence[str], rng: random.Random) -> list[dict[str, str]]:
         from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-        from bot.index import Hit
         from bot.llm.grounding import answer_messages, as_data
+        from bot.retrieval.index import Hit
 
         hits = [
             Hit(item.id, item.kind, item.title, item.body, item.file, item.line, 0.8)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from bot.conversation.ledger import ConversationLedger, Listed
 from bot.conversation.state import Event, EventKind, Owner, Ownership, OwnershipConflict, Trigger
 from bot.conversation.summary import transcript_summary
-from bot.store import Conversation, ConversationStore
-from bot.turns import Turn
+from bot.storage.store import Conversation, ConversationStore
+from bot.storage.turns import Turn
 
 Notify = Callable[[str, str], None]  # (conversation id, what happened): for the inbox's live view
 

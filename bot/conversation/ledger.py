@@ -1,6 +1,6 @@
 """The conversation layer in the store: ownership and its events, slots, notes, and the replies people write.
 
-Shares the store's SQLite connection (bot.store.ConversationStore.ledger). Every change of owner is one
+Shares the store's SQLite connection (bot.storage.store.ConversationStore.ledger). Every change of owner is one
 conditional UPDATE: of two agents claiming at once exactly one matches, in one process or several.
 """
 
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import aiosqlite
 
+from bot.answering.guard import storable
 from bot.conversation.state import Event, EventKind, Owner, Ownership, OwnershipConflict
-from bot.guard import storable
-from bot.turns import Turn, select_turns
+from bot.storage.turns import Turn, select_turns
 from bot.types import AnsweredBy
 
 

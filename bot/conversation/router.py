@@ -14,12 +14,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
+from bot.answering.frustration import FrustrationDetector
+from bot.answering.handoff import pressed_talk_button
 from bot.config import HandoffSettings, MessagesSettings
 from bot.conversation.ledger import ConversationLedger
 from bot.conversation.state import EventKind, Owner, Ownership, OwnershipConflict, Staffing, Trigger
-from bot.frustration import FrustrationDetector
-from bot.handoff import pressed_talk_button
-from bot.turns import Turn
+from bot.storage.turns import Turn
 from bot.types import AnsweredBy, Message, Reply
 
 # Finding an address in a sentence ("you can reach me at ana@example.com"), not validating one.

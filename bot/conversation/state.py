@@ -20,7 +20,7 @@ class Trigger(StrEnum):
     CUSTOMER_REQUEST = "customer_request"  # "can I talk to a person?"
     TALK_BUTTON = "talk_button"  # the widget's (or a chat's) Talk to a person button
     NOT_SURE = "not_sure"  # handoff.after_not_sure "not sure" replies in a row
-    FRUSTRATION = "frustration"  # the customer sounds frustrated or angry (bot/frustration.py)
+    FRUSTRATION = "frustration"  # the customer sounds frustrated or angry (bot/answering/frustration.py)
     AGENT_PULL = "agent_pull"  # an agent took a conversation the bot was handling
 
 

@@ -75,8 +75,14 @@ class StatsReader:
                 "FROM events h WHERE h.conversation_id = e.conversation_id AND h.kind = ? AND h.created_at <= "
                 "e.created_at AND e.kind = ?), e.created_at) FROM events e WHERE e.kind IN (?, ?) "
                 "AND e.created_at >= ?",
-                (str(AnsweredBy.HUMAN), str(EventKind.HANDOFF), str(EventKind.CLAIM), str(EventKind.CLAIM),
-                 str(EventKind.PULL), since),
+                (
+                    str(AnsweredBy.HUMAN),
+                    str(EventKind.HANDOFF),
+                    str(EventKind.CLAIM),
+                    str(EventKind.CLAIM),
+                    str(EventKind.PULL),
+                    since,
+                ),
             )
             if wait is not None
         ]

@@ -4,7 +4,7 @@ the questions asked, what the bot answered (and from which source), and why it h
 from __future__ import annotations
 
 from bot.conversation.state import Owner, Ownership, Trigger
-from bot.turns import Turn
+from bot.storage.turns import Turn
 from bot.types import AnsweredBy
 
 _WHY = {

@@ -19,9 +19,10 @@ The figures, and why (the demo knowledge base's largest values in brackets):
 - A file: 2,000,000 bytes [12,215]. Some 5,000 FAQ entries; every file is read again at each sync.
 - The knowledge base: 10,000 texts to embed [1,587]: every question, alternate, out-of-scope example,
   passage, passage sentence and passage question is one, and so are an FAQ answer and each of its
-  sentences (calibration embeds those to learn how answers are worded). Calibration (`bot.ranking.calibration`) runs
-  at every change and grows with the square of this count: measured at 10,000 texts of FAQ-shaped
-  knowledge it takes about 2 GB and 2.5 minutes of one core, so 50,000 would take some 50 GB and an hour.
+  sentences (calibration embeds those to learn how answers are worded). Calibration
+  (`bot.retrieval.ranking.calibration`) runs at every change and grows with the square of this count:
+  measured at 10,000 texts of FAQ-shaped knowledge it takes about 2 GB and 2.5 minutes of one core,
+  so 50,000 would take some 50 GB and an hour.
 """
 
 from __future__ import annotations

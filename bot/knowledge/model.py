@@ -135,7 +135,7 @@ def item_fingerprint(item: KnowledgeItem) -> str:
     if isinstance(item, OutOfScopeGroup) and item.names:
         payload["names"] = list(item.names)
     if isinstance(item, Passage) and item.questions:
-        payload["questions"] = len(item.questions)  # decides the passage bonus (bot.ranking.scorer)
+        payload["questions"] = len(item.questions)  # decides the passage bonus (bot.retrieval.ranking.scorer)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from bot.embedding import Progress
-from bot.index import KnowledgeIndex, SyncReport
 from bot.knowledge.loader import is_knowledge_path, read_knowledge_dir
+from bot.retrieval.embedding import Progress
+from bot.retrieval.index import KnowledgeIndex, SyncReport
 from bot.watching import watch_directory
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.messages.utils import count_tokens_approximately, trim_messages
 
-from bot.index import Hit
-from bot.prompts import PromptLibrary
-from bot.turns import Turn
+from bot.llm.prompts import PromptLibrary
+from bot.retrieval.index import Hit
+from bot.storage.turns import Turn
 
 _SECTION_TAG = re.compile(r"<\s*/?\s*(customer_message|context|transcript)\b[^>]*>", re.IGNORECASE)
 _CITATION = re.compile(r"\s*\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")

@@ -16,17 +16,17 @@ from dataclasses import replace
 import anyio.to_thread
 from langchain_core.messages import BaseMessage
 
+from bot.answering.policy import Decision, DecisionKind, ResponsePolicy
+from bot.answering.replies import citation_for
 from bot.config import AnsweringSettings, LLMSettings, MessagesSettings
-from bot.index import Hit
 from bot.llm.breaker import CircuitBreaker
 from bot.llm.client import ChatModel, ModelUnavailable
 from bot.llm.grounding import answer_messages, history_messages, read_citations, task_messages, transcript
+from bot.llm.prompts import PromptLibrary
 from bot.pipeline import DeltaSink, KnowledgeResponder
-from bot.policy import Decision, DecisionKind, ResponsePolicy
-from bot.prompts import PromptLibrary
-from bot.replies import citation_for
-from bot.store import ConversationStore
-from bot.turns import Turn
+from bot.retrieval.index import Hit
+from bot.storage.store import ConversationStore
+from bot.storage.turns import Turn
 from bot.types import AnsweredBy, Message, Reply
 
 log = logging.getLogger(__name__)

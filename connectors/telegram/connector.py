@@ -26,7 +26,7 @@ from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError
 
 from bot.config import TelegramSettings
 from bot.pipeline import RESUME_WINDOW_S, Exchange, Pipeline
-from bot.turns import Turn
+from bot.storage.turns import Turn
 from bot.types import Message, Reply
 from connectors.base import ChannelError
 from connectors.buttons import read_button
@@ -333,4 +333,3 @@ def telegram_connector(
         if secret is None:
             raise ChannelError(f"telegram: webhook mode needs {SECRET_ENV} (Telegram sends it back on every call)")
     return TelegramConnector(pipeline, settings, token, secret)
-

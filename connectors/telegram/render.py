@@ -7,9 +7,9 @@ import html
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.constants import MessageLimit
 
-from bot.textsplit import split_message
 from bot.types import Reply
 from connectors.buttons import button_data
+from connectors.splitting import split_message
 
 QUICK_REPLY_PREFIX = "qr:"
 BUTTON_TEXT_LIMIT = 64  # longer button texts are shown cut anyway

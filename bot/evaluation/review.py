@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.conversation.stats import SupportStats
-from bot.evaluation import OUT_OF_SCOPE
+from bot.evaluation.scoring import OUT_OF_SCOPE
 from bot.knowledge.model import normalised
-from bot.turns import Turn
+from bot.storage.turns import Turn
 from bot.types import AnsweredBy
 
 # Reasons of replies that did not answer from the knowledge base although it was consulted.

@@ -29,9 +29,9 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from bot.knowledge.model import OUT_OF_SCOPE_KIND
-from bot.ranking.dense import DenseScores
-from bot.ranking.lexical import LexicalScores, Tokenizer
-from bot.ranking.scorer import IndexedText, ItemScorer, Signals, Weights
+from bot.retrieval.ranking.dense import DenseScores
+from bot.retrieval.ranking.lexical import LexicalScores, Tokenizer
+from bot.retrieval.ranking.scorer import IndexedText, ItemScorer, Signals, Weights
 
 # Searched jointly with the threshold; each gets its own measured passage bonus.
 WEIGHT_GRID: tuple[Weights, ...] = tuple(

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from bot.knowledge.model import OUT_OF_SCOPE_KIND
-from bot.ranking.calibration import assign_folds, text_positions
-from bot.ranking.lexical import Tokenizer
-from bot.ranking.scorer import IndexedText, ItemScorer, Weights
+from bot.retrieval.ranking.calibration import assign_folds, text_positions
+from bot.retrieval.ranking.lexical import Tokenizer
+from bot.retrieval.ranking.scorer import IndexedText, ItemScorer, Weights
 
 # More folds than calibration uses: each phrasing should be judged with nearly all of its siblings in
 # place, as a customer's message is. Ten scorers cost a few seconds on a few hundred items.

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.policy import Decision, DecisionKind
+from bot.answering.policy import Decision, DecisionKind
 
 OUT_OF_SCOPE = "out_of_scope"
 

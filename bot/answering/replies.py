@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from bot.answering.guard import InputProblem
+from bot.answering.policy import Decision, DecisionKind
+from bot.answering.smalltalk import SmallTalk
 from bot.config import AnsweringSettings, MessagesSettings
-from bot.guard import InputProblem
-from bot.index import Hit
-from bot.policy import Decision, DecisionKind
-from bot.smalltalk import SmallTalk
+from bot.retrieval.index import Hit
 from bot.types import AnsweredBy, Citation, Message, MessageKind, Reply
 
 

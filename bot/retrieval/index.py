@@ -6,7 +6,7 @@ item's answer and citation, so the index alone can serve answers — including t
 of a file that is currently broken.
 
 Chroma finds the texts nearest to a message; the items they belong to, plus the items whose words,
-overall topic or classifier match best, are then scored exactly in memory (`bot.ranking`), with weights
+overall topic or classifier match best, are then scored exactly in memory (`bot.retrieval.ranking`), with weights
 and an answer threshold calibrated from the knowledge base itself each time it changes. The classifier,
 trained on the texts at each change, is stored beside Chroma so a restart does not train it again.
 """
@@ -28,7 +28,6 @@ import numpy as np
 from chromadb.api.models.Collection import Collection
 from chromadb.config import Settings
 
-from bot.embedding import Embedder, KnowledgeEmbeddingFunction, Progress
 from bot.knowledge.loader import Vetting, vet
 from bot.knowledge.model import (
     OUT_OF_SCOPE_KIND,
@@ -41,11 +40,12 @@ from bot.knowledge.model import (
     normalised,
 )
 from bot.knowledge.names import NameMatch, NameTable
-from bot.ranking import calibration
-from bot.ranking.calibration import Calibration, calibrate
-from bot.ranking.classifier import ItemClassifier
-from bot.ranking.overlaps import OverlapReport, find_overlaps
-from bot.ranking.scorer import IndexedText, ItemScorer
+from bot.retrieval.embedding import Embedder, KnowledgeEmbeddingFunction, Progress
+from bot.retrieval.ranking import calibration
+from bot.retrieval.ranking.calibration import Calibration, calibrate
+from bot.retrieval.ranking.classifier import ItemClassifier
+from bot.retrieval.ranking.overlaps import OverlapReport, find_overlaps
+from bot.retrieval.ranking.scorer import IndexedText, ItemScorer
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from bot.knowledge.model import OUT_OF_SCOPE_KIND
-from bot.ranking.classifier import ItemClassifier
-from bot.ranking.dense import DenseScores, ItemSpace
-from bot.ranking.lexical import LexicalScorer, LexicalScores, Tokenizer
+from bot.retrieval.ranking.classifier import ItemClassifier
+from bot.retrieval.ranking.dense import DenseScores, ItemSpace
+from bot.retrieval.ranking.lexical import LexicalScorer, LexicalScores, Tokenizer
 
 
 @dataclass(frozen=True)

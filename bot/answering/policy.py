@@ -10,13 +10,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from bot.batching import QueryBatcher
+from bot.answering.guard import InputProblem, guard_input
+from bot.answering.handoff import asks_for_human
+from bot.answering.smalltalk import SmallTalk, classify_smalltalk
 from bot.config import AnsweringSettings
-from bot.guard import InputProblem, guard_input
-from bot.handoff import asks_for_human
-from bot.index import Hit, KnowledgeIndex
 from bot.knowledge.model import OUT_OF_SCOPE_KIND
-from bot.smalltalk import SmallTalk, classify_smalltalk
+from bot.retrieval.batching import QueryBatcher
+from bot.retrieval.index import Hit, KnowledgeIndex
 
 
 class DecisionKind(StrEnum):

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import aiosqlite
 
+from bot.answering.guard import storable
 from bot.conversation.ledger import ConversationLedger
 from bot.conversation.stats import StatsReader
-from bot.guard import storable
-from bot.turns import Turn, select_turns
+from bot.storage.turns import Turn, select_turns
 from bot.types import Message, MessageKind, Reply
 
 _SCHEMA_VERSION = 4
@@ -340,4 +340,3 @@ class ConversationStore:
 
     async def _select(self, sql: str, params: tuple[object, ...]) -> list[Turn]:
         return await select_turns(self._db, sql, params)
-

@@ -1,0 +1,1 @@
+"""bot eval and bot review."""

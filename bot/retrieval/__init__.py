@@ -1,0 +1,1 @@
+"""Embedding, batching, the knowledge index over Chroma and its ranking."""

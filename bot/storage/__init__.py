@@ -1,0 +1,1 @@
+"""The store: turns, conversations, events; in-process coordination (rate limits)."""
