@@ -15,15 +15,15 @@ import logging
 import secrets
 import time
 import weakref
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import anyio.to_thread
 
 from bot.answering.frustration import FrustrationDetector
 from bot.answering.guard import storable
-from bot.answering.policy import Decision, ResponsePolicy
+from bot.answering.policy import Decision, DecisionKind, ResponsePolicy
 from bot.answering.replies import compose_reply, error_reply, notice_reply
 from bot.config import AnsweringSettings, HandoffSettings, MessagesSettings
 from bot.conversation.router import HELD_REASON, Router
@@ -37,22 +37,47 @@ log = logging.getLogger(__name__)
 DeltaSink = Callable[[str], Awaitable[None]]  # receives each piece of a reply as it is produced
 # How far back a start looks for messages an earlier run stored but did not answer (or send the answer to).
 RESUME_WINDOW_S = 24 * 3600.0
+SUMMARY_TURNS = 11  # the turns a handoff summary is written from, the last one included
 
 
 class Responder(Protocol):
-    """Turns a decision into a reply. A generating responder streams pieces to `on_delta` first."""
+    """Turns a decision into a reply, from what the pipeline gives it: it never reads the store or decides.
 
-    async def respond(self, message: Message, decision: Decision, on_delta: DeltaSink | None) -> Reply: ...
+    `history_turns`: how many earlier turns it wants (`history`, oldest first, without this message);
+    `reads_follow_ups`: whether an unclear message is read again together with the customer's previous one
+    ("and how long does that take?") before it is given. A generating responder streams pieces to `on_delta`.
+    """
+
+    @property
+    def history_turns(self) -> int: ...
+
+    @property
+    def reads_follow_ups(self) -> bool: ...
+
+    async def respond(
+        self, message: Message, decision: Decision, history: Sequence[Turn], on_delta: DeltaSink | None
+    ) -> Reply: ...
+
+
+class Summariser(Protocol):
+    """Writes the summary an agent reads when a conversation is handed over; None when it cannot."""
+
+    async def summarise(self, turns: Sequence[Turn]) -> str | None: ...
 
 
 class KnowledgeResponder:
-    """Answers straight from the knowledge base: nothing to stream."""
+    """Answers straight from the knowledge base: nothing to stream, no history needed."""
+
+    history_turns = 0
+    reads_follow_ups = False
 
     def __init__(self, messages: MessagesSettings, settings: AnsweringSettings) -> None:
         self._messages = messages
         self._settings = settings
 
-    async def respond(self, message: Message, decision: Decision, on_delta: DeltaSink | None) -> Reply:
+    async def respond(
+        self, message: Message, decision: Decision, history: Sequence[Turn], on_delta: DeltaSink | None
+    ) -> Reply:
         return compose_reply(decision, self._messages, self._settings)
 
 
@@ -94,6 +119,7 @@ class Pipeline:
         staffing: Callable[[], Staffing] = lambda: Staffing.ONLINE,
         notify: Callable[[str, str], None] = lambda conversation_id, kind: None,
         on_reply: Callable[[Message, Reply, float], None] = lambda message, reply, seconds: None,
+        summariser: Summariser | None = None,
     ) -> None:
         self.policy = policy
         self.store = store
@@ -110,6 +136,8 @@ class Pipeline:
         self.instance = secrets.token_hex(8)
         self._notify = notify  # (conversation id, what happened): the agent inbox's live view
         self._on_reply = on_reply  # (message, reply, seconds to answer): reply latency for /metrics
+        self._summariser = summariser
+        self._background: set[asyncio.Task[None]] = set()  # summaries being written
 
     async def handle(self, message: Message) -> Reply:
         return (await self.exchange(message)).reply
@@ -218,16 +246,17 @@ class Pipeline:
             if message.kind is not MessageKind.TEXT:
                 reply = notice_reply(message, self._messages)
             else:
-                # Embedding and search are CPU work: keep them off the event loop.
-                decision = await anyio.to_thread.run_sync(self.policy.decide, message.text)
+                history = await self._history(message.conversation_id, user_turn_id)
+                decision = await self._decide(message.text, history)
                 timings["retrieval_ms"] = decision.retrieval_ms
-                reply = await self.responder.respond(message, decision, on_delta)
+                reply = await self.responder.respond(message, decision, history, on_delta)
         except Exception:
             log.exception("answering failed for conversation %s", message.conversation_id)
             reply = error_reply(self._messages)
         reply, state = await self.router.after_answer(message, reply)
         if state is Owner.QUEUED:
             self._notify(message.conversation_id, "handoff")
+            self._summarise_later(message.conversation_id)
         timings["total_ms"] = (time.perf_counter() - started) * 1000
         self._on_reply(message, reply, timings["total_ms"] / 1000)
         bot_turn_id = await self.store.record_bot_turn(message.conversation_id, reply, timings, user_turn_id)
@@ -242,6 +271,48 @@ class Pipeline:
             timings["total_ms"],
         )
         return Exchange(user_turn_id, bot_turn_id, reply, state=state)
+
+
+    async def _history(self, conversation_id: str, user_turn_id: int) -> list[Turn]:
+        wanted = self.responder.history_turns
+        if wanted == 0:
+            return []
+        turns = await self.store.turns(conversation_id, limit=wanted + 1)
+        return [turn for turn in turns if turn.id != user_turn_id][-wanted:]
+
+    async def _decide(self, text: str, history: Sequence[Turn]) -> Decision:
+        # Embedding and search are CPU work: keep them off the event loop.
+        decision = await anyio.to_thread.run_sync(self.policy.decide, text)
+        if decision.kind is not DecisionKind.NOT_SURE or not self.responder.reads_follow_ups:
+            return decision
+        previous = next((turn.text for turn in reversed(history) if turn.role == "user"), None)
+        if previous is None:
+            return decision
+        combined = await anyio.to_thread.run_sync(self.policy.decide, f"{previous}\n{text}")
+        if combined.kind is not DecisionKind.ANSWER:
+            return decision
+        log.info("follow-up read with the previous question: %s", combined.answer.item_id if combined.answer else "")
+        return replace(combined, text=decision.text)
+
+    def _summarise_later(self, conversation_id: str) -> None:
+        """The agent's summary is written after the customer has their reply; it never delays it."""
+        if self._summariser is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._summarise(conversation_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _summarise(self, conversation_id: str) -> None:
+        assert self._summariser is not None
+        summary = await self._summariser.summarise(await self.store.turns(conversation_id, limit=SUMMARY_TURNS))
+        if summary:
+            await self.store.set_handoff_summary(conversation_id, summary)
+            log.info("handoff summary stored for conversation %s", conversation_id)
+
+    async def aclose(self) -> None:
+        """Stop summaries still being written (the transcript summary stands in for them)."""
+        for task in list(self._background):
+            task.cancel()
 
 
 _HELD = Reply(text="", answered_by=AnsweredBy.FALLBACK, reason=HELD_REASON)

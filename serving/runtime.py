@@ -84,9 +84,11 @@ async def running_bot(
     store = await ConversationStore.open(config.store.path)
     model = None
     if responder is None and config.llm is not None:
-        model = model_responder(config, engine, store, environ)
+        model = model_responder(config, engine, environ)
     responder = responder or model or KnowledgeResponder(config.messages, config.answering)
-    pipeline = Pipeline(engine.policy, store, responder, config.messages, config.handoff, staffing, notify, on_reply)
+    pipeline = Pipeline(
+        engine.policy, store, responder, config.messages, config.handoff, staffing, notify, on_reply, summariser=model
+    )
     try:
         async with anyio.create_task_group() as tasks:
             stop = anyio.Event()
@@ -99,24 +101,20 @@ async def running_bot(
                 yield Bot(engine, store, pipeline, report, model)
             finally:
                 stop.set()
-                if model is not None:
-                    await model.aclose()
+                await pipeline.aclose()
     finally:
         await store.close()
         await anyio.to_thread.run_sync(engine.index.close)
 
 
-def model_responder(
-    config: Config, engine: Engine, store: ConversationStore, environ: Mapping[str, str] | None
-) -> ModelResponder:
+def model_responder(config: Config, engine: Engine, environ: Mapping[str, str] | None) -> ModelResponder:
     assert config.llm is not None
     prompts = PromptLibrary(config.prompts.path)
     log.info("dialogue model: %s at %s", config.llm.model, config.llm.base_url)
     return ModelResponder(
         ChatModel(config.llm, environ),
         prompts,
-        engine.policy,
-        store,
+        engine.policy.clearance,
         config.bot_name,
         config.messages,
         config.answering,

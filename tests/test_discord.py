@@ -20,7 +20,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,6 +38,7 @@ from bot.config import Config, DiscordSettings, load_config
 from bot.conversation.desk import AgentDesk
 from bot.pipeline import DeltaSink, KnowledgeResponder, Pipeline
 from bot.retrieval.embedding import Embedder
+from bot.storage.turns import Turn
 from bot.types import AnsweredBy, Message, Reply
 from connectors import discord_channel
 from connectors.base import ChannelError
@@ -460,15 +461,20 @@ def recorded_logs(name: str) -> Iterator[list[logging.LogRecord]]:
 class HoldingResponder:
     """The real knowledge responder; a test can hold back answers in chosen conversations (a slow answer)."""
 
+    history_turns = 0
+    reads_follow_ups = False
+
     def __init__(self, inner: KnowledgeResponder) -> None:
         self.inner = inner
         self.held: dict[str, asyncio.Event] = {}
 
-    async def respond(self, message: Message, decision: Decision, on_delta: DeltaSink | None) -> Reply:
+    async def respond(
+        self, message: Message, decision: Decision, history: Sequence[Turn], on_delta: DeltaSink | None
+    ) -> Reply:
         gate = self.held.get(message.conversation_id)
         if gate is not None:
             await gate.wait()
-        return await self.inner.respond(message, decision, on_delta)
+        return await self.inner.respond(message, decision, history, on_delta)
 
 
 class Harness:

@@ -171,7 +171,10 @@ def test_only_allowed_origins_may_open_the_socket_or_read_via_cors(
 class StreamingResponder:
     """A test double for a generating model: streams a fixed reply in three pieces."""
 
-    async def respond(self, message: Message, decision: Decision, on_delta: Any) -> Reply:
+    history_turns = 0
+    reads_follow_ups = False
+
+    async def respond(self, message: Message, decision: Decision, history: Any, on_delta: Any) -> Reply:
         pieces = ["Streaming ", "works ", "end to end."]
         for piece in pieces:
             if on_delta is not None:

@@ -70,8 +70,12 @@ def history_messages(turns: Sequence[Turn], max_tokens: int) -> list[BaseMessage
     )
 
 
-def transcript(turns: Sequence[Turn]) -> str:
+def transcript(turns: Sequence[Turn], latest: str | None = None) -> str:
+    """The conversation as lines for a prompt; `latest`: the customer's message being answered, not stored yet
+    as far as the caller's turns go."""
     lines = [f"{'Customer' if t.role == 'user' else 'Bot'}: {as_data(t.text)}" for t in turns]
+    if latest is not None:
+        lines.append(f"Customer: {as_data(latest)}")
     return "\n".join(lines)
 
 

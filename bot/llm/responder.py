@@ -8,15 +8,13 @@ customer gets what the bot would have said without a model, at once, and a log l
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-import anyio.to_thread
 from langchain_core.messages import BaseMessage
 
-from bot.answering.policy import Decision, DecisionKind, ResponsePolicy
+from bot.answering.policy import Decision, DecisionKind
 from bot.answering.replies import citation_for
 from bot.config import AnsweringSettings, LLMSettings, MessagesSettings
 from bot.llm.breaker import CircuitBreaker
@@ -25,7 +23,6 @@ from bot.llm.grounding import answer_messages, history_messages, read_citations,
 from bot.llm.prompts import PromptLibrary
 from bot.pipeline import DeltaSink, KnowledgeResponder
 from bot.retrieval.index import Hit
-from bot.storage.store import ConversationStore
 from bot.storage.turns import Turn
 from bot.types import AnsweredBy, Message, Reply
 
@@ -35,20 +32,23 @@ _MAX_SHORT_REPLY_CHARS = 500  # a clarifying question or a handoff note; anythin
 
 
 class ModelResponder:
+    """A Responder (bot.pipeline) and the Summariser of handed-over conversations."""
+
+    reads_follow_ups = True
+
     def __init__(
         self,
         model: ChatModel,
         prompts: PromptLibrary,
-        policy: ResponsePolicy,
-        store: ConversationStore,
+        clearance: Callable[[Hit], float],
         bot_name: str,
         messages: MessagesSettings,
         answering: AnsweringSettings,
     ) -> None:
+        """`clearance`: how far a candidate is above the answer threshold (ResponsePolicy.clearance)."""
         self.model = model
         self.prompts = prompts
-        self._policy = policy
-        self._store = store
+        self._clearance = clearance
         self._bot_name = bot_name
         self._messages = messages
         self._answering = answering
@@ -56,18 +56,20 @@ class ModelResponder:
         settings: LLMSettings = model.settings
         self._settings = settings
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s)
-        self._background: set[asyncio.Task[None]] = set()
 
-    async def respond(self, message: Message, decision: Decision, on_delta: DeltaSink | None) -> Reply:
+    @property
+    def history_turns(self) -> int:
+        return self._settings.history_turns
+
+    async def respond(
+        self, message: Message, decision: Decision, history: Sequence[Turn], on_delta: DeltaSink | None
+    ) -> Reply:
         if decision.kind is DecisionKind.HANDOFF:
-            return await self._handoff(message, decision)
-        if decision.kind not in (DecisionKind.ANSWER, DecisionKind.NOT_SURE):
-            return await self._knowledge.respond(message, decision, on_delta)
-        history = await self._history(message)
-        if decision.kind is DecisionKind.NOT_SURE:
-            decision = await self._as_follow_up(decision, history)
+            return await self._handoff(message, decision, history)
         if decision.kind is DecisionKind.NOT_SURE:
             return await self._clarify(message, decision)
+        if decision.kind is not DecisionKind.ANSWER:
+            return await self._knowledge.respond(message, decision, history, on_delta)
         return await self._answer(message, decision, history, on_delta)
 
     # -- answering -----------------------------------------------------------------------------
@@ -75,7 +77,7 @@ class ModelResponder:
     async def _answer(
         self, message: Message, decision: Decision, history: Sequence[Turn], on_delta: DeltaSink | None
     ) -> Reply:
-        fallback = await self._knowledge.respond(message, decision, None)
+        fallback = await self._knowledge.respond(message, decision, (), None)
         if not self.prompts.available("system") or not self.prompts.available("answer"):
             return self._fall_back(fallback, "prompt_unavailable", "the system or answer prompt never loaded")
         hits = self._context(decision)
@@ -115,22 +117,11 @@ class ModelResponder:
         ]
         return (chosen + others)[: self._settings.context_passages]
 
-    async def _as_follow_up(self, decision: Decision, history: Sequence[Turn]) -> Decision:
-        """'And how long does that take?': read an unclear message together with the previous question."""
-        previous = next((t.text for t in reversed(history) if t.role == "user"), None)
-        if previous is None:
-            return decision
-        combined = await anyio.to_thread.run_sync(self._policy.decide, f"{previous}\n{decision.text}")
-        if combined.kind is not DecisionKind.ANSWER:
-            return decision
-        log.info("follow-up read with the previous question: %s", combined.answer.item_id if combined.answer else "")
-        return replace(combined, text=decision.text)
-
     async def _clarify(self, message: Message, decision: Decision) -> Reply:
-        fallback = await self._knowledge.respond(message, decision, None)
+        fallback = await self._knowledge.respond(message, decision, (), None)
         options = [hit.title for hit in decision.candidates if hit.score >= self._answering.suggestion_min_score]
         best = decision.candidates[0] if decision.candidates else None
-        near_miss = best is not None and self._policy.clearance(best) >= -self._settings.clarify_band
+        near_miss = best is not None and self._clearance(best) >= -self._settings.clarify_band
         if not near_miss or len(options) < 2 or not self.prompts.available("clarify"):
             return fallback  # far from everything: the honest "not sure" with its offer of a person
         chat = task_messages(
@@ -144,33 +135,24 @@ class ModelResponder:
 
     # -- handoff -------------------------------------------------------------------------------
 
-    async def _handoff(self, message: Message, decision: Decision) -> Reply:
-        fallback = await self._knowledge.respond(message, decision, None)
-        turns = await self._store.turns(message.conversation_id, limit=self._settings.history_turns + 1)
-        text_of_conversation = transcript(turns)
-        self._summarise_later(message.conversation_id, text_of_conversation)
+    async def _handoff(self, message: Message, decision: Decision, history: Sequence[Turn]) -> Reply:
+        fallback = await self._knowledge.respond(message, decision, (), None)
         if not self.prompts.available("handoff"):
             return fallback
+        text_of_conversation = transcript(history, latest=message.text)
         chat = task_messages(self.prompts, "handoff", self._bot_name, transcript=text_of_conversation)
         return await self._short_reply(chat, fallback, "handoff note", reason=fallback.reason)
 
-    def _summarise_later(self, conversation_id: str, text_of_conversation: str) -> None:
-        """The agent's summary is written after the customer has their reply; it never delays it."""
+    async def summarise(self, turns: Sequence[Turn]) -> str | None:
+        """For the agent who takes over (written after the customer has the handoff reply)."""
         if not self.prompts.available("agent_summary"):
-            return
-        task = asyncio.get_running_loop().create_task(self._summarise(conversation_id, text_of_conversation))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _summarise(self, conversation_id: str, text_of_conversation: str) -> None:
-        chat = task_messages(self.prompts, "agent_summary", self._bot_name, transcript=text_of_conversation)
+            return None
+        chat = task_messages(self.prompts, "agent_summary", self._bot_name, transcript=transcript(turns))
         try:
-            summary = (await self._generate(chat, None)).strip()
+            return (await self._generate(chat, None)).strip() or None
         except ModelUnavailable as err:
-            log.warning("no handoff summary for conversation %s: %s", conversation_id, err.reason)
-            return
-        await self._store.set_handoff_summary(conversation_id, summary)
-        log.info("handoff summary stored for conversation %s", conversation_id)
+            log.warning("no handoff summary: %s", err.reason)
+            return None
 
     # -- the model -----------------------------------------------------------------------------
 
@@ -199,17 +181,8 @@ class ModelResponder:
         self.breaker.succeeded()
         return "".join(pieces)
 
-    async def _history(self, message: Message) -> list[Turn]:
-        if self._settings.history_turns == 0:
-            return []
-        turns = await self._store.turns(message.conversation_id, limit=self._settings.history_turns + 1)
-        return turns[:-1] if turns and turns[-1].role == "user" else turns  # the last one is this message
-
     def _fall_back(self, reply: Reply, why: str, detail: str) -> Reply:
         log.warning("answered without the model (%s): %s", why, detail)
         # A knowledge answer says why the model was not used; a not-sure or handoff keeps its reason.
         return replace(reply, reason=why if reply.reason in ("faq", "passage") else reply.reason)
 
-    async def aclose(self) -> None:
-        for task in list(self._background):
-            task.cancel()
