@@ -239,6 +239,27 @@ class Pipeline:
         else:
             await self.store.release_delivery(bot_turn_id)
 
+    async def send_once(self, bot_turn_id: int, send: Callable[[], Awaitable[bool]]) -> bool:
+        """Claim a stored bot-side turn, send it, confirm it (or release it when the send failed or raised).
+        False when it was sent before, is being sent by someone else, or could not be sent now."""
+        if not await self.claim_turn(bot_turn_id):
+            return False
+        sent = False
+        try:
+            sent = await send()
+        finally:
+            await self.turn_sent(bot_turn_id, sent)
+        return sent
+
+    async def origin(self, conversation_id: str) -> dict[str, str] | None:
+        """The channel's metadata of the customer's latest message (where to reach them), if any."""
+        last = await self.store.ledger.last_user_turn(conversation_id)
+        return last.metadata if last is not None else None
+
+    async def people_replies_to_send(self, channel: str, since: float) -> list[Turn]:
+        """Replies agents wrote on `channel` since `since` that were never confirmed sent (oldest first)."""
+        return await self.store.ledger.undelivered_from_people(channel, since)
+
     async def _answer(self, message: Message, user_turn_id: int, on_delta: DeltaSink | None) -> Exchange:
         started = time.perf_counter()
         timings: dict[str, float] = {}
@@ -271,7 +292,6 @@ class Pipeline:
             timings["total_ms"],
         )
         return Exchange(user_turn_id, bot_turn_id, reply, state=state)
-
 
     async def _history(self, conversation_id: str, user_turn_id: int) -> list[Turn]:
         wanted = self.responder.history_turns

@@ -13,7 +13,10 @@ class ChannelError(RuntimeError):
 
 class ChannelConnector(Protocol):
     name: str
-    failure: str | None  # why it stopped working after it started, if it did
+
+    @property
+    def failure(self) -> str | None:
+        """Why it stopped working after it started, if it did."""
 
     async def start(self) -> None:
         """Connect and begin receiving. Raises ChannelError with a clear reason when it cannot."""

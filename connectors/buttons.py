@@ -19,6 +19,12 @@ def button_data(prefix: str, bot_turn_id: int, index: int) -> str:
     return f"{prefix}{bot_turn_id}:{index}"
 
 
+def button_template(prefix: str) -> str:
+    """The pattern of this codec's data under `prefix`, with the groups `turn` and `index` (for discord.py's
+    dynamic items, which match a clicked button's id against it)."""
+    return re.escape(prefix) + _PLACE.pattern
+
+
 def read_button(data: str, prefix: str) -> tuple[int, int] | None:
     """(bot turn id, suggestion index) from a button's data; None for anything this codec did not write."""
     if not data.startswith(prefix):

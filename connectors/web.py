@@ -156,7 +156,7 @@ class WebChannel:
                 await websocket.send_json(frame)
                 pushed = True
         if pushed:
-            await self._pipeline().store.mark_delivered(turn.id)
+            await self._pipeline().turn_sent(turn.id, True)
         return pushed
 
     def _rate_limited(self, conversation_id: str, client_ip: str) -> float:

@@ -40,7 +40,6 @@ from bot.pipeline import DeltaSink, KnowledgeResponder, Pipeline
 from bot.retrieval.embedding import Embedder
 from bot.storage.turns import Turn
 from bot.types import AnsweredBy, Message, Reply
-from connectors import discord_channel
 from connectors.base import ChannelError
 from connectors.discord_channel import (
     MESSAGE_LIMIT,
@@ -48,6 +47,8 @@ from connectors.discord_channel import (
     DiscordConnector,
     discord_connector,
 )
+from connectors.discord_channel import connector as discord_connector_module
+from connectors.discord_channel import gateway as discord_gateway
 from serving.channels import RunningChannels
 from serving.runtime import Bot, running_bot
 from tests.conftest import DEMO_CASES, DEMO_KNOWLEDGE
@@ -566,7 +567,7 @@ class Harness:
                 self.connector = self.new_connector(lambda: bot.pipeline)
                 with recorded_logs("connectors.discord_channel") as self.start_log, pytest.MonkeyPatch.context() as mp:
                     # How long start() waits for the gateway: generous, for a busy machine.
-                    mp.setattr(discord_channel, "READY_TIMEOUT_SECONDS", 60.0)
+                    mp.setattr(discord_gateway, "READY_TIMEOUT_SECONDS", 60.0)
                     await self.connector.start()
                 try:
                     started.set_result(None)
@@ -849,7 +850,7 @@ def test_what_the_bot_must_not_answer_is_ignored(harness: Harness, caplog: pytes
         ),
     }
     for why, payload in ignored.items():
-        assert not harness.connector.should_answer(harness.parsed(payload)), why
+        assert not harness.connector.inbound.should_answer(harness.parsed(payload)), why
     for payload in ignored.values():
         harness.send("MESSAGE_CREATE", payload)
 
@@ -857,7 +858,7 @@ def test_what_the_bot_must_not_answer_is_ignored(harness: Harness, caplog: pytes
     ids = {p["id"] for p in ignored.values()}
 
     def turned_down() -> list[str]:
-        said = [r.getMessage() for r in caplog.records if r.name == "connectors.discord_channel"]
+        said = [r.getMessage() for r in caplog.records if r.name.startswith("connectors.discord_channel")]
         return [i for i in ids if any(m.startswith(f"discord: message {i} ") and m.endswith("; ignored") for m in said)]
 
     wait_for_count(turned_down, len(ids), 30, "ignored messages")
@@ -889,10 +890,10 @@ def test_a_long_answer_is_split_into_messages_of_at_most_2000_characters(harness
     harness.fake.wait_for(lambda c: harness.posts_to(channel)(c) and sources in c.body["content"])
     pieces = [c.body["content"] for c in harness.fake.recorded(harness.posts_to(channel))]
     assert len(pieces) >= 3 and all(len(p) <= MESSAGE_LIMIT for p in pieces)
-    assert pieces[0].startswith("Part 1 of the care guide.") and pieces[-1].endswith(sources)
+    assert pieces[0].startswith("Part 1 of the care guide.") and pieces[-1].endswith(f"*{sources}*")
     # Nothing lost or reordered at the cuts: the pieces read as the stored answer plus its sources.
     answer = harness.turns(f"discord:dm:{user}")[1][1]
-    assert " ".join(" ".join(pieces).split()) == " ".join(f"{answer} {sources}".split())
+    assert " ".join(" ".join(pieces).split()) == " ".join(f"{answer} *{sources}*".split())
 
 
 def test_suggestions_are_buttons_and_a_click_asks_that_question(harness: Harness) -> None:
@@ -1025,7 +1026,7 @@ def test_views_and_pieces_come_from_plain_methods(harness: Harness) -> None:
     """The formatting is reachable without Discord: replies render as text with sources and handoff."""
     from bot.pipeline import Exchange
     from bot.types import Citation
-    from connectors.discord_channel import render, reply_pieces
+    from connectors.discord_channel import reply_pieces
 
     reply = Reply(
         text="I'm passing this conversation to a person from our team.",
@@ -1034,8 +1035,8 @@ def test_views_and_pieces_come_from_plain_methods(harness: Harness) -> None:
         quick_replies=("x" * 120, "Talk to a person"),
         handoff=True,
     )
-    text = render(reply)
-    assert text.endswith("(handed over to a person)") and TRACK_ORDER_SOURCE in text
+    (text,) = reply_pieces(reply)
+    assert text.endswith("*A person from our team will reply here.*") and TRACK_ORDER_SOURCE in text
     pieces = reply_pieces(Reply(text="word " * 1000, answered_by=AnsweredBy.LLM))
     assert len(pieces) == 3 and all(len(p) <= MESSAGE_LIMIT for p in pieces)
 
@@ -1107,7 +1108,7 @@ def test_stopping_sends_the_answers_in_progress_before_closing(
 ) -> None:
     harness = own_harness
     # The grace period bounds how long stop() waits for the held answer: generous, for a busy machine.
-    monkeypatch.setattr(discord_channel, "STOP_GRACE_SECONDS", 60.0)
+    monkeypatch.setattr(discord_connector_module, "STOP_GRACE_SECONDS", 60.0)
     slow, meanwhile = harness.new_user(), harness.new_user()
     gate = harness.hold(f"discord:dm:{slow}")
     harness.send("MESSAGE_CREATE", harness.dm(slow, "How can I track my order?"))

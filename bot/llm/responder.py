@@ -185,4 +185,3 @@ class ModelResponder:
         log.warning("answered without the model (%s): %s", why, detail)
         # A knowledge answer says why the model was not used; a not-sure or handoff keeps its reason.
         return replace(reply, reason=why if reply.reason in ("faq", "passage") else reply.reason)
-

@@ -30,6 +30,7 @@ from bot.storage.turns import Turn
 from bot.types import Message, Reply
 from connectors.base import ChannelError
 from connectors.buttons import read_button
+from connectors.delivery import deliver_once
 from connectors.telegram.inbound import CHANNEL, Press, read_update
 from connectors.telegram.render import QUICK_REPLY_PREFIX, quick_reply_keyboard, split_html_safe
 
@@ -204,7 +205,7 @@ class TelegramConnector:
             self._in_background(self._answer_in_turn(messages))
         if pending:
             log.info("telegram: resuming %d messages stored before the restart", len(pending))
-        unsent = await self._pipeline().store.ledger.undelivered_from_people(CHANNEL, time.time() - RESUME_WINDOW_S)
+        unsent = await self._pipeline().people_replies_to_send(CHANNEL, time.time() - RESUME_WINDOW_S)
         for turn in unsent:
             self._in_background(self._deliver_logged(turn))
         if unsent:
@@ -218,16 +219,11 @@ class TelegramConnector:
 
     async def deliver(self, turn: Turn) -> bool:
         """Send a reply a person wrote to the chat its conversation came from, once (claimed, then confirmed)."""
-        last = await self._pipeline().store.ledger.last_user_turn(turn.conversation_id)
-        chat = last.metadata.get("chat_id") if last is not None else None
-        if chat is None:
-            log.warning("telegram: no chat known for conversation %s; the agent's reply is kept", turn.conversation_id)
-            return False
-        if not await self._pipeline().claim_turn(turn.id):
-            return False  # sent already, or being sent
-        sent = await self._send_pieces(int(chat), turn.as_reply(), turn.id)
-        await self._pipeline().turn_sent(turn.id, sent)
-        return sent
+
+        async def send(chat_id: int) -> bool:
+            return await self._send_pieces(chat_id, turn.as_reply(), turn.id)
+
+        return await deliver_once(self._pipeline(), turn, CHANNEL, _chat_id, send)
 
     async def _answer_in_turn(self, messages: list[tuple[int, Message]]) -> None:
         for turn_id, message in messages:
@@ -333,3 +329,8 @@ def telegram_connector(
         if secret is None:
             raise ChannelError(f"telegram: webhook mode needs {SECRET_ENV} (Telegram sends it back on every call)")
     return TelegramConnector(pipeline, settings, token, secret)
+
+
+def _chat_id(metadata: Mapping[str, str]) -> int | None:
+    raw = metadata.get("chat_id", "")
+    return int(raw) if raw.lstrip("-").isdigit() else None

@@ -1,0 +1,125 @@
+"""Logging in to Discord and keeping the gateway connection, with errors an operator can act on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import aiohttp
+import discord
+import yarl
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from connectors.base import ChannelError
+
+log = logging.getLogger(__name__)
+
+LOGIN_TIMEOUT_SECONDS = 60.0
+READY_TIMEOUT_SECONDS = 15.0
+
+
+@contextlib.contextmanager
+def _class_attribute(owner: type, name: str, value: object) -> Iterator[None]:
+    previous = owner.__dict__[name]
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, previous)
+
+
+class Gateway:
+    """One client's session: REST login (the token checked), then the gateway in a background task."""
+
+    def __init__(
+        self, client: discord.Client, token: str, api_base: str | None = None, gateway_url: str | None = None
+    ) -> None:
+        self._client = client
+        self._token = token  # never logged, never part of an error message
+        self._api_base = api_base
+        self._gateway_url = gateway_url
+        self._task: asyncio.Task[None] | None = None
+        self._overrides = contextlib.ExitStack()
+        self._closing = False
+        self.failure: str | None = None  # why Discord stopped after starting (the gateway gave up), if it did
+
+    async def open(self) -> None:
+        """Returns once the gateway has accepted the session, or after READY_TIMEOUT_SECONDS while it keeps
+        trying; ChannelError when the token is refused or Discord cannot be reached."""
+        # discord.py builds every REST URL (interaction callbacks and webhooks included) from the class
+        # attribute Route.BASE, and opens the gateway at DiscordWebSocket.DEFAULT_GATEWAY: there is no
+        # per-client setting. They are set for this connector's lifetime only and restored by close(), so
+        # other clients in the process (and later tests) see Discord's own endpoints again.
+        if self._api_base:
+            self._overrides.enter_context(_class_attribute(Route, "BASE", self._api_base.rstrip("/")))
+        if self._gateway_url:
+            self._overrides.enter_context(
+                _class_attribute(DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(self._gateway_url))
+            )
+        await self._login()
+        await self._connect()
+
+    async def _login(self) -> None:
+        try:
+            await asyncio.wait_for(self._client.login(self._token), LOGIN_TIMEOUT_SECONDS)
+        except discord.LoginFailure as err:
+            raise ChannelError("discord: the token was rejected (401); check DISCORD_BOT_TOKEN") from err
+        except discord.HTTPException as err:
+            raise ChannelError(f"discord: logging in failed (HTTP {err.status}): {err.text}") from err
+        except (aiohttp.ClientError, OSError, TimeoutError) as err:
+            raise ChannelError(f"discord: cannot reach the Discord API at {Route.BASE}: {err!r}") from err
+
+    async def _connect(self) -> None:
+        connected = asyncio.ensure_future(self._client.wait_for("connect"))
+        self._task = asyncio.create_task(self._client.connect(reconnect=True), name="discord-gateway")
+        done, _ = await asyncio.wait(
+            {connected, self._task}, timeout=READY_TIMEOUT_SECONDS, return_when=asyncio.FIRST_COMPLETED
+        )
+        connected.cancel()
+        if self._task in done:
+            raise gateway_error(self._task)
+        self._task.add_done_callback(self._ended)  # from now on, a failure is logged and reported
+        if connected not in done:
+            log.warning("discord: logged in, still connecting to the gateway (it keeps retrying)")
+            return
+        user = self._client.user
+        log.info("discord: connected as %s (id %s)", user, user.id if user else "?")
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """discord.py reconnects by itself; the task ends only when Discord refuses the session for good
+        (a revoked token, an intent taken away). /health then shows Discord as failed."""
+        if task.cancelled() or task.exception() is None or self._closing:
+            return
+        self.failure = f"{gateway_error(task)} (Discord is off until the server restarts)"
+        log.error("%s", self.failure)
+
+    async def close(self) -> None:
+        """Close the gateway and the HTTP session, and restore discord.py's endpoints; idempotent."""
+        self._closing = True
+        try:
+            if not self._client.is_closed():
+                await self._client.close()
+            if self._task is not None and not self._task.done():
+                try:
+                    await asyncio.wait_for(self._task, 10)
+                except (Exception, asyncio.CancelledError):
+                    log.debug("discord: gateway task ended while stopping", exc_info=True)
+        finally:
+            self._overrides.close()
+
+
+def gateway_error(task: asyncio.Task[None]) -> ChannelError:
+    error = task.exception() if not task.cancelled() else None
+    if isinstance(error, discord.PrivilegedIntentsRequired):
+        return ChannelError(
+            "discord: the gateway refused a privileged intent that is not enabled for this bot "
+            "(developer portal > Bot > Privileged Gateway Intents)"
+        )
+    if isinstance(error, discord.ConnectionClosed) and error.code == 4004:
+        return ChannelError("discord: the token was rejected by the gateway (4004); check DISCORD_BOT_TOKEN")
+    if isinstance(error, discord.ConnectionClosed):
+        return ChannelError(f"discord: the gateway closed the connection ({error.code}): {error.reason}")
+    return ChannelError(f"discord: the gateway connection ended: {error!r}")
