@@ -10,11 +10,12 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.config import ConfigError, load_config
+from bot.config import Config, ConfigError, load_config
 from bot.conversation.hours import open_at
 from bot.retrieval.embedding import Embedder
 from tests.conftest import ConfigFactory, LiveServer, free_port
@@ -132,3 +133,39 @@ def test_every_ownership_event_is_posted_signed_and_retried(
         ("handoff", conversation), ("claim", conversation), ("release", conversation),
     ]  # fmt: skip
     assert events[0]["trigger"] == "customer_request" and events[0]["channel"] == "web"
+
+
+MARKED_POLICY = """# Disputes
+
+## Chargebacks
+<!-- handoff: true -->
+If you have opened a chargeback with your bank, our payments team handles the case with you directly.
+"""
+
+
+def test_an_entry_marked_for_a_person_is_answered_then_handed_over(
+    knowledge_dir: Path, config: Config, embedder: Embedder
+) -> None:
+    (knowledge_dir / "policies" / "disputes.md").write_text(MARKED_POLICY)
+    with LiveServer(config, embedder, environ=AGENTS) as server, server.client() as client:
+        client.get("/api/agent/me", headers=as_agent(ALICE))  # Alice is at her desk
+        complaint = say(client, "I want to make a formal complaint")
+        assert complaint["citations"][0]["id"] == "make-a-complaint"
+        assert complaint["reply"].startswith("I'm sorry we let you down.")  # the entry's own answer
+        assert complaint["handoff"] is True and complaint["state"] == "queued" and complaint["quick_replies"] == []
+        chargeback = say(client, "I have opened a chargeback with my bank, who handles it?")
+        assert chargeback["citations"][0]["id"] == "policies/disputes#chargebacks" and chargeback["state"] == "queued"
+        queue = client.get("/api/agent/conversations?state=queued", headers=as_agent(ALICE)).json()
+        triggers = {c["id"]: c["trigger"] for c in queue}
+        assert triggers[complaint["conversation_id"]] == triggers[chargeback["conversation_id"]] == "marked_entry"
+        calm = say(client, "How can I track my order?")  # an unmarked entry: answered, and the bot keeps it
+        assert calm["state"] == "bot" and calm["handoff"] is False
+
+
+def test_with_no_agents_a_marked_entry_is_answered_and_nobody_is_promised(
+    live_server: LiveServer, config: Config
+) -> None:
+    with live_server.client() as client:
+        complaint = say(client, "I want to make a formal complaint")
+    assert complaint["citations"][0]["id"] == "make-a-complaint" and complaint["state"] == "bot"
+    assert complaint["handoff"] is False and complaint["reply"].endswith(config.messages.handoff_unavailable)

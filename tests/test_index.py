@@ -172,6 +172,22 @@ def test_out_of_scope_names_follow_edits_survive_a_restart_and_a_broken_file(
     assert match is not None and match[1].name == "Bolt Outlet"
 
 
+def test_a_mark_or_names_taken_away_stay_away_after_a_restart(tmp_path: Path, embedder: Embedder) -> None:
+    """Chroma merges a relabelled record's metadata into the old one: what an operator removes must not
+    come back when the index is read again from disk."""
+    marked = FAQ + "  handoff: true\n"
+    kb, index = synced_index(tmp_path, embedder, {"hours.yml": marked, "out_of_scope.yml": OTHER_SHOPS})
+    assert index.search(embedder.embed_one("support hours"), "support hours", 1)[0].handoff is True
+    (kb / "hours.yml").write_text(FAQ)
+    (kb / "out_of_scope.yml").write_text(OTHER_SHOPS.split("  names:")[0])
+    report = index.sync(read_knowledge_dir(kb))
+    assert set(report.updated) == {"opening-hours", "other-shops"} and report.texts_embedded == 0
+    index.close()
+    reopened = open_index(tmp_path / "chroma", embedder)
+    assert reopened.search(embedder.embed_one("support hours"), "support hours", 1)[0].handoff is False
+    assert reopened.out_of_scope_name("is acme mart's support open on sundays?") is None
+
+
 RETURNS_FAQ = """\
 - id: return-policy
   question: What is your return policy?

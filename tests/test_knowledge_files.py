@@ -169,6 +169,25 @@ def test_problems_in_questions_name_the_line() -> None:
     }
 
 
+def test_entries_and_sections_marked_for_a_person_are_read_and_bad_marks_name_the_line() -> None:
+    faq = GOOD_FAQ + "- id: complaint\n  question: How do I complain?\n  answer: A person will help.\n  handoff: true\n"
+    parsed = parse_faq("faq/orders.yml", faq)
+    assert parsed.ok and [item.handoff for item in parsed.items if isinstance(item, FaqEntry)] == [False, False, True]
+    wrong = parse_faq("faq/orders.yml", faq.replace("handoff: true", "handoff: 'yes'"))
+    assert [(p.line, "handoff" in p.message) for p in wrong.problems] == [(13, True)]
+    disputes = "# Disputes\nHow disputes work.\n## Chargebacks\n<!-- handoff: true -->\nOur team handles them.\n"
+    policy = parse_policy("policies/disputes.md", disputes + "## Refunds\nIn 14 days.\n")
+    assert policy.ok, policy.problems
+    marks = [(item.id.split("#")[1], item.handoff) for item in policy.items if isinstance(item, Passage)]
+    assert marks == [("disputes", False), ("chargebacks", True), ("refunds", False)]
+    assert all("handoff" not in item.body for item in policy.items)  # the mark is never shown to customers
+    bad = parse_policy("p.md", "# Doc\n## A\ntext\n<!-- handoff: maybe -->\n## B\n<!-- handoff: true -->\n### C\nc\n")
+    assert sorted((p.line, p.message) for p in bad.problems) == [
+        (4, "handoff: expected true or false, found 'maybe'"),
+        (5, "handoff under a heading with no text of its own"),
+    ]
+
+
 def test_repeated_headings_get_distinct_ids() -> None:
     text = "# Doc\n## A\n### Fees\none\n## B\n### Fees\ntwo\n"
     ids = [p.id for p in parse_policy("p.md", text).items]

@@ -23,7 +23,8 @@ def compose_reply(decision: Decision, messages: MessagesSettings, settings: Answ
             answered_by=AnsweredBy.KNOWLEDGE,
             confidence=round(hit.score, 4),
             citations=(citation_for(hit),),
-            quick_replies=tuple(related.title for related in decision.related),
+            handoff=hit.handoff,  # an entry marked for a person: answered, then handed over (the router)
+            quick_replies=() if hit.handoff else tuple(related.title for related in decision.related),
             source_id=hit.item_id,
             reason=hit.kind,
         )

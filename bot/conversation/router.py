@@ -89,7 +89,9 @@ class Router:
         """The reply to send, and who owns the conversation now: queued when this message hands it over."""
         staffing = self.staffing()
         if staffing is Staffing.NO_AGENTS:  # nobody could ever take over: the bot keeps it, and says so
-            if reply.handoff:
+            if reply.handoff and _marked(reply):  # the answer stands; the promise of a person does not
+                reply = replace(reply, text=f"{reply.text}\n\n{self._messages.handoff_unavailable}", handoff=False)
+            elif reply.handoff:
                 reply = _notice(self._messages.handoff_unavailable, "handoff_unavailable")
             return reply, Owner.BOT
         trigger = await self._trigger(message, reply)
@@ -101,13 +103,16 @@ class Router:
             answered = reply.answered_by in (AnsweredBy.KNOWLEDGE, AnsweredBy.LLM)
             reply = replace(reply, text=f"{reply.text}\n\n{note}" if answered else note, handoff=True,
                             quick_replies=())  # fmt: skip
+        elif trigger is Trigger.MARKED_ENTRY:  # the entry's answer, then the person
+            if not online:
+                reply = replace(reply, text=f"{reply.text}\n\n{self._messages.handoff_offline}")
         else:
             if not reply.handoff:  # not sure too often: the handoff replaces the not-sure reply
                 reply = Reply(text=self._messages.handoff, answered_by=AnsweredBy.FALLBACK, handoff=True,
                               reason="handoff")  # fmt: skip
             if not online:
                 reply = replace(reply, text=self._messages.handoff_offline)
-        actor = "bot" if trigger in (Trigger.NOT_SURE, Trigger.FRUSTRATION) else "customer"
+        actor = "bot" if trigger in (Trigger.NOT_SURE, Trigger.FRUSTRATION, Trigger.MARKED_ENTRY) else "customer"
         with contextlib.suppress(OwnershipConflict):  # an agent pulled it meanwhile: with a person either way
             await self._ledger.transition(
                 message.conversation_id, Owner.QUEUED, EventKind.HANDOFF, actor, (Owner.BOT,), trigger=str(trigger)
@@ -115,6 +120,8 @@ class Router:
         return reply, Owner.QUEUED
 
     async def _trigger(self, message: Message, reply: Reply) -> Trigger | None:
+        if reply.handoff and _marked(reply):
+            return Trigger.MARKED_ENTRY
         if reply.handoff:
             pressed = pressed_talk_button(message.text, self._messages.talk_to_human_button)
             return Trigger.TALK_BUTTON if pressed else Trigger.CUSTOMER_REQUEST
@@ -132,6 +139,11 @@ class Router:
                 break
             streak += 1
         return Trigger.NOT_SURE if streak >= needed else None
+
+
+def _marked(reply: Reply) -> bool:
+    """A handoff that comes with an answer from the knowledge base: the entry it came from is marked."""
+    return reply.source_id is not None and bool(reply.citations) and reply.reason != "handoff"
 
 
 def _said(text: str, label: str) -> bool:

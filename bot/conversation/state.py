@@ -21,6 +21,7 @@ class Trigger(StrEnum):
     TALK_BUTTON = "talk_button"  # the widget's (or a chat's) Talk to a person button
     NOT_SURE = "not_sure"  # handoff.after_not_sure "not sure" replies in a row
     FRUSTRATION = "frustration"  # the customer sounds frustrated or angry (bot/answering/frustration.py)
+    MARKED_ENTRY = "marked_entry"  # the answer came from an FAQ entry or policy section marked for a person
     AGENT_PULL = "agent_pull"  # an agent took a conversation the bot was handling
 
 

@@ -12,6 +12,7 @@ _WHY = {
     str(Trigger.TALK_BUTTON): "the customer pressed Talk to a person",
     str(Trigger.NOT_SURE): "the bot was not sure of its answers several times in a row",
     str(Trigger.FRUSTRATION): "the customer sounded frustrated",
+    str(Trigger.MARKED_ENTRY): "the answer came from an entry marked for a person",
     str(Trigger.AGENT_PULL): "an agent took it over from the bot",
 }
 _MAX_QUESTION_CHARS = 200

@@ -1,4 +1,5 @@
-"""FAQ files: a YAML list of entries with id, question, optional alternates, answer, optional tags."""
+"""FAQ files: a YAML list of entries with id, question, optional alternates, answer, optional tags and
+`handoff: true` for an entry whose answer hands the conversation to a person (complaints, legal threats)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class _FaqEntrySchema(BaseModel):
     alternates: list[NonBlank] = Field(default_factory=list)
     answer: NonBlank
     tags: list[NonBlank] = Field(default_factory=list)
+    handoff: bool = False  # true: the answer is given, then a person takes the conversation over
 
 
 _LIMITS = {"question": limits.PHRASING, "alternates": limits.PHRASING, "answer": limits.ANSWER, "tags": limits.TAG}
@@ -36,6 +38,7 @@ def parse_faq(path: str, text: str) -> KnowledgeFile:
             tags=tuple(entry.tags),
             file=path,
             line=line,
+            handoff=entry.handoff,
         )
 
     return parse_entries(path, text, _FaqEntrySchema, build, "FAQ entries", _LIMITS)

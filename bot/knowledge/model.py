@@ -34,6 +34,7 @@ class FaqEntry:
     tags: tuple[str, ...]
     file: str
     line: int
+    handoff: bool = False  # marked for a person: answered, then handed over (complaints, legal threats)
 
     kind = "faq"
 
@@ -58,6 +59,7 @@ class Passage:
     file: str
     line: int
     questions: tuple[str, ...] = ()  # how customers ask about it, written by operators (bot.knowledge.policy)
+    handoff: bool = False  # marked for a person (`<!-- handoff: true -->` under its heading)
 
     kind = "passage"
 
@@ -108,6 +110,11 @@ class OutOfScopeGroup:
 KnowledgeItem = FaqEntry | Passage | OutOfScopeGroup
 
 
+def marked_for_a_person(item: KnowledgeItem) -> bool:
+    """An FAQ entry or policy section whose answer hands the conversation to a person."""
+    return isinstance(item, FaqEntry | Passage) and item.handoff
+
+
 def answer_as_passage(entry_id: str, question: str, answer: str, file: str, line: int) -> Passage:
     """An FAQ answer split as a passage is: calibration embeds its texts too, to learn how answers are worded."""
     return Passage(entry_id, ("FAQ", question), answer, file, line)
@@ -135,7 +142,9 @@ def item_fingerprint(item: KnowledgeItem) -> str:
     if isinstance(item, OutOfScopeGroup) and item.names:
         payload["names"] = list(item.names)
     if isinstance(item, Passage) and item.questions:
-        payload["questions"] = len(item.questions)  # decides the passage bonus (bot.retrieval.ranking.scorer)
+        payload["questions"] = len(item.questions)
+    if marked_for_a_person(item):
+        payload["handoff"] = True  # decides the passage bonus (bot.retrieval.ranking.scorer)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

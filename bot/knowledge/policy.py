@@ -9,6 +9,9 @@ section, as a YAML list (the counterpart of an FAQ entry's alternates):
     - you refused my return, do I get the boots back?
     -->
 
+A section whose answer should hand the conversation to a person (complaints, legal matters) carries
+`<!-- handoff: true -->` under its heading: the bot answers with the section, then a person takes over.
+
 Comments are the operators' own: they are never part of the passage a customer is shown, and a
 rendered policy page does not show them either.
 """
@@ -29,6 +32,7 @@ from bot.yamlsource import locate_error
 _MARKDOWN = MarkdownIt("commonmark")
 _COMMENT = re.compile(r"\A\s*<!--(?P<inner>.*?)-->\s*\Z", re.DOTALL)
 _QUESTIONS = re.compile(r"\A\s*questions\s*:", re.IGNORECASE)
+_HANDOFF = re.compile(r"\A\s*handoff\s*:(?P<value>.*)\Z", re.IGNORECASE | re.DOTALL)
 
 
 def slugify(text: str) -> str:
@@ -44,6 +48,7 @@ class _Section:
     body_start: int  # 0-based first line after the heading
     body_end: int = -1
     questions: list[str] = field(default_factory=list)
+    handoff: bool = False
 
 
 def parse_policy(path: str, text: str) -> KnowledgeFile:
@@ -71,11 +76,21 @@ def parse_policy(path: str, text: str) -> KnowledgeFile:
     # Blank out comments so no passage shows them; lift out the questions for their section.
     shown = list(source_lines)  # what customers may see: the source with comments blanked
     preamble_questions: list[str] = []
+    preamble_handoff = False
     for start, end, inner in comments:
         shown[start:end] = [""] * (end - start)
+        owner = next((s for s in reversed(sections) if s.line - 1 < start), None)
+        if (marker := _HANDOFF.match(inner)) is not None:
+            value = marker["value"].strip().casefold()
+            if value not in ("true", "false"):
+                problems.append(Problem(path, start + 1, f"handoff: expected true or false, found {value[:40]!r}"))
+            elif owner is not None:
+                owner.handoff = value == "true"
+            else:
+                preamble_handoff = value == "true"
+            continue
         if not _QUESTIONS.match(inner):
             continue
-        owner = next((s for s in reversed(sections) if s.line - 1 < start), None)
         questions, problem = _read_questions(path, start + 1, inner)
         if problem is not None:
             problems.append(problem)
@@ -91,8 +106,12 @@ def parse_policy(path: str, text: str) -> KnowledgeFile:
         if (reason := limits.PASSAGE.problem(preamble)) is not None:
             problems.append(Problem(path, 1, f"the text before the first heading: {reason}"))
         title = doc_stem.rsplit("/", 1)[-1].replace("-", " ").replace("_", " ").capitalize()
-        passages.append(Passage(f"{doc_stem}#intro", (title,), preamble, path, 1, tuple(preamble_questions)))
+        passages.append(
+            Passage(f"{doc_stem}#intro", (title,), preamble, path, 1, tuple(preamble_questions), preamble_handoff)
+        )
         used_ids.add(f"{doc_stem}#intro")
+    elif preamble_handoff:
+        problems.append(Problem(path, 1, "handoff before the first heading, with no text for it to mark"))
     elif preamble_questions:
         problems.append(Problem(path, 1, "questions before the first heading, with no text for them to ask about"))
 
@@ -111,13 +130,17 @@ def parse_policy(path: str, text: str) -> KnowledgeFile:
         if not body:
             if section.questions:
                 problems.append(Problem(path, section.line, "questions under a heading with no text of its own"))
+            if section.handoff:
+                problems.append(Problem(path, section.line, "handoff under a heading with no text of its own"))
             continue  # a parent heading whose content lives in its sub-sections
         if (reason := limits.PASSAGE.problem(body)) is not None:
             problems.append(Problem(path, section.line, f"section {section.title!r}: {reason}"))
         passage_id = _unique_id(doc_stem, [s.title for s in trail], used_ids)
         used_ids.add(passage_id)
         heading_path = tuple(s.title for s in trail)
-        passages.append(Passage(passage_id, heading_path, body, path, section.line, tuple(section.questions)))
+        passages.append(
+            Passage(passage_id, heading_path, body, path, section.line, tuple(section.questions), section.handoff)
+        )
 
     if problems:
         return KnowledgeFile(path, (), tuple(sorted(problems, key=lambda p: p.line)))

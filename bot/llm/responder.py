@@ -101,6 +101,7 @@ class ModelResponder:
             answered_by=AnsweredBy.LLM,
             confidence=round(decision.confidence, 4),
             citations=tuple(citation_for(hit) for hit in answer.cited),
+            handoff=fallback.handoff,  # the entry is marked for a person
             # The related topics, as with the knowledge answer, less those the model's answer already cites.
             quick_replies=tuple(title for title in fallback.quick_replies if title not in cited_titles),
             source_id=answer.cited[0].item_id,

@@ -37,6 +37,7 @@ from bot.knowledge.model import (
     Passage,
     answer_as_passage,
     item_fingerprint,
+    marked_for_a_person,
     normalised,
 )
 from bot.knowledge.names import NameMatch, NameTable
@@ -67,6 +68,7 @@ class Hit:
     file: str
     line: int
     score: float  # cosine similarity in [-1, 1]
+    handoff: bool = False  # the item is marked for a person: its answer hands the conversation over
 
 
 @dataclass(frozen=True)
@@ -538,6 +540,7 @@ def _catalog(metadata: dict[str, dict[str, Any]]) -> dict[str, Hit]:
             file=str(meta["file"]),
             line=int(str(meta["line"])),
             score=0.0,
+            handoff=bool(meta.get("handoff")),
         )
         for meta in metadata.values()
     }
@@ -555,10 +558,12 @@ def _records(items: Iterable[KnowledgeItem]) -> list[_Record]:
             "line": item.line,
             "fingerprint": item_fingerprint(item),
         }
-        if isinstance(item, OutOfScopeGroup) and item.names:
-            metadata["names"] = json.dumps(item.names)
-        if isinstance(item, Passage) and item.questions:
-            metadata["questions"] = len(item.questions)
+        # Every optional key is always written: Chroma merges a relabelled record's metadata into the old,
+        # so names or a mark an operator took away must be overwritten with nothing, not left out.
+        names = item.names if isinstance(item, OutOfScopeGroup) else ()
+        metadata["names"] = json.dumps(names) if names else ""
+        metadata["questions"] = len(item.questions) if isinstance(item, Passage) else 0
+        metadata["handoff"] = int(marked_for_a_person(item))
         for text in item.utterances():
             records.append(_Record(f"{item.id}::{_digest(text)}", text, metadata))
     return records
