@@ -6,15 +6,11 @@ conversation only, so a slow answer in one chat never holds up another: nothing 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
 
-import aiohttp
 import discord
 from discord import app_commands
 
@@ -27,13 +23,14 @@ from connectors.delivery import deliver_once
 from connectors.discord_channel.client import SuggestionButton, SupportClient
 from connectors.discord_channel.gateway import Gateway
 from connectors.discord_channel.inbound import CHANNEL, Inbound
-from connectors.discord_channel.render import MAX_BUTTONS, NO_MENTIONS, reply_pieces
+from connectors.discord_channel.interactions import Interactions
+from connectors.discord_channel.sending import build_view, post
+from connectors.inflight import InFlight
 
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "DISCORD_BOT_TOKEN"
 STOP_GRACE_SECONDS = 10.0  # answers in progress at shutdown get this long to be sent
-RECENT_INTERACTIONS = 1000  # interaction ids remembered to recognise a redelivery at once
 
 
 class DiscordConnector:
@@ -53,9 +50,8 @@ class DiscordConnector:
         self.client = SupportClient(self)
         self.inbound = Inbound(lambda: self.client.user, settings.allowed_channels)
         self._gateway = Gateway(self.client, token, settings.api_base, gateway_url)
-        self._stopping = False
-        self._in_flight: set[asyncio.Task[Any]] = set()  # event handlers answering right now
-        self._recent_interactions: OrderedDict[int, None] = OrderedDict()
+        self._in_flight = InFlight()  # event handlers answering right now
+        self._interactions = Interactions(pipeline, self.client, self.inbound, self._in_flight)
         self._resumed = False  # whether this run has looked for what an earlier one left unanswered
 
     @property
@@ -71,7 +67,7 @@ class DiscordConnector:
         @client.tree.command(name="ask", description="Ask the support assistant a question")
         @app_commands.describe(question="Your question")
         async def ask(interaction: discord.Interaction, question: str) -> None:
-            await self.handle_ask(interaction, question)
+            await self._interactions.ask(interaction, question)
 
         client.add_dynamic_items(SuggestionButton)
         try:
@@ -90,10 +86,10 @@ class DiscordConnector:
 
     async def on_ready(self) -> None:
         """The gateway's first READY: channels are known, so what an earlier run left can be posted."""
-        if self._resumed or self._stopping:
+        if self._resumed or self._in_flight.stopping:
             return
         self._resumed = True
-        with self._answering() as accepted:
+        with self._in_flight.this_task() as accepted:
             if accepted:
                 await self._resume()
 
@@ -140,49 +136,26 @@ class DiscordConnector:
         """Send the answers in progress (and answer what arrives meanwhile) for up to STOP_GRACE_SECONDS,
         then stop taking events and close the gateway and the HTTP session; idempotent."""
         try:
-            if not self._stopping:
+            if not self._in_flight.stopping:
                 # A message being answered is stored with its answer: dropped now, it would count as sent.
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + STOP_GRACE_SECONDS
-                while self._in_flight and (left := deadline - loop.time()) > 0:
-                    await asyncio.wait(set(self._in_flight), timeout=left)
-                if self._in_flight:
-                    log.warning("discord: stopping with %d answers still in progress", len(self._in_flight))
+                late = await self._in_flight.drain(STOP_GRACE_SECONDS, cancel_late=False, take_new_meanwhile=True)
+                if late:
+                    log.warning("discord: stopping with %d answers still in progress", late)
         finally:
-            self._stopping = True
+            self._in_flight.stopping = True
             await self._gateway.close()
 
     def build_view(self, exchange: Exchange) -> discord.ui.View | None:
         """Suggestions as buttons, or None when there are none."""
-        suggestions = [(i, s) for i, s in enumerate(exchange.reply.quick_replies) if s.strip()][:MAX_BUTTONS]
-        if not suggestions:
-            return None
-        # timeout=None: a timed-out view would unregister the SuggestionButton template for every message.
-        view = discord.ui.View(timeout=None)
-        for index, text in suggestions:
-            view.add_item(SuggestionButton(exchange.bot_turn_id, index, text))
-        return view
+        return build_view(exchange)
 
     # -- answering ----------------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _answering(self) -> Iterator[bool]:
-        """Marks the running event handler as answering, so stop() waits for it. False once stopping."""
-        task = asyncio.current_task()
-        if self._stopping or task is None:
-            yield False
-            return
-        self._in_flight.add(task)
-        try:
-            yield True
-        finally:
-            self._in_flight.discard(task)
 
     async def handle_message(self, message: discord.Message) -> None:
         if not self.inbound.should_answer(message):
             log.debug("discord: message %s in channel %s is not for the bot; ignored", message.id, message.channel.id)
             return
-        with self._answering() as accepted:
+        with self._in_flight.this_task() as accepted:
             if accepted:
                 await self._answer_message(message)
 
@@ -206,111 +179,10 @@ class DiscordConnector:
     async def _send(
         self, channel: discord.abc.Messageable, exchange: Exchange, reference: discord.MessageReference | None
     ) -> bool:
-        """Post the reply's pieces in order; False when one could not be posted (the rest is not sent)."""
-        pieces = reply_pieces(exchange.reply)
-        view = self.build_view(exchange)
-        for index, piece in enumerate(pieces):
-            options: dict[str, Any] = {"allowed_mentions": NO_MENTIONS}
-            if index == 0 and reference is not None:
-                options["reference"] = reference
-            if index == len(pieces) - 1 and view is not None:
-                options["view"] = view  # buttons under the last piece, where the reader is
-            sent = False
-            with self._send_failures_logged(f"sending a reply in channel {getattr(channel, 'id', '?')}"):
-                await channel.send(piece, **options)
-                sent = True
-            if not sent:
-                return False  # the rest would read out of place without the piece that failed
-        return True
-
-    async def handle_ask(self, interaction: discord.Interaction, question: str) -> None:
-        await self._answer_interaction(interaction, question)
+        return await post(self.client, channel, exchange, reference)
 
     async def handle_suggestion(self, interaction: discord.Interaction, turn_id: int, index: int, label: str) -> None:
-        # A label may be cut at 80 characters; the full suggestion is read from the stored reply.
-        await self._answer_interaction(interaction, label.removesuffix("…"), suggestion=(turn_id, index))
-
-    async def _answer_interaction(
-        self, interaction: discord.Interaction, text: str, suggestion: tuple[int, int] | None = None
-    ) -> None:
-        """Answer /ask (`text`) or a click on the suggestion at (bot turn id, index) (`text`: its label)."""
-        if not self.inbound.interaction_allowed(interaction):
-            # Only the person who asked sees this; nothing is stored for a channel the bot does not serve.
-            with contextlib.suppress(discord.HTTPException):
-                await interaction.response.send_message(
-                    "I only answer in direct messages and in the support channels.", ephemeral=True
-                )
-            return
-        if self._redelivered(interaction.id):
-            return
-        with self._answering() as accepted:
-            if accepted:
-                await self._answer_new_interaction(interaction, text, suggestion)
-
-    def _redelivered(self, interaction_id: int) -> bool:
-        """Whether this interaction arrived before (a gateway replay); remembers it otherwise."""
-        if interaction_id in self._recent_interactions:
-            return True
-        self._recent_interactions[interaction_id] = None
-        if len(self._recent_interactions) > RECENT_INTERACTIONS:
-            self._recent_interactions.popitem(last=False)
-        return False
-
-    async def _answer_new_interaction(
-        self, interaction: discord.Interaction, text: str, suggestion: tuple[int, int] | None
-    ) -> None:
-        # Discord wants a first response within 3 seconds, and the answer may wait behind an earlier one in
-        # the same conversation: "thinking…" (the interaction's typing indicator) goes out alongside, not
-        # after. The message is handed to the pipeline at once all the same, so it keeps its place in line.
-        acknowledging = asyncio.create_task(self._acknowledge(interaction))
-        try:
-            if suggestion is not None:
-                # Looked up in this conversation only: a button's id can be crafted.
-                conversation = self.inbound.interaction_message(interaction, text).conversation_id
-                text = await self._pipeline().store.suggestion(*suggestion, conversation) or text
-            exchange = await self._pipeline().exchange(self.inbound.interaction_message(interaction, text))
-        finally:
-            deferred = await acknowledging  # follow-ups need the acknowledgement
-        if not await self._pipeline().claim_delivery(exchange):
-            # Answered and sent before (by an earlier run of the bot): take back only this run's "thinking…".
-            if deferred:
-                with self._send_failures_logged(f"withdrawing the acknowledgement of interaction {interaction.id}"):
-                    await interaction.delete_original_response()
-            return
-        pieces = reply_pieces(exchange.reply, quote=text)
-        view = self.build_view(exchange)
-        sent = False
-        with self._send_failures_logged(f"answering interaction {interaction.id}"):
-            for index, piece in enumerate(pieces):
-                last = index == len(pieces) - 1
-                await interaction.followup.send(
-                    piece,
-                    allowed_mentions=NO_MENTIONS,
-                    view=view if last and view is not None else discord.utils.MISSING,
-                )
-            sent = True
-        await self._pipeline().delivered(exchange, sent)
-
-    async def _acknowledge(self, interaction: discord.Interaction) -> bool:
-        """Show "thinking…" for the interaction; False when Discord did not take it (expired, already taken)."""
-        with self._send_failures_logged(f"acknowledging interaction {interaction.id}"):
-            await interaction.response.defer(thinking=True)
-            return True
-        return False
-
-    @contextlib.contextmanager
-    def _send_failures_logged(self, what: str) -> Iterator[None]:
-        """A request to Discord that fails is logged and given up; what it was for stays in the store."""
-        try:
-            yield
-        except discord.HTTPException as err:
-            log.warning("discord: %s failed (HTTP %s): %s", what, err.status, err.text)
-        except (aiohttp.ClientError, OSError) as err:
-            log.warning("discord: %s failed: %r", what, err)
-        except RuntimeError as err:
-            if not self.client.is_closed():  # only aiohttp's "Session is closed" (at shutdown) is expected
-                raise
-            log.warning("discord: %s failed: the connection is closed (%s)", what, err)
+        await self._interactions.suggestion(interaction, turn_id, index, label)
 
 
 def discord_connector(

@@ -31,6 +31,7 @@ from bot.types import Message, Reply
 from connectors.base import ChannelError
 from connectors.buttons import read_button
 from connectors.delivery import deliver_once
+from connectors.inflight import InFlight
 from connectors.telegram.inbound import CHANNEL, Press, read_update
 from connectors.telegram.render import QUICK_REPLY_PREFIX, quick_reply_keyboard, split_html_safe
 
@@ -55,7 +56,7 @@ class TelegramConnector:
         self._webhook_secret = webhook_secret
         self.bot = Bot(token, base_url=settings.base_url)
         self._polling: asyncio.Task[None] | None = None
-        self._answering: set[asyncio.Task[None]] = set()
+        self._answering = InFlight()
         self.running = False
         # Why Telegram stopped working after start-up, if it did (a token revoked while running).
         self.failure: str | None = None
@@ -97,12 +98,8 @@ class TelegramConnector:
             self._polling.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._polling
-        if self._answering:
-            # Answers in progress go out first; what is left is answered at the next start.
-            _, late = await asyncio.wait(set(self._answering), timeout=STOP_GRACE_SECONDS)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+        # Answers in progress go out first; what is left is answered at the next start.
+        await self._answering.drain(STOP_GRACE_SECONDS, cancel_late=True)
         await self.bot.shutdown()
 
     def _fail(self, why: str) -> None:
@@ -191,9 +188,7 @@ class TelegramConnector:
     # -- answering ----------------------------------------------------------------------------------
 
     def _in_background(self, work: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(work)
-        self._answering.add(task)
-        task.add_done_callback(self._answering.discard)
+        self._answering.start(work)
 
     async def _resume(self) -> None:
         """Answer, and send, what an earlier run stored but did not finish: each conversation in order."""
