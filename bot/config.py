@@ -225,6 +225,16 @@ class HandoffSettings(_Section):
     max_wait_s: float = Field(default=1800.0, ge=0.0)
 
 
+class ActionsSettings(_Section):
+    """The rasa-sdk action server that runs business actions (README, "Business actions and forms")."""
+
+    url: str = Field(default="http://127.0.0.1:5055", pattern=r"^https?://")  # the server, without /webhook
+    timeout_s: float = Field(default=5.0, gt=0.0, le=120.0)  # one call's limit; then the customer is told
+    token_env: str = "SUPPORTBOT_ACTIONS_TOKEN"  # the variable holding the shared secret; unset: none sent
+    start: bool = True  # bot serve starts the project's own server (actions/) and stops it with the bot
+    package: str = "actions"  # with start: the Python package of actions, from the repository root
+
+
 class EvalSettings(_Section):
     cases: Path = Path("evals/demo-cases.csv")
 
@@ -317,6 +327,7 @@ class Config(_Section):
     handoff: HandoffSettings = HandoffSettings()
     prompts: PromptsSettings = PromptsSettings()
     llm: LLMSettings | None = None  # None: answers come straight from the knowledge base
+    actions: ActionsSettings | None = None  # None: no business actions (FAQ entries naming one are problems)
     model_server: ModelServerSettings | None = None
 
     def resolve_paths(self, base: Path) -> Config:
