@@ -6,6 +6,7 @@ Where it lives: NORTHWIND_ORDERS_DB, else .data/demo-orders.sqlite3 beside the a
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import sqlite3
 import time
@@ -78,9 +79,10 @@ class OrdersDatabase:
 
     def order(self, number: str, email: str) -> Order | None:
         """The order, only for the email address it was placed with (anything else learns nothing)."""
+        number = re.sub(r"^NW-?", "NW-", number.strip().upper())  # "nw10023" is NW-10023
         with self._connect() as db:
             row = db.execute(
-                "SELECT * FROM orders WHERE number = ? AND lower(email) = lower(?)", (number.upper(), email.strip())
+                "SELECT * FROM orders WHERE number = ? AND lower(email) = lower(?)", (number, email.strip())
             ).fetchone()
         if row is None:
             return None

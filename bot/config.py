@@ -232,7 +232,11 @@ class ActionsSettings(_Section):
     timeout_s: float = Field(default=5.0, gt=0.0, le=120.0)  # one call's limit; then the customer is told
     token_env: str = "SUPPORTBOT_ACTIONS_TOKEN"  # the variable holding the shared secret; unset: none sent
     start: bool = True  # bot serve starts the project's own server (actions/) and stops it with the bot
-    package: str = "actions"  # with start: the Python package of actions, from the repository root
+    # With start: the Python package of actions, the folder it is in, and the action server's environment.
+    package: str = Field(default="actions", pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+    root: Path = Path(".")
+    python: Path = Path(".venv-actions/bin/python")
+    ready_timeout_s: float = Field(default=60.0, gt=0.0, le=600.0)
 
 
 class EvalSettings(_Section):
@@ -279,6 +283,11 @@ class MessagesSettings(_Section):
         "I'm sorry for the long wait. You're still in the queue, or you can go on with me in the meantime."
     )
     continue_with_bot_button: str = "Continue with the bot"
+    form_cancelled: str = "OK, I've stopped that. What else can I help you with?"
+    form_resume: str = "Back to where we were: {question}"
+    action_failed: str = (
+        "Sorry, I can't look that up right now. Please try again in a few minutes, or talk to a person from our team."
+    )
     back_to_bot: str = "Sure, I'm here. What can I help you with? You can ask for a person again at any time."
     empty: str = "Your message looks empty. What can I help you with?"
     too_long: str = "Your message is too long for me ({length} characters). Please keep it under {limit}."
@@ -345,8 +354,15 @@ class Config(_Section):
                 served = str(anchor(Path(served)))
             adapters = {name: anchor(path) for name, path in server.lora_adapters.items()}
             server = server.model_copy(update={"model": served, "lora_adapters": adapters})
+        actions = self.actions
+        if actions is not None:
+            # Not resolved: a virtual environment's bin/python is a link to the base interpreter, and only
+            # the path inside the environment makes Python use it.
+            python = actions.python if actions.python.is_absolute() else base.absolute() / actions.python
+            actions = actions.model_copy(update={"root": anchor(actions.root), "python": python})
         return self.model_copy(
             update={
+                "actions": actions,
                 "knowledge": self.knowledge.model_copy(update={"path": anchor(self.knowledge.path)}),
                 "index": self.index.model_copy(
                     update={

@@ -21,6 +21,7 @@ from typing import Protocol
 
 import anyio.to_thread
 
+from bot.actions.forms import FormRunner, FormStep
 from bot.answering.frustration import FrustrationDetector
 from bot.answering.guard import storable
 from bot.answering.policy import Decision, DecisionKind, ResponsePolicy
@@ -120,6 +121,7 @@ class Pipeline:
         notify: Callable[[str, str], None] = lambda conversation_id, kind: None,
         on_reply: Callable[[Message, Reply, float], None] = lambda message, reply, seconds: None,
         summariser: Summariser | None = None,
+        forms: FormRunner | None = None,
     ) -> None:
         self.policy = policy
         self.store = store
@@ -137,6 +139,7 @@ class Pipeline:
         self._notify = notify  # (conversation id, what happened): the agent inbox's live view
         self._on_reply = on_reply  # (message, reply, seconds to answer): reply latency for /metrics
         self._summariser = summariser
+        self.forms = forms  # business actions and the forms that collect for them; None: none configured
         self._background: set[asyncio.Task[None]] = set()  # summaries being written
 
     async def handle(self, message: Message) -> Reply:
@@ -184,7 +187,7 @@ class Pipeline:
             ownership = await self.router.ownership(message.conversation_id)
             if ownership.state is not Owner.BOT:
                 return await self._hold(message, user_turn_id, ownership)
-            return await self._answer(message, user_turn_id, on_delta)
+            return await self._answer(message, user_turn_id, ownership, on_delta)
 
     async def _hold(self, message: Message, user_turn_id: int, ownership: Ownership) -> Exchange:
         """A person owns the conversation (or will): keep the message for them; a holding message at most."""
@@ -260,17 +263,16 @@ class Pipeline:
         """Replies agents wrote on `channel` since `since` that were never confirmed sent (oldest first)."""
         return await self.store.ledger.undelivered_from_people(channel, since)
 
-    async def _answer(self, message: Message, user_turn_id: int, on_delta: DeltaSink | None) -> Exchange:
+    async def _answer(
+        self, message: Message, user_turn_id: int, ownership: Ownership, on_delta: DeltaSink | None
+    ) -> Exchange:
         started = time.perf_counter()
         timings: dict[str, float] = {}
         try:
             if message.kind is not MessageKind.TEXT:
                 reply = notice_reply(message, self._messages)
             else:
-                history = await self._history(message.conversation_id, user_turn_id)
-                decision = await self._decide(message.text, history)
-                timings["retrieval_ms"] = decision.retrieval_ms
-                reply = await self.responder.respond(message, decision, history, on_delta)
+                reply = await self._respond(message, user_turn_id, ownership, on_delta, timings)
         except Exception:
             log.exception("answering failed for conversation %s", message.conversation_id)
             reply = error_reply(self._messages)
@@ -292,6 +294,27 @@ class Pipeline:
             timings["total_ms"],
         )
         return Exchange(user_turn_id, bot_turn_id, reply, state=state)
+
+    async def _respond(
+        self, message: Message, user_turn_id: int, ownership: Ownership, on_delta: DeltaSink | None,
+        timings: dict[str, float],
+    ) -> Reply:  # fmt: skip
+        """An open form's step, or the answer; a matched entry with an action starts its form."""
+        step = FormStep()
+        if self.forms is not None and ownership.active_form:
+            step = await self.forms.continue_form(message, user_turn_id, ownership)
+            if step.reply is not None:
+                return step.reply
+        history = await self._history(message.conversation_id, user_turn_id)
+        decision = await self._decide(message.text, history)
+        timings["retrieval_ms"] = decision.retrieval_ms
+        action = decision.answer.action if decision.kind is DecisionKind.ANSWER and decision.answer else None
+        if self.forms is not None and action and not step.resume:
+            return await self.forms.start(message, user_turn_id, action, ownership)
+        reply = await self.responder.respond(message, decision, history, on_delta)
+        if step.resume:  # answered the question in between; now back to the form
+            reply = replace(reply, text=f"{reply.text}\n\n{step.resume}")
+        return reply
 
     async def _history(self, conversation_id: str, user_turn_id: int) -> list[Turn]:
         wanted = self.responder.history_turns

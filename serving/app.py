@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bot.actions.client import ActionClient
 from bot.config import Config
 from bot.conversation.desk import AgentDesk
 from bot.conversation.state import Staffing
@@ -136,6 +137,7 @@ def create_app(
                 "circuit": str(bot.model.breaker.state),
                 "prompt_problems": [str(p) for p in bot.model.prompts.problems],
             },
+            "actions": None if bot.actions is None else await _actions_status(bot.actions),
         }
 
     @app.get("/metrics", include_in_schema=False)
@@ -349,3 +351,8 @@ class BodySizeLimit:
                 )
                 return
         await self.app(scope, receive, send)
+
+
+async def _actions_status(actions: ActionClient) -> dict[str, object]:
+    problem = await actions.health()
+    return {"url": actions.settings.url, "ok": problem is None, "problem": problem}

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +16,9 @@ from typing import TYPE_CHECKING, Annotated
 import anyio
 import typer
 
-from bot.config import Config, ConfigError, load_config
+from bot.config import ActionsSettings, Config, ConfigError, load_config
 from bot.knowledge.loader import KnowledgeDirMissing, require_knowledge_dir
+from bot.knowledge.model import KnowledgeItem, Problem
 from bot.storage.store import ConversationStore, StoreError
 from bot.storage.turns import Turn
 
@@ -141,7 +143,7 @@ def kb_check(config: ConfigOption = Path("config.yml"), knowledge: KnowledgeOpti
     """Validate every knowledge file; report each problem with file, line and reason."""
     from bot.knowledge.limits import MAX_TEXTS
     from bot.knowledge.loader import read_knowledge_dir, vet
-    from bot.knowledge.model import FaqEntry, OutOfScopeGroup, Passage, texts_to_embed
+    from bot.knowledge.model import FaqEntry, Form, OutOfScopeGroup, Passage, texts_to_embed
     from bot.knowledge.names import NameTable
 
     settings = _config(config)
@@ -161,6 +163,9 @@ def kb_check(config: ConfigOption = Path("config.yml"), knowledge: KnowledgeOpti
         summary += f" ({asked} with questions)"
     if groups:
         summary += f", {groups} out-of-scope groups"
+    forms = sum(isinstance(i, Form) for i in items)
+    if forms:
+        summary += f", {forms} form{'' if forms == 1 else 's'}"
     names = NameTable.of_items(items)
     if len(names) or names.ignored:
         summary += f" ({len(names)} name{'' if len(names) == 1 else 's'})"
@@ -171,10 +176,48 @@ def kb_check(config: ConfigOption = Path("config.yml"), knowledge: KnowledgeOpti
         )
     texts = sum(texts_to_embed(item) for item in items)
     typer.echo(f"{texts:,} texts to embed, of the {MAX_TEXTS:,} a knowledge base may have")
-    if vetting.problems:
-        typer.echo(f"{summary}; {len(vetting.problems)} problems in {len(vetting.rejected)} files", err=True)
+    problems = list(vetting.problems) + _action_problems(settings, items, directory)
+    for problem in problems[len(vetting.problems) :]:
+        typer.echo(f"{directory / problem.file}:{problem.line}: {problem.message}")
+    if problems:
+        files_with = len({p.file for p in problems})
+        typer.echo(f"{summary}; {len(problems)} problems in {files_with} files", err=True)
         raise typer.Exit(1)
     typer.echo(f"{summary}; no problems")
+
+
+def _action_problems(settings: Config, items: list[KnowledgeItem], directory: Path) -> list[Problem]:
+    """Actions the knowledge names that the action server does not list (it is started for the check
+    when actions.start is true); a note when no actions are configured."""
+    from bot.actions.checks import action_problems, named_actions
+
+    named = named_actions(items)
+    if not named:
+        return []
+    if settings.actions is None:
+        typer.echo(f"note: {len(named)} FAQ entries or forms name an action, but no actions are configured "
+                   "(actions: in config.yml): entries are answered from their text")  # fmt: skip
+        return []
+    try:
+        listed = anyio.run(_listed_actions, settings.actions)
+    except Exception as err:  # unreachable, refused, failed to start: the check cannot pass
+        return [Problem(named[0][1], named[0][2], f"cannot check the actions this names: {err}")]
+    return action_problems(items, listed, settings.actions.url)
+
+
+async def _listed_actions(settings: ActionsSettings) -> set[str]:
+    from bot.actions.client import ActionClient
+    from serving.action_server import ActionServerProcess
+
+    client = ActionClient(settings, os.environ)
+    server = ActionServerProcess(settings, os.environ, Path(tempfile.gettempdir()) / "supportbot-action-check.log")
+    try:
+        if settings.start:
+            await server.start(client)
+        return await client.names()
+    finally:
+        await client.aclose()
+        await server.stop()
 
 
 @prompts_app.command("check")
@@ -308,7 +351,8 @@ def eval_command(
         raise typer.Exit(2) from err
     engine, sync = _synced_engine(settings, knowledge)
     engine.index.embedder.load()
-    report = evaluate(engine.policy.decide, eval_cases, engine.index.answerable_ids())
+    actions = frozenset(hit.action for hit in engine.index.answerable().values() if hit.action)
+    report = evaluate(engine.policy.decide, eval_cases, engine.index.answerable_ids(), actions)
 
     figures = report.figures()
     typer.echo(f"cases: {figures['n_cases']}  (knowledge: {engine.sync.directory}, index sync {sync.seconds:.1f}s)")

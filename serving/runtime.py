@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
+from bot.actions.client import ActionClient, ActionError
+from bot.actions.forms import FormRunner
 from bot.answering.policy import ResponsePolicy
 from bot.config import Config
 from bot.conversation.state import Staffing
@@ -24,6 +27,7 @@ from bot.retrieval.embedding import Embedder
 from bot.retrieval.index import KnowledgeIndex, SyncReport
 from bot.storage.store import ConversationStore
 from bot.types import Message, Reply
+from serving.action_server import ActionServerProcess
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,7 @@ class Bot:
     pipeline: Pipeline
     startup_sync: SyncReport
     model: ModelResponder | None = None  # set when a dialogue model is configured
+    actions: ActionClient | None = None  # set when business actions are configured
 
 
 @asynccontextmanager
@@ -86,10 +91,23 @@ async def running_bot(
     if responder is None and config.llm is not None:
         model = model_responder(config, engine, environ)
     responder = responder or model or KnowledgeResponder(config.messages, config.answering)
+    env = os.environ if environ is None else environ
+    actions = ActionClient(config.actions, env) if config.actions is not None else None
+    forms = FormRunner(actions, store.ledger, lambda: engine.sync.forms, config.messages) if actions else None
     pipeline = Pipeline(
-        engine.policy, store, responder, config.messages, config.handoff, staffing, notify, on_reply, summariser=model
-    )
+        engine.policy, store, responder, config.messages, config.handoff, staffing, notify, on_reply,
+        summariser=model, forms=forms,
+    )  # fmt: skip
+    server = None
+    if config.actions is not None and config.actions.start:
+        server = ActionServerProcess(config.actions, env, config.store.path.parent / "action-server.log")
     try:
+        if server is not None and actions is not None:
+            await server.start(actions)
+        elif actions is not None and (problem := await actions.health()) is not None:
+            log.warning("action server: %s (actions fail with a clear message until it is up)", problem)
+        if actions is not None:
+            await _check_action_names(actions, engine)
         async with anyio.create_task_group() as tasks:
             stop = anyio.Event()
             if watch:
@@ -98,13 +116,30 @@ async def running_bot(
                 if model is not None:
                     tasks.start_soon(model.prompts.watch, stop, config.knowledge.watch_debounce_ms)
             try:
-                yield Bot(engine, store, pipeline, report, model)
+                yield Bot(engine, store, pipeline, report, model, actions)
             finally:
                 stop.set()
                 await pipeline.aclose()
     finally:
+        if actions is not None:
+            await actions.aclose()
+        if server is not None:
+            await server.stop()
         await store.close()
         await anyio.to_thread.run_sync(engine.index.close)
+
+
+async def _check_action_names(actions: ActionClient, engine: Engine) -> None:
+    """The actions the knowledge names, against what the server lists (GET /actions), once at start-up."""
+    wanted = {hit.action for hit in engine.index.answerable().values() if hit.action}
+    wanted |= {form.action for form in engine.sync.forms.values()}
+    try:
+        listed = await actions.names()
+    except ActionError as err:
+        log.warning("action server: cannot list its actions (%s); `bot kb check` names what is missing", err)
+        return
+    for action in sorted(wanted - listed):
+        log.warning("action %r is named in the knowledge but the action server does not list it", action)
 
 
 def model_responder(config: Config, engine: Engine, environ: Mapping[str, str] | None) -> ModelResponder:

@@ -60,12 +60,19 @@ class TrackerState:
     active_loop: str | None = None  # the form being filled
     latest_action_name: str | None = None
     paused: bool = False  # a person owns the conversation
+    message_id: str | None = None  # the stored message this call answers: actions may dedupe on it
 
     def as_json(self) -> dict[str, Any]:
         return {
             "sender_id": self.sender_id,
             "slots": dict(self.slots),
-            "latest_message": {"text": self.latest_text, "intent": {}, "entities": [], "intent_ranking": []},
+            "latest_message": {
+                "text": self.latest_text,
+                "intent": {},
+                "entities": [],
+                "intent_ranking": [],
+                "message_id": self.message_id,
+            },
             "events": list(self.events),
             "paused": self.paused,
             "followup_action": None,

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aiosqlite
 
@@ -41,7 +43,7 @@ class ConversationLedger:
 
     async def ownership(self, conversation_id: str) -> Ownership:
         async with self._db.execute(
-            "SELECT owner_state, owner_agent, owner_trigger, owner_since, last_hold_at, slots "
+            "SELECT owner_state, owner_agent, owner_trigger, owner_since, last_hold_at, slots, active_form "
             "FROM conversations WHERE id = ?",
             (conversation_id,),
         ) as cursor:
@@ -99,6 +101,26 @@ class ConversationLedger:
         await self._db.execute("UPDATE conversations SET slots = ? WHERE id = ?", (json.dumps(slots), conversation_id))
         await self._insert_event(conversation_id, EventKind.CONTACT, actor, time.time(), text=f"{name}: {value}")
         await self._db.commit()
+
+    async def update_form(
+        self, conversation_id: str, form: str | None, slots: Mapping[str, Any], reset: bool, actor: str, why: str
+    ) -> Ownership:
+        """Set the form being filled (None: none) and merge `slots` (a None value empties one; `reset`
+        empties the others first), with one event saying why."""
+        current = await self.ownership(conversation_id)
+        merged = {} if reset else dict(current.slots)
+        for name, value in slots.items():
+            if value is None:
+                merged.pop(name, None)
+            else:
+                merged[name] = value if isinstance(value, bool | int | float) else storable(str(value))
+        await self._db.execute(
+            "UPDATE conversations SET slots = ?, active_form = ? WHERE id = ?",
+            (json.dumps(merged), form, conversation_id),
+        )
+        await self._insert_event(conversation_id, EventKind.FORM, actor, time.time(), trigger=form, text=why)
+        await self._db.commit()
+        return await self.ownership(conversation_id)
 
     async def add_note(self, conversation_id: str, agent: str, text: str) -> Event:
         await self.ownership(conversation_id)  # raises for an unknown conversation
@@ -187,4 +209,5 @@ def _ownership(row: aiosqlite.Row) -> Ownership:
         since=row["owner_since"],
         last_hold_at=row["last_hold_at"],
         slots=json.loads(row["slots"] or "{}"),
+        active_form=row["active_form"],
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class Owner(StrEnum):
@@ -40,6 +41,7 @@ class EventKind(StrEnum):
     RELEASE = "release"  # agent -> bot
     NOTE = "note"  # an agent's internal note (never shown to the customer)
     CONTACT = "contact"  # the customer left an email address while queued
+    FORM = "form"  # a form started, took an answer, ran its action, or ended (trigger: the form)
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,8 @@ class Ownership:
     trigger: str | None = None  # why it last left the bot
     since: float | None = None  # when it entered this state
     last_hold_at: float | None = None  # when the last holding message was sent while queued
-    slots: dict[str, str] = field(default_factory=dict)
+    slots: dict[str, Any] = field(default_factory=dict)
+    active_form: str | None = None  # the form being filled (bot.actions.forms)
 
 
 @dataclass(frozen=True)

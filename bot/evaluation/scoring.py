@@ -164,14 +164,27 @@ def load_cases(path: Path) -> list[EvalCase]:
     return cases
 
 
-def predicted_label(decision: Decision) -> str:
+ACTION_PREFIX = "action:"  # a case expecting `action:NAME`: the bot runs that business action
+
+
+def predicted_label(decision: Decision, expected: str = "") -> str:
+    """The item answered from (or out_of_scope); `action:NAME` when the case expects an action and the
+    entry answered from runs one."""
     if decision.kind is DecisionKind.ANSWER and decision.answer is not None:
+        if expected.startswith(ACTION_PREFIX) and decision.answer.action:
+            return ACTION_PREFIX + decision.answer.action
         return decision.answer.item_id
     return OUT_OF_SCOPE
 
 
-def evaluate(decide: Callable[[str], Decision], cases: Sequence[EvalCase], known_ids: set[str]) -> EvalReport:
-    """`known_ids`: the items a case may expect (answerable ones: a case expecting a decline says out_of_scope)."""
+def evaluate(
+    decide: Callable[[str], Decision],
+    cases: Sequence[EvalCase],
+    known_ids: set[str],
+    known_actions: frozenset[str] = frozenset(),
+) -> EvalReport:
+    """`known_ids`: the items a case may expect (answerable ones: a case expecting a decline says out_of_scope);
+    `known_actions`: the actions answerable entries run (a case may expect `action:NAME`)."""
     results = []
     for case in cases:
         started = time.perf_counter()
@@ -181,7 +194,7 @@ def evaluate(decide: Callable[[str], Decision], cases: Sequence[EvalCase], known
             CaseResult(
                 text=case.text,
                 expected=case.expected,
-                predicted=predicted_label(decision),
+                predicted=predicted_label(decision, case.expected),
                 confidence=decision.confidence,
                 top3=tuple(h.item_id for h in decision.candidates[:3]),
                 latency_ms=latency,
@@ -190,7 +203,8 @@ def evaluate(decide: Callable[[str], Decision], cases: Sequence[EvalCase], known
                 related=tuple(h.item_id for h in decision.related),
             )
         )
-    unknown = sorted({c.expected for c in cases if c.expected != OUT_OF_SCOPE and c.expected not in known_ids})
+    known = known_ids | {ACTION_PREFIX + action for action in known_actions}
+    unknown = sorted({c.expected for c in cases if c.expected != OUT_OF_SCOPE and c.expected not in known})
     return EvalReport(tuple(results), tuple(unknown))
 
 

@@ -18,6 +18,9 @@ EntryId = Annotated[
     StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"),
 ]
 
+# A rasa-sdk action's name, as Rasa writes them (action_order_status, validate_order_form).
+ActionName = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[a-z][a-z0-9_]{0,99}$")]
+
 Schema = TypeVar("Schema", bound=BaseModel)
 
 

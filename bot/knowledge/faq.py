@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.knowledge import limits
-from bot.knowledge.entries import EntryId, NonBlank, parse_entries
+from bot.knowledge.entries import ActionName, EntryId, NonBlank, parse_entries
 from bot.knowledge.model import FaqEntry, KnowledgeFile
 
 
@@ -21,6 +21,7 @@ class _FaqEntrySchema(BaseModel):
     answer: NonBlank
     tags: list[NonBlank] = Field(default_factory=list)
     handoff: bool = False  # true: the answer is given, then a person takes the conversation over
+    action: ActionName | None = None  # the business action this entry runs (README, "Business actions")
 
 
 _LIMITS = {"question": limits.PHRASING, "alternates": limits.PHRASING, "answer": limits.ANSWER, "tags": limits.TAG}
@@ -39,6 +40,7 @@ def parse_faq(path: str, text: str) -> KnowledgeFile:
             file=path,
             line=line,
             handoff=entry.handoff,
+            action=entry.action,
         )
 
     return parse_entries(path, text, _FaqEntrySchema, build, "FAQ entries", _LIMITS)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bot.knowledge import limits
 from bot.knowledge.faq import parse_faq
+from bot.knowledge.forms import is_forms_file, parse_forms
 from bot.knowledge.model import FaqEntry, KnowledgeFile, OutOfScopeGroup, Problem, normalised, texts_to_embed
 from bot.knowledge.out_of_scope import is_out_of_scope_file, parse_out_of_scope
 from bot.knowledge.policy import parse_policy
@@ -71,6 +72,8 @@ def read_knowledge_file(root: Path, path: Path) -> KnowledgeFile:
         return KnowledgeFile(relative, (), (Problem(relative, line, message),))
     if is_out_of_scope_file(path):
         return parse_out_of_scope(relative, text)
+    if is_forms_file(path):
+        return parse_forms(relative, text)
     if path.suffix.lower() in FAQ_SUFFIXES:
         return parse_faq(relative, text)
     return parse_policy(relative, text)

@@ -35,6 +35,7 @@ class FaqEntry:
     file: str
     line: int
     handoff: bool = False  # marked for a person: answered, then handed over (complaints, legal threats)
+    action: str | None = None  # a business action the entry runs (through the form that collects for it)
 
     kind = "faq"
 
@@ -107,7 +108,41 @@ class OutOfScopeGroup:
         return _unique(self.examples)
 
 
-KnowledgeItem = FaqEntry | Passage | OutOfScopeGroup
+@dataclass(frozen=True)
+class FormSlot:
+    """One thing a form asks for, and how the answer is read (bot.actions.slots)."""
+
+    name: str
+    ask: str  # the question the bot asks for it
+    type: str  # "email" | "number" | "text" | "pattern"
+    pattern: str | None = None  # for type "pattern": a regular expression the answer must contain
+
+
+@dataclass(frozen=True)
+class Form:
+    """A form (bot.knowledge.forms): slots to collect, then the action that runs with them. Never searched."""
+
+    id: str
+    action: str
+    slots: tuple[FormSlot, ...]
+    file: str
+    line: int
+
+    kind = "form"
+
+    @property
+    def title(self) -> str:
+        return self.id
+
+    @property
+    def body(self) -> str:
+        return ""
+
+    def utterances(self) -> tuple[str, ...]:
+        return ()
+
+
+KnowledgeItem = FaqEntry | Passage | OutOfScopeGroup | Form
 
 
 def marked_for_a_person(item: KnowledgeItem) -> bool:
@@ -144,7 +179,9 @@ def item_fingerprint(item: KnowledgeItem) -> str:
     if isinstance(item, Passage) and item.questions:
         payload["questions"] = len(item.questions)
     if marked_for_a_person(item):
-        payload["handoff"] = True  # decides the passage bonus (bot.retrieval.ranking.scorer)
+        payload["handoff"] = True
+    if isinstance(item, FaqEntry) and item.action:
+        payload["action"] = item.action  # decides the passage bonus (bot.retrieval.ranking.scorer)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

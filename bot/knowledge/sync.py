@@ -11,6 +11,7 @@ import anyio
 import anyio.to_thread
 
 from bot.knowledge.loader import is_knowledge_path, read_knowledge_dir
+from bot.knowledge.model import Form
 from bot.retrieval.embedding import Progress
 from bot.retrieval.index import KnowledgeIndex, SyncReport
 from bot.watching import watch_directory
@@ -32,6 +33,12 @@ class KnowledgeSync:
         self.directory = directory
         self.index = index
         self._status = SyncStatus(0, None, ())
+        self._forms: dict[str, tuple[Form, ...]] = {}  # file -> its forms, as last applied
+
+    @property
+    def forms(self) -> dict[str, Form]:
+        """The forms of the last good version of each forms file, by id."""
+        return {form.id: form for forms in self._forms.values() for form in forms}
 
     @property
     def status(self) -> SyncStatus:
@@ -39,7 +46,14 @@ class KnowledgeSync:
 
     def run(self, progress: Progress | None = None, calibrate_in_background: bool = False) -> SyncReport:
         """Apply the directory as it is now. Broken files are logged and their last good version kept."""
-        report = self.index.sync(read_knowledge_dir(self.directory), progress, calibrate_in_background)
+        files = read_knowledge_dir(self.directory)
+        report = self.index.sync(files, progress, calibrate_in_background)
+        rejected = {file.path for file in report.rejected}
+        self._forms = {
+            file.path: tuple(item for item in file.items if isinstance(item, Form))
+            if file.path not in rejected else self._forms.get(file.path, ())
+            for file in files
+        }  # fmt: skip
         problems = tuple(str(problem) for file in report.rejected for problem in file.problems)
         self._status = SyncStatus(self._status.syncs + 1, time.time(), problems)
         for file in report.rejected:

@@ -31,6 +31,7 @@ from chromadb.config import Settings
 from bot.knowledge.loader import Vetting, vet
 from bot.knowledge.model import (
     OUT_OF_SCOPE_KIND,
+    FaqEntry,
     KnowledgeFile,
     KnowledgeItem,
     OutOfScopeGroup,
@@ -69,6 +70,7 @@ class Hit:
     line: int
     score: float  # cosine similarity in [-1, 1]
     handoff: bool = False  # the item is marked for a person: its answer hands the conversation over
+    action: str | None = None  # the business action an FAQ entry runs
 
 
 @dataclass(frozen=True)
@@ -541,6 +543,7 @@ def _catalog(metadata: dict[str, dict[str, Any]]) -> dict[str, Hit]:
             line=int(str(meta["line"])),
             score=0.0,
             handoff=bool(meta.get("handoff")),
+            action=str(meta["action"]) if meta.get("action") else None,
         )
         for meta in metadata.values()
     }
@@ -564,6 +567,7 @@ def _records(items: Iterable[KnowledgeItem]) -> list[_Record]:
         metadata["names"] = json.dumps(names) if names else ""
         metadata["questions"] = len(item.questions) if isinstance(item, Passage) else 0
         metadata["handoff"] = int(marked_for_a_person(item))
+        metadata["action"] = (item.action or "") if isinstance(item, FaqEntry) else ""
         for text in item.utterances():
             records.append(_Record(f"{item.id}::{_digest(text)}", text, metadata))
     return records

@@ -20,7 +20,7 @@ from bot.conversation.stats import StatsReader
 from bot.storage.turns import Turn, select_turns
 from bot.types import Message, MessageKind, Reply
 
-_SCHEMA_VERSION = 4
+_SCHEMA_VERSION = 5
 MAX_TURN_ID = 2**63 - 1  # SQLite's largest integer: no turn id is above it
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS conversations (
     owner_trigger TEXT,    -- why it last left the bot
     owner_since REAL,      -- when it entered owner_state
     last_hold_at REAL,     -- the last holding message while queued
-    slots TEXT             -- JSON object: what the conversation has collected (an email address...)
+    slots TEXT,            -- JSON object: what the conversation has collected (an email address...)
+    active_form TEXT       -- the form being filled (bot.actions.forms), if any
 );
 CREATE TABLE IF NOT EXISTS events (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -113,6 +114,7 @@ _ADDED_COLUMNS = (
     ("conversations", "slots", "TEXT"),
     ("turns", "author", "TEXT"),
     ("turns", "held", "INTEGER NOT NULL DEFAULT 0"),
+    ("conversations", "active_form", "TEXT"),
 )
 
 

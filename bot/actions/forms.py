@@ -1,0 +1,144 @@
+"""Forms: ask for what a business action needs, one slot at a time, then run the action.
+
+Behaves as customers expect: values already given are not asked again (typed slots are read from any
+message: "where is order NW-10023, email jane@example.com"), a question about something else is answered
+and the form resumes, "cancel" or "stop" ends it, slots and the open form live in the store (a restart
+resumes it), and a failed action ends the form with a clear message and the offer of a person. A resent
+message is answered from the store (bot.pipeline), so it never runs an action again; each call also
+carries the stored message's id (`latest_message.message_id`) for actions that write.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bot.actions.client import ActionClient, ActionError
+from bot.actions.contract import UNCHANGED, ActionOutcome, Domain, TrackerState
+from bot.actions.slots import extract, wants_to_stop
+from bot.config import MessagesSettings
+from bot.conversation.ledger import ConversationLedger
+from bot.conversation.state import Ownership
+from bot.knowledge.model import Form, FormSlot
+from bot.types import AnsweredBy, Message, Reply
+
+log = logging.getLogger(__name__)
+
+MAX_FOLLOWUPS = 3  # an action's `followup` chain is cut here (a loop between two actions ends)
+
+
+@dataclass(frozen=True)
+class FormStep:
+    """What the open form does with a message: `reply` when it answers it; otherwise the message is about
+    something else, answered as usual, then `resume` brings the customer back to the form."""
+
+    reply: Reply | None = None
+    resume: str | None = None
+
+
+class FormRunner:
+    def __init__(
+        self,
+        client: ActionClient,
+        ledger: ConversationLedger,
+        forms: Callable[[], Mapping[str, Form]],
+        messages: MessagesSettings,
+    ) -> None:
+        self.client = client
+        self._ledger = ledger
+        self._forms = forms
+        self._messages = messages
+
+    def domain(self) -> Domain:
+        forms = self._forms()
+        slots = sorted({slot.name for form in forms.values() for slot in form.slots})
+        return Domain(tuple(slots), {f.id: tuple(s.name for s in f.slots) for f in forms.values()})
+
+    async def continue_form(self, message: Message, user_turn_id: int, ownership: Ownership) -> FormStep:
+        form = self._forms().get(ownership.active_form or "")
+        cid = message.conversation_id
+        if form is None:  # the operator removed it meanwhile: nothing to resume
+            await self._ledger.update_form(cid, None, {}, False, "bot", "form no longer defined")
+            return FormStep()
+        if wants_to_stop(message.text):
+            await self._ledger.update_form(cid, None, {}, False, "customer", "cancelled")
+            return FormStep(_reply(self._messages.form_cancelled, "form_cancelled"))
+        missing = _missing(form, ownership.slots)
+        asked = missing[0]
+        if asked.type == "text" and message.text.rstrip().endswith("?"):
+            return FormStep(resume=self._messages.form_resume.format(question=asked.ask))  # a question: answer it
+        found = _found(missing, message.text, asked)
+        if not found:
+            return FormStep(resume=self._messages.form_resume.format(question=asked.ask))
+        ownership = await self._ledger.update_form(
+            cid, form.id, found, False, "customer", f"answered {', '.join(found)}"
+        )
+        return FormStep(await self._next(message, user_turn_id, form, ownership))
+
+    async def start(self, message: Message, user_turn_id: int, action: str, ownership: Ownership) -> Reply:
+        """An FAQ entry that runs `action`: start the form that collects for it (or run it at once)."""
+        form = next((f for f in self._forms().values() if f.action == action), None)
+        if form is None:
+            return await self._run(action, message, user_turn_id, ownership.slots, None)
+        found = _found(list(form.slots), message.text, None)
+        why = "started" + (f" with {', '.join(found)}" if found else "")
+        ownership = await self._ledger.update_form(message.conversation_id, form.id, found, False, "bot", why)
+        return await self._next(message, user_turn_id, form, ownership)
+
+    async def _next(self, message: Message, user_turn_id: int, form: Form, ownership: Ownership) -> Reply:
+        missing = _missing(form, ownership.slots)
+        if missing:
+            return _reply(missing[0].ask, "form")
+        return await self._run(form.action, message, user_turn_id, ownership.slots, form)
+
+    async def _run(
+        self, action: str, message: Message, user_turn_id: int, slots: Mapping[str, Any], form: Form | None
+    ) -> Reply:
+        cid = message.conversation_id
+        tracker = TrackerState(cid, slots, message.text, active_loop=form.id if form else None,
+                               message_id=f"{cid}:{user_turn_id}")  # fmt: skip
+        texts: list[str] = []
+        buttons: list[str] = []
+        try:
+            for _ in range(1 + MAX_FOLLOWUPS):
+                outcome = await self.client.run(action, tracker, self.domain())
+                texts += [t.text for t in outcome.texts if t.text]
+                buttons += [b.title for t in outcome.texts for b in t.buttons]
+                tracker = _after(tracker, outcome, action)
+                if outcome.followup is None or outcome.followup == "action_listen":
+                    break
+                action = outcome.followup
+        except ActionError as err:
+            log.warning("conversation=%s action failed: %s", cid, err)
+            await self._ledger.update_form(cid, None, {}, False, "bot", f"{err.action} failed: {err.failure}")
+            return Reply(text=self._messages.action_failed, answered_by=AnsweredBy.FALLBACK,
+                         quick_replies=(self._messages.talk_to_human_button,), reason="action_failed")  # fmt: skip
+        changed = {k: v for k, v in tracker.slots.items() if slots.get(k) != v}
+        changed |= {k: None for k in slots if k not in tracker.slots}
+        await self._ledger.update_form(cid, tracker.active_loop if form is None else None, changed, False, "bot",
+                                       f"ran {action}")  # fmt: skip
+        log.info("conversation=%s action=%s ran (%d messages)", cid, action, len(texts))
+        return Reply(text="\n\n".join(texts) or self._messages.form_cancelled, answered_by=AnsweredBy.ACTION,
+                     quick_replies=tuple(dict.fromkeys(buttons)), source_id=action, reason="action")  # fmt: skip
+
+
+def _reply(text: str, reason: str) -> Reply:
+    return Reply(text=text, answered_by=AnsweredBy.ACTION, reason=reason)
+
+
+def _missing(form: Form, slots: Mapping[str, Any]) -> list[FormSlot]:
+    return [slot for slot in form.slots if slots.get(slot.name) in (None, "")]
+
+
+def _found(slots: list[FormSlot], text: str, asked: FormSlot | None) -> dict[str, str]:
+    return {slot.name: value for slot in slots if (value := extract(slot, text, slot is asked)) is not None}
+
+
+def _after(tracker: TrackerState, outcome: ActionOutcome, action: str) -> TrackerState:
+    slots = {} if outcome.reset_slots else dict(tracker.slots)
+    slots.update(outcome.slots)
+    loop = tracker.active_loop if outcome.active_loop is UNCHANGED else outcome.active_loop
+    return TrackerState(tracker.sender_id, slots, tracker.latest_text, tracker.events, loop,  # type: ignore[arg-type]
+                        latest_action_name=action, message_id=tracker.message_id)  # fmt: skip

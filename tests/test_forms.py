@@ -1,0 +1,114 @@
+"""Forms and business actions end to end over HTTP, against the demo's real rasa-sdk action server."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from bot.config import Config, load_config
+from bot.retrieval.embedding import Embedder
+from tests.action_server import ActionServer
+from tests.conftest import ConfigFactory, LiveServer, free_port
+
+TOKEN = "forms-action-token-0123456"
+ENV = {"SUPPORTBOT_ACTIONS_TOKEN": TOKEN}
+ASK_ORDER = "What is your order number? It starts with NW- and is in your order confirmation email."
+ASK_EMAIL = "And which email address did you order with?"
+
+
+@pytest.fixture(scope="module")
+def actions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ActionServer]:
+    with ActionServer("actions", tmp_path_factory.mktemp("form-actions"), token=TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def with_actions(write_config: ConfigFactory, actions: ActionServer) -> Config:
+    return load_config(write_config(actions={"url": actions.url, "start": False, "timeout_s": 5}))
+
+
+def say(client: httpx.Client, text: str, conversation: str | None = None, **extra: str) -> dict[str, Any]:
+    body = {"text": text, **({"conversation_id": conversation} if conversation else {}), **extra}
+    response = client.post("/api/chat", json=body)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_an_order_number_and_email_in_one_message_get_the_status_at_once(
+    with_actions: Config, embedder: Embedder
+) -> None:
+    with LiveServer(with_actions, embedder, environ=ENV) as server, server.client() as client:
+        status = say(client, "where is my order NW-10023? my email is jane@example.com")
+        wrong = say(client, "where is my order NW-10023? my email is eve@example.com")
+        health = client.get("/health").json()
+    assert status["answered_by"] == "action" and "shipped" in status["reply"]
+    assert "https://www.dhl.com/track?id=JD014600003828341" in status["reply"]
+    assert "couldn't find" in wrong["reply"] and "shipped" not in wrong["reply"]  # a wrong email learns nothing
+    assert health["actions"] == {"url": with_actions.actions.url, "ok": True, "problem": None}  # type: ignore[union-attr]
+
+
+def test_a_form_asks_for_what_is_missing_answers_a_question_in_between_and_resumes(
+    with_actions: Config, embedder: Embedder
+) -> None:
+    with LiveServer(with_actions, embedder, environ=ENV) as server, server.client() as client:
+        asked = say(client, "can you look up my order for me")
+        conversation = asked["conversation_id"]
+        assert asked["reply"] == ASK_ORDER and asked["answered_by"] == "action"
+        aside = say(client, "Do you ship to Canada?", conversation)
+        assert aside["answered_by"] == "knowledge" and aside["reply"].endswith(f"Back to where we were: {ASK_ORDER}")
+        assert say(client, "it's nw10023", conversation)["reply"] == ASK_EMAIL  # read in any case, no dash
+        done = say(client, "Jane@Example.com", conversation)
+        again = say(client, "How can I track my order?", conversation)  # the form is over: a normal answer
+    assert "NW-10023" in done["reply"] and "shipped" in done["reply"]
+    assert again["answered_by"] == "knowledge" and again["citations"]
+
+
+def test_cancel_ends_the_form_and_the_next_message_is_a_question_again(
+    with_actions: Config, embedder: Embedder
+) -> None:
+    with LiveServer(with_actions, embedder, environ=ENV) as server, server.client() as client:
+        conversation = say(client, "can you look up my order for me")["conversation_id"]
+        cancelled = say(client, "cancel", conversation)
+        after = say(client, "How can I track my order?", conversation)
+    assert cancelled["reply"] == with_actions.messages.form_cancelled
+    assert after["answered_by"] == "knowledge"
+
+
+def test_the_slots_and_the_open_form_survive_a_restart(with_actions: Config, embedder: Embedder) -> None:
+    with LiveServer(with_actions, embedder, environ=ENV) as server, server.client() as client:
+        conversation = say(client, "can you look up my order for me")["conversation_id"]
+        assert say(client, "NW-10023", conversation)["reply"] == ASK_EMAIL
+    with LiveServer(with_actions, embedder, environ=ENV) as server, server.client() as client:
+        done = say(client, "jane@example.com", conversation)
+    assert "shipped" in done["reply"]
+
+
+def test_a_resent_message_runs_its_action_once(with_actions: Config, embedder: Embedder) -> None:
+    with LiveServer(with_actions, embedder, environ=ENV) as server, server.client() as client:
+        text = "where is my order NW-10023? my email is jane@example.com"
+        first = say(client, text, client_message_id="resend-1")
+        second = say(client, text, first["conversation_id"], client_message_id="resend-1")
+    assert first["reply"] == second["reply"] and first["turn_id"] == second["turn_id"]
+    with sqlite3.connect(with_actions.store.path) as db:
+        (ran,) = db.execute("SELECT count(*) FROM events WHERE kind = 'form' AND text = 'ran action_order_status' "
+                            "AND conversation_id = ?", (first["conversation_id"],)).fetchone()  # fmt: skip
+    assert ran == 1
+
+
+def test_an_action_server_that_is_down_gets_a_clear_message_and_the_offer_of_a_person(
+    write_config: ConfigFactory, embedder: Embedder
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    config = load_config(write_config(actions={"url": dead, "start": False, "timeout_s": 2}))
+    with LiveServer(config, embedder, environ=ENV) as server, server.client() as client:
+        failed = say(client, "where is my order NW-10023? my email is jane@example.com")
+        after = say(client, "How can I track my order?", failed["conversation_id"])
+        health = client.get("/health").json()
+    assert failed["reply"] == config.messages.action_failed
+    assert failed["quick_replies"] == [config.messages.talk_to_human_button]
+    assert after["answered_by"] == "knowledge"  # never stuck in the form
+    assert health["actions"]["ok"] is False and "cannot reach" in health["actions"]["problem"]
