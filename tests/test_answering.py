@@ -60,11 +60,12 @@ def test_unanswerable_question_is_declined_with_suggestions_and_an_offer_of_a_pe
 def test_a_message_like_an_out_of_scope_example_is_declined_even_when_an_answer_clears_the_threshold(
     engine: Engine,
 ) -> None:
-    # knowledge/out_of_scope.yml lists other shops' orders; the demo's track-order entry also matches well.
+    # knowledge/out_of_scope.yml lists other shops' orders; the demo's order entries also match well.
     decision = engine.policy.decide("can you check where my zalando order is")
     assert decision.kind is DecisionKind.OUT_OF_SCOPE
     assert decision.declined_by is not None and decision.declined_by.item_id == "other-companies"
-    assert decision.candidates[0].item_id == "track-order" and engine.policy.clearance(decision.candidates[0]) > 0
+    best = decision.candidates[0]
+    assert best.item_id in ("track-order", "order-status") and engine.policy.clearance(best) > 0
     reply = compose_reply(decision, engine.config.messages, engine.config.answering)
     assert reply.answered_by is AnsweredBy.FALLBACK and reply.reason == "out_of_scope"
     assert reply.source_id == "other-companies" and reply.citations == ()
