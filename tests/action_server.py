@@ -33,6 +33,7 @@ class ActionServer:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ActionServer:
+        self.work.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "SANIC_HOST": "127.0.0.1", "PYTHONPATH": f"{PLUGINS}{os.pathsep}{REPO}",
                "NORTHWIND_ORDERS_DB": str(self.orders_db), "SUPPORTBOT_ACTIONS_TOKEN": self.token or ""}  # fmt: skip
         with self.log.open("ab") as log:

@@ -51,6 +51,7 @@ from connectors.discord_channel import connector as discord_connector_module
 from connectors.discord_channel import gateway as discord_gateway
 from serving.channels import RunningChannels
 from serving.runtime import Bot, running_bot
+from tests.action_server import ActionServer
 from tests.conftest import DEMO_CASES, DEMO_KNOWLEDGE
 from tests.polling import wait_for_count
 
@@ -481,10 +482,11 @@ class HoldingResponder:
 class Harness:
     """One event loop in a thread that owns the fake Discord, the bot and the connector."""
 
-    def __init__(self, root: Path, embedder: Embedder, demo_index: Path) -> None:
+    def __init__(self, root: Path, embedder: Embedder, demo_index: Path, actions_url: str | None = None) -> None:
         self.root = root
         self.embedder = embedder
         self.demo_index = demo_index
+        self.actions_url = actions_url  # the demo's rasa-sdk action server, when the test module runs one
         self.fake = FakeDiscord(TOKEN)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -554,6 +556,8 @@ class Harness:
                 "discord": {"enabled": True, "allowed_channels": [ALLOWED_CHANNEL], "api_base": self.fake.api_base}
             },
         }
+        if self.actions_url is not None:
+            data["actions"] = {"url": self.actions_url, "start": False}
         path = self.root / "config.yml"
         path.write_text(yaml.safe_dump(data), encoding="utf-8")
         return load_config(path)
@@ -750,7 +754,11 @@ def harness(
     tmp_path_factory: pytest.TempPathFactory, embedder: Embedder, demo_index_template: Path
 ) -> Iterator[Harness]:
     default_base, default_gateway = Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
-    with Harness(tmp_path_factory.mktemp("discord"), embedder, demo_index_template) as running:
+    root = tmp_path_factory.mktemp("discord")
+    with (
+        ActionServer("actions", root / "actions-work") as actions,
+        Harness(root, embedder, demo_index_template, actions.url) as running,
+    ):
         assert running.fake.api_base == Route.BASE
         yield running
     # The connector points discord.py at the loopback server only while it runs.
@@ -1163,3 +1171,12 @@ def test_an_agent_takes_over_a_dm_and_the_bot_stays_silent_until_released(harnes
     posts = harness.fake.wait_for(harness.posts_to(channel), count=3)
     assert "Canada" in posts[2].body["content"]  # the bot again, and nothing from it in between
     assert [t[0] for t in harness.turns(conversation)] == ["user", "bot", "bot", "user", "user", "bot"]
+
+
+def test_an_order_status_in_a_dm(harness: Harness) -> None:
+    user = harness.new_user()
+    channel = harness.dm_channel(user)
+    harness.send("MESSAGE_CREATE", harness.dm(user, "where is my order NW-10023? my email is jane@example.com"))
+    (post,) = harness.fake.wait_for(harness.posts_to(channel))
+    assert "NW-10023" in post.body["content"] and "shipped" in post.body["content"]
+    assert "https://www.dhl.com/track?id=JD014600003828341" in post.body["content"]

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import html
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, expect
 
 from bot.config import Config, load_config
 from bot.retrieval.embedding import Embedder
 from tests.action_server import ActionServer
+from tests.browser import NEEDS_CHROMIUM
 from tests.conftest import ConfigFactory, LiveServer, free_port
+from tests.telegram_api import FakeBotApi
+from tests.telegram_fixtures import env
 
 TOKEN = "forms-action-token-0123456"
 ENV = {"SUPPORTBOT_ACTIONS_TOKEN": TOKEN}
@@ -112,3 +117,37 @@ def test_an_action_server_that_is_down_gets_a_clear_message_and_the_offer_of_a_p
     assert failed["quick_replies"] == [config.messages.talk_to_human_button]
     assert after["answered_by"] == "knowledge"  # never stuck in the form
     assert health["actions"]["ok"] is False and "cannot reach" in health["actions"]["problem"]
+
+
+def test_a_form_over_telegram(write_config: ConfigFactory, actions: ActionServer, embedder: Embedder) -> None:
+    with FakeBotApi() as api:
+        telegram = {"enabled": True, "base_url": api.base_url, "poll_timeout": 1.0}
+        config = load_config(write_config(channels={"telegram": telegram},
+                                          actions={"url": actions.url, "start": False}))  # fmt: skip
+        with LiveServer(config, embedder, environ=env(api) | ENV):
+            replies = []
+            for n, text in enumerate(("can you look up my order for me", "NW-10023", "jane@example.com"), 1):
+                api.push_update({"message": api.user_message(text)})
+                replies.append(api.wait_for("sendMessage", n)[-1].params["text"])
+    assert replies[0] == html.escape(ASK_ORDER) and replies[1] == html.escape(ASK_EMAIL)
+    assert "NW-10023" in replies[2] and "shipped" in replies[2] and "dhl.com/track" in replies[2]
+
+
+@NEEDS_CHROMIUM
+def test_a_form_in_the_widget(browser: Browser, with_actions: Config, embedder: Embedder) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    try:
+        with LiveServer(with_actions, embedder, environ=ENV) as server:
+            page.goto(server.url + "/")
+            page.get_by_role("button", name="Open chat").click()
+            box, log = page.get_by_role("textbox", name="Type your message"), page.get_by_role("log")
+            box.fill("can you look up my order for me")
+            box.press("Enter")
+            expect(log).to_contain_text(ASK_ORDER)
+            box.fill("NW-10023 and my email is jane@example.com")
+            box.press("Enter")
+            expect(log).to_contain_text("is shipped. It is with DHL")
+    finally:
+        context.close()
