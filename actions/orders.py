@@ -20,11 +20,11 @@ CREATE TABLE IF NOT EXISTS orders (
 );
 CREATE TABLE IF NOT EXISTS returns (
     number TEXT PRIMARY KEY, order_number TEXT NOT NULL, item TEXT NOT NULL, reason TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL, message_id TEXT UNIQUE
 );
 CREATE TABLE IF NOT EXISTS tickets (
     number TEXT PRIMARY KEY, email TEXT NOT NULL, message TEXT NOT NULL, conversation TEXT,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL, message_id TEXT UNIQUE
 );
 """
 TRACKING_URL = {"DHL": "https://www.dhl.com/track?id={}", "UPS": "https://www.ups.com/track?tracknum={}",
@@ -88,16 +88,20 @@ class OrdersDatabase:
             return None
         return Order(row[0], row[1], row[2], row[3], row[4], row[5], tuple(row[6].split(", ")))
 
-    def start_return(self, order: Order, item: str, reason: str) -> str:
-        number = f"RT-{secrets.randbelow(900000) + 100000}"
-        with self._connect() as db:
-            db.execute("INSERT INTO returns VALUES (?, ?, ?, ?, ?)", (number, order.number, item, reason, time.time()))
-        return number
+    def start_return(self, order: Order, item: str, reason: str, message_id: str | None) -> str:
+        """A new return number; the same one again for a message already handled (`message_id`)."""
+        row = (f"RT-{secrets.randbelow(900000) + 100000}", order.number, item, reason, time.time(), message_id)
+        return self._insert_once("returns", row, message_id)
 
-    def leave_message(self, email: str, message: str, conversation: str | None) -> str:
-        number = f"TK-{secrets.randbelow(900000) + 100000}"
+    def leave_message(self, email: str, message: str, conversation: str | None, message_id: str | None) -> str:
+        row = (f"TK-{secrets.randbelow(900000) + 100000}", email, message, conversation, time.time(), message_id)
+        return self._insert_once("tickets", row, message_id)
+
+    def _insert_once(self, table: str, row: tuple[object, ...], message_id: str | None) -> str:
         with self._connect() as db:
-            db.execute(
-                "INSERT INTO tickets VALUES (?, ?, ?, ?, ?)", (number, email, message, conversation, time.time())
-            )
-        return number
+            if message_id is not None:
+                earlier = db.execute(f"SELECT number FROM {table} WHERE message_id = ?", (message_id,)).fetchone()
+                if earlier is not None:
+                    return str(earlier[0])
+            db.execute(f"INSERT INTO {table} VALUES ({', '.join('?' * len(row))})", row)
+        return str(row[0])

@@ -57,7 +57,7 @@ class ActionStartReturn(Action):
         if order.status == "processing":
             dispatcher.utter_message(text=f"Order {order.number} has not shipped yet: you can cancel it instead.")
             return []
-        return_number = database.start_return(order, item, reason)
+        return_number = database.start_return(order, item, reason, tracker.latest_message.get("message_id"))
         dispatcher.utter_message(
             text=f"Your return {return_number} for the {item} from order {order.number} is started. We'll email "
             f"a prepaid label to {order.email} within a day."
@@ -73,6 +73,7 @@ class ActionLeaveMessage(Action):
 
     def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[EventType]:
         email, message = _slot(tracker, "email"), _slot(tracker, "message_for_team")
-        ticket = OrdersDatabase().leave_message(email, message, tracker.sender_id)
+        message_id = tracker.latest_message.get("message_id")
+        ticket = OrdersDatabase().leave_message(email, message, tracker.sender_id, message_id)
         dispatcher.utter_message(text=f"Thank you. Your message is ticket {ticket}; the team will reply to {email}.")
         return [SlotSet("ticket_number", ticket)]

@@ -310,7 +310,8 @@ class Pipeline:
         timings["retrieval_ms"] = decision.retrieval_ms
         action = decision.answer.action if decision.kind is DecisionKind.ANSWER and decision.answer else None
         if self.forms is not None and action and not step.resume:
-            return await self.forms.start(message, user_turn_id, action, ownership)
+            preface = decision.answer.body if decision.answer is not None else ""
+            return await self.forms.start(message, user_turn_id, action, ownership, preface)
         reply = await self.responder.respond(message, decision, history, on_delta)
         if step.resume:  # answered the question in between; now back to the form
             reply = replace(reply, text=f"{reply.text}\n\n{step.resume}")

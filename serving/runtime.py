@@ -133,6 +133,7 @@ async def _check_action_names(actions: ActionClient, engine: Engine) -> None:
     """The actions the knowledge names, against what the server lists (GET /actions), once at start-up."""
     wanted = {hit.action for hit in engine.index.answerable().values() if hit.action}
     wanted |= {form.action for form in engine.sync.forms.values()}
+    wanted |= {form.validate for form in engine.sync.forms.values() if form.validate}
     try:
         listed = await actions.names()
     except ActionError as err:

@@ -82,6 +82,17 @@ def test_a_return_and_a_message_for_the_team_are_stored(demo_server: ActionServe
              "return_reason": "too small"}  # fmt: skip
     started = run(demo_server, "action_start_return", slots)
     number = started.slots["return_number"]  # type: ignore[attr-defined]
+
+    async def twice() -> list[object]:
+        actions = client(demo_server)
+        tracker = TrackerState("web:c2", slots, "too small", message_id="web:c2:7")
+        try:
+            return [(await actions.run("action_start_return", tracker, DOMAIN)).slots for _ in range(2)]
+        finally:
+            await actions.aclose()
+
+    first, second = asyncio.run(twice())
+    assert first == second  # the same message (message_id) gets the same return, stored once
     ticket = run(demo_server, "action_leave_message", {"email": "jane@example.com", "message_for_team": "call me"})
     with sqlite3.connect(demo_server.orders_db) as db:
         assert db.execute("SELECT order_number, reason FROM returns WHERE number = ?", (number,)).fetchone() == (

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import html
 import sqlite3
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -62,7 +64,8 @@ def test_a_form_asks_for_what_is_missing_answers_a_question_in_between_and_resum
     with LiveServer(with_actions, embedder, environ=ENV) as server, server.client() as client:
         asked = say(client, "can you look up my order for me")
         conversation = asked["conversation_id"]
-        assert asked["reply"] == ASK_ORDER and asked["answered_by"] == "action"
+        assert asked["reply"].startswith("You can see each order's status") and asked["answered_by"] == "action"
+        assert asked["reply"].endswith(f"\n\n{ASK_ORDER}")  # the entry's answer, then the form's question
         aside = say(client, "Do you ship to Canada?", conversation)
         assert aside["answered_by"] == "knowledge" and aside["reply"].endswith(f"Back to where we were: {ASK_ORDER}")
         assert say(client, "it's nw10023", conversation)["reply"] == ASK_EMAIL  # read in any case, no dash
@@ -129,7 +132,7 @@ def test_a_form_over_telegram(write_config: ConfigFactory, actions: ActionServer
             for n, text in enumerate(("can you look up my order for me", "NW-10023", "jane@example.com"), 1):
                 api.push_update({"message": api.user_message(text)})
                 replies.append(api.wait_for("sendMessage", n)[-1].params["text"])
-    assert replies[0] == html.escape(ASK_ORDER) and replies[1] == html.escape(ASK_EMAIL)
+    assert replies[0].endswith(html.escape(ASK_ORDER)) and replies[1] == html.escape(ASK_EMAIL)
     assert "NW-10023" in replies[2] and "shipped" in replies[2] and "dhl.com/track" in replies[2]
 
 
@@ -151,3 +154,100 @@ def test_a_form_in_the_widget(browser: Browser, with_actions: Config, embedder: 
             expect(log).to_contain_text("is shipped. It is with DHL")
     finally:
         context.close()
+
+
+def test_a_return_is_started_once_even_when_the_last_answer_is_resent(with_actions: Config, embedder: Embedder,
+                                                                      actions: ActionServer) -> None:  # fmt: skip
+    with LiveServer(with_actions, embedder, environ=ENV) as server, server.client() as client:
+        asked = say(client, "How do I return an item?")
+        conversation = asked["conversation_id"]
+        assert asked["reply"].startswith("Go to Help > Start a return") and asked["reply"].endswith(ASK_ORDER)
+        say(client, "NW-10023, jane@example.com", conversation)  # both typed slots from one answer
+        assert say(client, "the Ridgeline down jacket", conversation)["reply"].startswith("And why are you returning")
+        done = say(client, "too small", conversation, client_message_id="reason-1")
+        again = say(client, "too small", conversation, client_message_id="reason-1")
+    assert "Your return RT-" in done["reply"] and done["reply"] == again["reply"]
+    with sqlite3.connect(actions.orders_db) as db:
+        rows = db.execute("SELECT item, reason FROM returns WHERE message_id LIKE ?", (f"{conversation}:%",)).fetchall()
+    assert rows == [("the Ridgeline down jacket", "too small")]
+
+
+def test_two_messages_in_a_row_about_something_else_end_the_form(with_actions: Config, embedder: Embedder) -> None:
+    with LiveServer(with_actions, embedder, environ=ENV) as server, server.client() as client:
+        conversation = say(client, "can you look up my order for me")["conversation_id"]
+        first = say(client, "Do you ship to Canada?", conversation)
+        second = say(client, "What is your return policy?", conversation)
+        later = say(client, "jane@example.com", conversation)  # no form open: not taken as an answer
+    assert first["reply"].endswith(ASK_ORDER) and not second["reply"].endswith(ASK_ORDER)
+    assert second["answered_by"] == "knowledge" and later["answered_by"] != "action"
+
+
+def test_a_message_for_the_team_becomes_a_ticket(with_actions: Config, embedder: Embedder,
+                                                 actions: ActionServer) -> None:  # fmt: skip
+    with LiveServer(with_actions, embedder, environ=ENV) as server, server.client() as client:
+        conversation = say(client, "Can I leave a message for your team?")["conversation_id"]
+        say(client, "sam@example.com", conversation)
+        done = say(client, "Please call me about a bulk order of 12 tents for our scout group.", conversation)
+    assert "ticket TK-" in done["reply"] and "sam@example.com" in done["reply"]
+    with sqlite3.connect(actions.orders_db) as db:
+        (row,) = db.execute("SELECT email, message FROM tickets WHERE conversation = ?", (conversation,)).fetchall()
+    assert row == ("sam@example.com", "Please call me about a bulk order of 12 tents for our scout group.")
+
+
+OLD_ORDER_FORM = """\
+- id: old_order_form
+  action: action_check_old_order
+  validate: validate_old_order_form
+  slots:
+    - name: order_number
+      ask: Which old order?
+      type: pattern
+      pattern: 'NW-?[0-9]{5,6}'
+    - name: email
+      ask: Which email?
+      type: email
+"""
+OLD_ORDER_FAQ = """\
+- id: old-order
+  question: Can you check an order from the old shop?
+  answer: I can check orders from our old shop.
+  action: action_check_old_order
+"""
+
+
+def test_a_forms_validate_action_written_for_rasa_rejects_an_answer_and_it_is_asked_again(
+    write_config: ConfigFactory, knowledge_dir: Path, embedder: Embedder, tmp_path: Path
+) -> None:
+    (knowledge_dir / "legacy").mkdir()
+    (knowledge_dir / "legacy" / "forms.yml").write_text(OLD_ORDER_FORM)
+    (knowledge_dir / "legacy" / "old-orders.yml").write_text(OLD_ORDER_FAQ)
+    with ActionServer("tests.rasa_actions", tmp_path / "rasa") as rasa:
+        config = load_config(write_config(actions={"url": rasa.url, "start": False}))
+        with LiveServer(config, embedder) as server, server.client() as client:
+            asked = say(client, "Can you check an order from the old shop?")
+            conversation = asked["conversation_id"]
+            refused = say(client, "NW-90001, sam@example.com", conversation)
+            done = say(client, "NW-10023", conversation)
+    assert asked["reply"].endswith("Which old order?")
+    assert refused["reply"] == "Orders starting NW-9 are from our old shop, I can't look those up.\n\nWhich old order?"
+    assert done["reply"] == "Checked NW-10023 for sam@example.com."  # the email from before was kept
+
+
+def test_a_slow_or_raising_action_gets_the_clear_message_within_its_limit(
+    write_config: ConfigFactory, knowledge_dir: Path, embedder: Embedder, tmp_path: Path
+) -> None:
+    (knowledge_dir / "faq" / "slow.yml").write_text(
+        "- id: warehouse-check\n  question: Can you check the warehouse stock for me?\n  answer: Let me check.\n"
+        "  action: action_slow\n- id: broken-check\n  question: Can you check the broken system?\n"
+        "  answer: Let me check that.\n  action: action_raises\n"
+    )
+    with ActionServer("tests.rasa_actions", tmp_path / "rasa") as rasa:
+        config = load_config(write_config(actions={"url": rasa.url, "start": False, "timeout_s": 1}))
+        with LiveServer(config, embedder) as server, server.client() as client:
+            started = time.monotonic()
+            slow = say(client, "Can you check the warehouse stock for me?")
+            took = time.monotonic() - started
+            broken = say(client, "Can you check the broken system?")
+    assert slow["reply"] == broken["reply"] == config.messages.action_failed
+    assert slow["quick_replies"] == [config.messages.talk_to_human_button]
+    assert took < 1 + 1  # actions.timeout_s + 1 s, answering included

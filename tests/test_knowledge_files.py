@@ -342,7 +342,7 @@ def test_a_file_name_that_is_not_utf8_is_reported_and_the_other_files_load(tmp_p
 def test_kb_check_passes_on_the_demo_knowledge_base(write_config: object) -> None:
     result = CliRunner().invoke(app, ["kb", "check", "--config", str(write_config())])  # type: ignore[operator]
     assert result.exit_code == 0, result.output
-    assert "36 passages (36 with questions), 13 out-of-scope groups, 1 form; no problems" in result.output
+    assert "36 passages (36 with questions), 13 out-of-scope groups, 3 forms; no problems" in result.output
     assert "name an action, but no actions are configured" in result.output  # the test config has none
 
 

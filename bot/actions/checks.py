@@ -15,6 +15,8 @@ def named_actions(items: Iterable[KnowledgeItem]) -> list[tuple[str, str, int]]:
         action = item.action if isinstance(item, FaqEntry | Form) else None
         if action:
             named.append((action, item.file, item.line))
+        if isinstance(item, Form) and item.validate:
+            named.append((item.validate, item.file, item.line))
     return named
 
 

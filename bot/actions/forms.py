@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.actions.client import ActionClient, ActionError
@@ -27,6 +27,8 @@ from bot.types import AnsweredBy, Message, Reply
 log = logging.getLogger(__name__)
 
 MAX_FOLLOWUPS = 3  # an action's `followup` chain is cut here (a loop between two actions ends)
+ASIDES = "_asides"  # the slot counting messages in a row that were not for the open form (never sent)
+MAX_ASIDES = 2  # that many in a row and the customer has moved on: the form ends without a word
 
 
 @dataclass(frozen=True)
@@ -67,25 +69,77 @@ class FormRunner:
             return FormStep(_reply(self._messages.form_cancelled, "form_cancelled"))
         missing = _missing(form, ownership.slots)
         asked = missing[0]
-        if asked.type == "text" and message.text.rstrip().endswith("?"):
-            return FormStep(resume=self._messages.form_resume.format(question=asked.ask))  # a question: answer it
-        found = _found(missing, message.text, asked)
+        question = asked.type == "text" and message.text.rstrip().endswith("?")  # a question: answer it
+        found = {} if question else _found(missing, message.text, asked)
         if not found:
-            return FormStep(resume=self._messages.form_resume.format(question=asked.ask))
-        ownership = await self._ledger.update_form(
-            cid, form.id, found, False, "customer", f"answered {', '.join(found)}"
-        )
-        return FormStep(await self._next(message, user_turn_id, form, ownership))
+            return await self._aside(cid, form, ownership, asked)
+        return FormStep(await self._take(message, user_turn_id, form, ownership, found, "customer", "answered"))
 
-    async def start(self, message: Message, user_turn_id: int, action: str, ownership: Ownership) -> Reply:
-        """An FAQ entry that runs `action`: start the form that collects for it (or run it at once)."""
+    async def _aside(self, cid: str, form: Form, ownership: Ownership, asked: FormSlot) -> FormStep:
+        """A message that was not for the form: answered as usual, then the question again; the second in a
+        row ends the form (the customer has moved on, and is not asked again and again)."""
+        asides = int(ownership.slots.get(ASIDES) or 0) + 1
+        if asides >= MAX_ASIDES:
+            await self._ledger.update_form(cid, None, {ASIDES: None}, False, "customer", "moved on")
+            return FormStep()
+        await self._ledger.update_form(cid, form.id, {ASIDES: asides}, False, "customer", "asked something else")
+        return FormStep(resume=self._messages.form_resume.format(question=asked.ask))
+
+    async def start(
+        self, message: Message, user_turn_id: int, action: str, ownership: Ownership, preface: str = ""
+    ) -> Reply:
+        """An FAQ entry that runs `action`: start the form that collects for it (or run it at once). When the
+        form has to ask, `preface` (the entry's own answer) comes first."""
         form = next((f for f in self._forms().values() if f.action == action), None)
         if form is None:
             return await self._run(action, message, user_turn_id, ownership.slots, None)
         found = _found(list(form.slots), message.text, None)
-        why = "started" + (f" with {', '.join(found)}" if found else "")
-        ownership = await self._ledger.update_form(message.conversation_id, form.id, found, False, "bot", why)
-        return await self._next(message, user_turn_id, form, ownership)
+        reply = await self._take(message, user_turn_id, form, ownership, found, "bot", "started with")
+        if reply.reason == "form" and preface.strip():
+            reply = replace(reply, text=f"{preface.strip()}\n\n{reply.text}")
+        return reply
+
+    async def _take(
+        self, message: Message, user_turn_id: int, form: Form, ownership: Ownership, found: dict[str, str],
+        actor: str, what: str,
+    ) -> Reply:  # fmt: skip
+        """Keep the answers `found` (as the form's validate action has them), then ask or run the action."""
+        said: list[str] = []
+        kept: dict[str, Any] = dict(found)
+        if form.validate and found:
+            try:
+                kept, said = await self._validate(message, user_turn_id, form, ownership, found)
+            except ActionError as err:
+                return await self._failed(message.conversation_id, err)
+        why = f"{what} {', '.join(found)}" if found else what.removesuffix(" with")
+        ownership = await self._ledger.update_form(message.conversation_id, form.id, {**kept, ASIDES: None}, False,
+                                                   actor, why)  # fmt: skip
+        reply = await self._next(message, user_turn_id, form, ownership)
+        if said and reply.reason == "form":  # why an answer was not taken, before the question again
+            reply = replace(reply, text="\n\n".join([*said, reply.text]))
+        return reply
+
+    async def _validate(
+        self, message: Message, user_turn_id: int, form: Form, ownership: Ownership, found: dict[str, str]
+    ) -> tuple[dict[str, Any], list[str]]:
+        """rasa-sdk's FormValidationAction contract: the candidates as the last slot events of the tracker;
+        what it sets them to is kept (None: rejected, asked again), and what it says is said."""
+        assert form.validate is not None
+        events = [{"event": "user", "text": message.text}]
+        events += [{"event": "slot", "name": name, "value": value} for name, value in found.items()]
+        slots = {k: v for k, v in ownership.slots.items() if not k.startswith("_")} | found
+        tracker = TrackerState(message.conversation_id, slots, message.text, events, active_loop=form.id,
+                               latest_action_name="action_listen",
+                               message_id=f"{message.conversation_id}:{user_turn_id}")  # fmt: skip
+        outcome = await self.client.run(form.validate, tracker, self.domain())
+        kept = {name: outcome.slots.get(name, value) for name, value in found.items()}
+        return kept, [text.text for text in outcome.texts if text.text]
+
+    async def _failed(self, cid: str, err: ActionError) -> Reply:
+        log.warning("conversation=%s action failed: %s", cid, err)
+        await self._ledger.update_form(cid, None, {ASIDES: None}, False, "bot", f"{err.action} failed: {err.failure}")
+        return Reply(text=self._messages.action_failed, answered_by=AnsweredBy.FALLBACK,
+                     quick_replies=(self._messages.talk_to_human_button,), reason="action_failed")  # fmt: skip
 
     async def _next(self, message: Message, user_turn_id: int, form: Form, ownership: Ownership) -> Reply:
         missing = _missing(form, ownership.slots)
@@ -97,6 +151,7 @@ class FormRunner:
         self, action: str, message: Message, user_turn_id: int, slots: Mapping[str, Any], form: Form | None
     ) -> Reply:
         cid = message.conversation_id
+        slots = {name: value for name, value in slots.items() if not name.startswith("_")}  # the form's own
         tracker = TrackerState(cid, slots, message.text, active_loop=form.id if form else None,
                                message_id=f"{cid}:{user_turn_id}")  # fmt: skip
         texts: list[str] = []
@@ -111,12 +166,9 @@ class FormRunner:
                     break
                 action = outcome.followup
         except ActionError as err:
-            log.warning("conversation=%s action failed: %s", cid, err)
-            await self._ledger.update_form(cid, None, {}, False, "bot", f"{err.action} failed: {err.failure}")
-            return Reply(text=self._messages.action_failed, answered_by=AnsweredBy.FALLBACK,
-                         quick_replies=(self._messages.talk_to_human_button,), reason="action_failed")  # fmt: skip
+            return await self._failed(cid, err)
         changed = {k: v for k, v in tracker.slots.items() if slots.get(k) != v}
-        changed |= {k: None for k in slots if k not in tracker.slots}
+        changed |= {k: None for k in slots if k not in tracker.slots} | {ASIDES: None}
         await self._ledger.update_form(cid, tracker.active_loop if form is None else None, changed, False, "bot",
                                        f"ran {action}")  # fmt: skip
         log.info("conversation=%s action=%s ran (%d messages)", cid, action, len(texts))

@@ -2,6 +2,7 @@
 
     - id: order_status
       action: action_order_status        # runs when every slot is filled
+      validate: validate_order_status    # optional: a rasa-sdk FormValidationAction checking each answer
       slots:
         - name: order_number
           ask: What is your order number? It starts with NW-.
@@ -65,6 +66,7 @@ class _FormSchema(BaseModel):
 
     id: EntryId
     action: ActionName
+    validate_: ActionName | None = Field(default=None, alias="validate")  # a rasa-sdk FormValidationAction
     slots: list[_SlotSchema] = Field(min_length=1)
 
     @field_validator("slots")
@@ -82,6 +84,6 @@ _LIMITS = {"action": limits.TAG}
 def parse_forms(path: str, text: str) -> KnowledgeFile:
     def build(form: _FormSchema, line: int) -> Form:
         slots = tuple(FormSlot(s.name, s.ask, s.type, s.pattern) for s in form.slots)
-        return Form(id=form.id, action=form.action, slots=slots, file=path, line=line)
+        return Form(id=form.id, action=form.action, slots=slots, file=path, line=line, validate=form.validate_)
 
     return parse_entries(path, text, _FormSchema, build, "forms", _LIMITS)

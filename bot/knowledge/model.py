@@ -127,6 +127,7 @@ class Form:
     slots: tuple[FormSlot, ...]
     file: str
     line: int
+    validate: str | None = None  # a rasa-sdk FormValidationAction (validate_<form>) that checks answers
 
     kind = "form"
 

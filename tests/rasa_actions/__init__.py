@@ -10,6 +10,7 @@ from typing import Any
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import ActiveLoop, AllSlotsReset, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.forms import FormValidationAction
 from rasa_sdk.interfaces import ActionExecutionRejection
 
 
@@ -58,4 +59,28 @@ class ActionSlow(Action):
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[Any]:
         await asyncio.sleep(30)
+        return []
+
+
+class ValidateOldOrderForm(FormValidationAction):
+    """Rasa's own way to check a form's answers: validate_<slot> methods on a FormValidationAction."""
+
+    def name(self) -> str:
+        return "validate_old_order_form"
+
+    def validate_order_number(
+        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> dict[str, Any]:
+        if str(value).startswith("NW-9"):
+            dispatcher.utter_message(text="Orders starting NW-9 are from our old shop, I can't look those up.")
+            return {"order_number": None}
+        return {"order_number": value}
+
+
+class ActionCheckOldOrder(Action):
+    def name(self) -> str:
+        return "action_check_old_order"
+
+    def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[Any]:
+        dispatcher.utter_message(text=f"Checked {tracker.get_slot('order_number')} for {tracker.get_slot('email')}.")
         return []
