@@ -223,6 +223,9 @@ class HandoffSettings(_Section):
     webhook_url: str | None = Field(default=None, pattern=r"^https?://")
     # Queued for longer than this: the holding message offers to go on with the bot (0: never).
     max_wait_s: float = Field(default=1800.0, ge=0.0)
+    # When nobody is online, the customer may leave a message instead of waiting: the form (forms.yml) that
+    # takes it, offered as messages.leave_message_button. None, or no such form: not offered.
+    offline_form: str | None = "leave_message"
 
 
 class ActionsSettings(_Section):
@@ -283,6 +286,7 @@ class MessagesSettings(_Section):
         "I'm sorry for the long wait. You're still in the queue, or you can go on with me in the meantime."
     )
     continue_with_bot_button: str = "Continue with the bot"
+    leave_message_button: str = "Leave a message"
     form_cancelled: str = "OK, I've stopped that. What else can I help you with?"
     form_resume: str = "Back to where we were: {question}"
     action_failed: str = (

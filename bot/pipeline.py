@@ -140,6 +140,9 @@ class Pipeline:
         self._on_reply = on_reply  # (message, reply, seconds to answer): reply latency for /metrics
         self._summariser = summariser
         self.forms = forms  # business actions and the forms that collect for them; None: none configured
+        self._offline_form = handoff.offline_form
+        if forms is not None and handoff.offline_form:
+            self.router.offline_offer = (messages.leave_message_button,)
         self._background: set[asyncio.Task[None]] = set()  # summaries being written
 
     async def handle(self, message: Message) -> Reply:
@@ -198,6 +201,15 @@ class Pipeline:
         if held is None:  # the customer went back to the bot
             self._notify(message.conversation_id, "release")
             back = Reply(text=self._messages.back_to_bot, answered_by=AnsweredBy.FALLBACK, reason="back_to_bot")
+            if (
+                self.forms is not None
+                and self._offline_form
+                and _said(message.text, self._messages.leave_message_button)
+            ):
+                offline_action = self.forms.action_of(self._offline_form)
+                if offline_action is not None:  # the customer leaves a message instead of waiting
+                    now = await self.router.ownership(message.conversation_id)
+                    back = await self.forms.start(message, user_turn_id, offline_action, now)
             bot_turn_id = await self.store.record_bot_turn(message.conversation_id, back, {}, user_turn_id)
             return Exchange(user_turn_id, bot_turn_id, back, state=Owner.BOT)
         log.info("conversation=%s channel=%s kept for %s", message.conversation_id, message.channel,
@@ -357,6 +369,10 @@ class Pipeline:
         """Stop summaries still being written (the transcript summary stands in for them)."""
         for task in list(self._background):
             task.cancel()
+
+
+def _said(text: str, label: str) -> bool:
+    return text.strip().casefold() == label.strip().casefold()
 
 
 _HELD = Reply(text="", answered_by=AnsweredBy.FALLBACK, reason=HELD_REASON)

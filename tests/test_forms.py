@@ -251,3 +251,22 @@ def test_a_slow_or_raising_action_gets_the_clear_message_within_its_limit(
     assert slow["reply"] == broken["reply"] == config.messages.action_failed
     assert slow["quick_replies"] == [config.messages.talk_to_human_button]
     assert took < 1 + 1  # actions.timeout_s + 1 s, answering included
+
+
+def test_with_nobody_online_the_customer_may_leave_a_message_instead_of_waiting(
+    with_actions: Config, embedder: Embedder, actions: ActionServer
+) -> None:
+    agents = {"SUPPORTBOT_AGENT_TOKENS": "alice:alice-token-0123456789"}  # set up, but nobody at the desk
+    with LiveServer(with_actions, embedder, environ=ENV | agents) as server, server.client() as client:
+        asked = say(client, "Can I talk to a person please?")
+        conversation = asked["conversation_id"]
+        assert asked["state"] == "queued" and asked["reply"] == with_actions.messages.handoff_offline
+        assert asked["quick_replies"] == [with_actions.messages.leave_message_button]
+        leaving = say(client, with_actions.messages.leave_message_button, conversation)
+        assert leaving["state"] == "bot" and leaving["reply"] == "Which email address should the team reply to?"
+        say(client, "kim@example.com", conversation)
+        done = say(client, "My tent pole snapped, please call me back.", conversation)
+    assert "ticket TK-" in done["reply"] and done["state"] == "bot"
+    with sqlite3.connect(actions.orders_db) as db:
+        (row,) = db.execute("SELECT email, message FROM tickets WHERE conversation = ?", (conversation,)).fetchall()
+    assert row == ("kim@example.com", "My tent pole snapped, please call me back.")

@@ -53,6 +53,10 @@ class FormRunner:
         self._forms = forms
         self._messages = messages
 
+    def action_of(self, form_id: str) -> str | None:
+        form = self._forms().get(form_id)
+        return form.action if form is not None else None
+
     def domain(self) -> Domain:
         forms = self._forms()
         slots = sorted({slot.name for form in forms.values() for slot in form.slots})

@@ -52,6 +52,8 @@ class Router:
         self._settings = settings
         self.staffing = staffing
         self._frustration = frustration
+        # Quick replies offered with "nobody is online" (the Leave a message button, when a form takes it).
+        self.offline_offer: tuple[str, ...] = ()
 
     async def ownership(self, conversation_id: str) -> Ownership:
         return await self._ledger.ownership(conversation_id)
@@ -59,7 +61,10 @@ class Router:
     async def hold(self, message: Message, user_turn_id: int, ownership: Ownership) -> Held | None:
         """Keep a message for the person; the holding message or email acknowledgement, if one is due.
         None when the customer chose to go on with the bot instead (the conversation is the bot's again)."""
-        if ownership.state is Owner.QUEUED and _said(message.text, self._messages.continue_with_bot_button):
+        leaving = _said(message.text, self._messages.continue_with_bot_button) or (
+            self.offline_offer and _said(message.text, self._messages.leave_message_button)
+        )
+        if ownership.state is Owner.QUEUED and leaving:
             with contextlib.suppress(OwnershipConflict):  # an agent claimed it meanwhile: they answer
                 await self._ledger.transition(message.conversation_id, Owner.BOT, EventKind.RELEASE, "customer",
                                               (Owner.QUEUED,), trigger="customer_left_queue")  # fmt: skip
@@ -82,8 +87,11 @@ class Router:
         if self._settings.max_wait_s and waited >= self._settings.max_wait_s:
             offer = (self._messages.continue_with_bot_button,)
             return Held(ownership, replace(_notice(self._messages.hold_too_long, "queued"), quick_replies=offer))
-        text = self._messages.hold if self.staffing() is Staffing.ONLINE else self._messages.hold_offline
-        return Held(ownership, _notice(text, "queued"))
+        if self.staffing() is Staffing.ONLINE:
+            return Held(ownership, _notice(self._messages.hold, "queued"))
+        return Held(
+            ownership, replace(_notice(self._messages.hold_offline, "queued"), quick_replies=self.offline_offer)
+        )
 
     async def after_answer(self, message: Message, reply: Reply) -> tuple[Reply, Owner]:
         """The reply to send, and who owns the conversation now: queued when this message hands it over."""
@@ -102,16 +110,17 @@ class Router:
             note = self._messages.handoff_frustrated if online else self._messages.handoff_offline
             answered = reply.answered_by in (AnsweredBy.KNOWLEDGE, AnsweredBy.LLM)
             reply = replace(reply, text=f"{reply.text}\n\n{note}" if answered else note, handoff=True,
-                            quick_replies=())  # fmt: skip
+                            quick_replies=() if online else self.offline_offer)  # fmt: skip
         elif trigger is Trigger.MARKED_ENTRY:  # the entry's answer, then the person
             if not online:
-                reply = replace(reply, text=f"{reply.text}\n\n{self._messages.handoff_offline}")
+                reply = replace(reply, text=f"{reply.text}\n\n{self._messages.handoff_offline}",
+                                quick_replies=self.offline_offer)  # fmt: skip
         else:
             if not reply.handoff:  # not sure too often: the handoff replaces the not-sure reply
                 reply = Reply(text=self._messages.handoff, answered_by=AnsweredBy.FALLBACK, handoff=True,
                               reason="handoff")  # fmt: skip
             if not online:
-                reply = replace(reply, text=self._messages.handoff_offline)
+                reply = replace(reply, text=self._messages.handoff_offline, quick_replies=self.offline_offer)
         actor = "bot" if trigger in (Trigger.NOT_SURE, Trigger.FRUSTRATION, Trigger.MARKED_ENTRY) else "customer"
         with contextlib.suppress(OwnershipConflict):  # an agent pulled it meanwhile: with a person either way
             await self._ledger.transition(
