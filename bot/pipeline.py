@@ -201,15 +201,10 @@ class Pipeline:
         if held is None:  # the customer went back to the bot
             self._notify(message.conversation_id, "release")
             back = Reply(text=self._messages.back_to_bot, answered_by=AnsweredBy.FALLBACK, reason="back_to_bot")
-            if (
-                self.forms is not None
-                and self._offline_form
-                and _said(message.text, self._messages.leave_message_button)
-            ):
-                offline_action = self.forms.action_of(self._offline_form)
-                if offline_action is not None:  # the customer leaves a message instead of waiting
-                    now = await self.router.ownership(message.conversation_id)
-                    back = await self.forms.start(message, user_turn_id, offline_action, now)
+            offline_action = self._offline_action() if self.router.leaves_a_message(message.text) else None
+            if self.forms is not None and offline_action is not None:  # a message instead of waiting
+                now = await self.router.ownership(message.conversation_id)
+                back = await self.forms.start(message, user_turn_id, offline_action, now)
             bot_turn_id = await self.store.record_bot_turn(message.conversation_id, back, {}, user_turn_id)
             return Exchange(user_turn_id, bot_turn_id, back, state=Owner.BOT)
         log.info("conversation=%s channel=%s kept for %s", message.conversation_id, message.channel,
@@ -218,6 +213,12 @@ class Pipeline:
             return Exchange(user_turn_id, 0, _HELD, state=held.ownership.state)
         bot_turn_id = await self.store.record_bot_turn(message.conversation_id, held.reply, {}, user_turn_id)
         return Exchange(user_turn_id, bot_turn_id, held.reply, state=held.ownership.state)
+
+    def _offline_action(self) -> str | None:
+        """The action of the form that takes a message when nobody is online (handoff.offline_form)."""
+        if self.forms is None or not self._offline_form:
+            return None
+        return self.forms.action_of(self._offline_form)
 
     async def _store_once(self, message: Message) -> tuple[int, Turn | None]:
         """The message's user turn id (stored now unless it was before) and its stored reply, if any."""
@@ -369,10 +370,6 @@ class Pipeline:
         """Stop summaries still being written (the transcript summary stands in for them)."""
         for task in list(self._background):
             task.cancel()
-
-
-def _said(text: str, label: str) -> bool:
-    return text.strip().casefold() == label.strip().casefold()
 
 
 _HELD = Reply(text="", answered_by=AnsweredBy.FALLBACK, reason=HELD_REASON)

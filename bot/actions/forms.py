@@ -131,7 +131,7 @@ class FormRunner:
         assert form.validate is not None
         events = [{"event": "user", "text": message.text}]
         events += [{"event": "slot", "name": name, "value": value} for name, value in found.items()]
-        slots = {k: v for k, v in ownership.slots.items() if not k.startswith("_")} | found
+        slots = _visible(ownership.slots) | found
         tracker = TrackerState(message.conversation_id, slots, message.text, events, active_loop=form.id,
                                latest_action_name="action_listen",
                                message_id=f"{message.conversation_id}:{user_turn_id}")  # fmt: skip
@@ -155,7 +155,7 @@ class FormRunner:
         self, action: str, message: Message, user_turn_id: int, slots: Mapping[str, Any], form: Form | None
     ) -> Reply:
         cid = message.conversation_id
-        slots = {name: value for name, value in slots.items() if not name.startswith("_")}  # the form's own
+        slots = _visible(slots)
         tracker = TrackerState(cid, slots, message.text, active_loop=form.id if form else None,
                                message_id=f"{cid}:{user_turn_id}")  # fmt: skip
         texts: list[str] = []
@@ -182,6 +182,11 @@ class FormRunner:
 
 def _reply(text: str, reason: str) -> Reply:
     return Reply(text=text, answered_by=AnsweredBy.ACTION, reason=reason)
+
+
+def _visible(slots: Mapping[str, Any]) -> dict[str, Any]:
+    """The slots an action sees: not the form's own bookkeeping (names starting with _)."""
+    return {name: value for name, value in slots.items() if not name.startswith("_")}
 
 
 def _missing(form: Form, slots: Mapping[str, Any]) -> list[FormSlot]:

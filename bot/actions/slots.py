@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
+from bot.conversation.router import EMAIL  # the one address pattern, also read while queued
 from bot.knowledge.model import FormSlot
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _NUMBER = re.compile(r"(?<![\w.])[0-9]+(?:[.,][0-9]+)?(?![\w.])")
 # Whole messages that end the form being filled (compared case-insensitively, punctuation aside).
 _CANCEL = re.compile(r"^\s*(?:cancel|stop|never ?mind|forget it|quit|no thanks?|exit)\b[\s.!]*$", re.IGNORECASE)
@@ -20,7 +20,7 @@ def extract(slot: FormSlot, text: str, asked: bool) -> str | None:
     """The slot's value in `text`, or None. A `text` slot takes the whole message, and only when it is the
     one just asked for; the typed slots are read wherever they are ("NW-10023, email jane@example.com")."""
     if slot.type == "email":
-        found = _EMAIL.search(text)
+        found = EMAIL.search(text)
         return found.group(0).lower() if found else None
     if slot.type == "number":
         found = _NUMBER.search(text)

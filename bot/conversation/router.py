@@ -23,7 +23,7 @@ from bot.storage.turns import Turn
 from bot.types import AnsweredBy, Message, Reply
 
 # Finding an address in a sentence ("you can reach me at ana@example.com"), not validating one.
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 NOT_SURE_REASON = "not_sure"
 HELD_REASON = "held"  # a message kept for a person, with no reply from the bot
 
@@ -58,19 +58,21 @@ class Router:
     async def ownership(self, conversation_id: str) -> Ownership:
         return await self._ledger.ownership(conversation_id)
 
+    def leaves_a_message(self, text: str) -> bool:
+        """The customer pressed Leave a message (offered while nobody is online, when a form takes it)."""
+        return bool(self.offline_offer) and _said(text, self._messages.leave_message_button)
+
     async def hold(self, message: Message, user_turn_id: int, ownership: Ownership) -> Held | None:
         """Keep a message for the person; the holding message or email acknowledgement, if one is due.
         None when the customer chose to go on with the bot instead (the conversation is the bot's again)."""
-        leaving = _said(message.text, self._messages.continue_with_bot_button) or (
-            self.offline_offer and _said(message.text, self._messages.leave_message_button)
-        )
+        leaving = _said(message.text, self._messages.continue_with_bot_button) or self.leaves_a_message(message.text)
         if ownership.state is Owner.QUEUED and leaving:
             with contextlib.suppress(OwnershipConflict):  # an agent claimed it meanwhile: they answer
                 await self._ledger.transition(message.conversation_id, Owner.BOT, EventKind.RELEASE, "customer",
                                               (Owner.QUEUED,), trigger="customer_left_queue")  # fmt: skip
                 return None
         await self._ledger.mark_held(user_turn_id)
-        email = _EMAIL.search(message.text)
+        email = EMAIL.search(message.text)
         if email is not None and email.group(0) != ownership.slots.get("email"):
             await self._ledger.set_slot(message.conversation_id, "email", email.group(0), "customer")
             if ownership.state is Owner.QUEUED:

@@ -34,11 +34,7 @@ class KnowledgeSync:
         self.index = index
         self._status = SyncStatus(0, None, ())
         self._forms: dict[str, tuple[Form, ...]] = {}  # file -> its forms, as last applied
-
-    @property
-    def forms(self) -> dict[str, Form]:
-        """The forms of the last good version of each forms file, by id."""
-        return {form.id: form for forms in self._forms.values() for form in forms}
+        self.forms: dict[str, Form] = {}  # the forms of the last good version of each forms file, by id
 
     @property
     def status(self) -> SyncStatus:
@@ -54,6 +50,7 @@ class KnowledgeSync:
             if file.path not in rejected else self._forms.get(file.path, ())
             for file in files
         }  # fmt: skip
+        self.forms = {form.id: form for forms in self._forms.values() for form in forms}
         problems = tuple(str(problem) for file in report.rejected for problem in file.problems)
         self._status = SyncStatus(self._status.syncs + 1, time.time(), problems)
         for file in report.rejected:
