@@ -78,6 +78,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=1, help="10shot runs seeds 0..N-1 (default 1)")
     parser.add_argument("--bot", type=Path, default=Path(sys.executable).parent / "bot", help="bot executable")
     parser.add_argument(
+        "--encoder",
+        choices=("onnx-int8", "onnx", "torch"),
+        help="index.encoder for the run (default: the product's default)",
+    )
+    parser.add_argument(
         "--keep-index",
         action="store_true",
         help="reuse private indexes from an earlier run (default: delete them, so timings include indexing)",
@@ -178,15 +183,15 @@ def write_cases(
         writer.writerows((text, OUT_OF_SCOPE if category in held_out else ids[category]) for text, category in test)
 
 
-def write_config(work: Path) -> Path:
+def write_config(work: Path, encoder: str | None) -> Path:
     (work / "dummy.csv").write_text("text,expected\nhello,out_of_scope\n", encoding="utf-8")
     config = work / "config.yml"
+    index: dict[str, str] = {"path": str(work / "chroma")}
+    if encoder:
+        index["encoder"] = encoder
     config.write_text(
         "# Written by bench/banking77.py; every other section takes its defaults.\n"
-        + yaml.safe_dump(
-            {"index": {"path": str(work / "chroma")}, "eval": {"cases": str(work / "dummy.csv")}},
-            sort_keys=False,
-        ),
+        + yaml.safe_dump({"index": index, "eval": {"cases": str(work / "dummy.csv")}}, sort_keys=False),
         encoding="utf-8",
     )
     return config
@@ -316,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
 
     categories, train, test = load_data(data)
     work.mkdir(parents=True, exist_ok=True)
-    config = write_config(work)
+    config = write_config(work, args.encoder)
     cases = work / "cases.csv"
     ids = faq_ids(categories)
     renamed = {c: i for c, i in ids.items() if c != i}

@@ -84,7 +84,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for one reply (default 30)")
     parser.add_argument("--warmup", type=int, default=5, help="warm-up messages before measuring (default 5)")
     parser.add_argument(
-        "--encoder-threads", type=int, default=1, help="torch threads for the server's encoder (default 1)"
+        "--encoder-threads", type=int, default=1, help="threads per encoder call in the server (default 1)"
+    )
+    parser.add_argument(
+        "--encoder",
+        choices=("onnx-int8", "onnx", "torch"),
+        default="onnx-int8",
+        help="the server's index.encoder (default onnx-int8, the product's default)",
+    )
+    parser.add_argument(
+        "--query-workers", type=int, default=2, help="the server's index.query_workers (default 2, the product's)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for the pacing jitter (default 0)")
     parser.add_argument("--work", type=Path, default=None, help="work directory (default: a new temporary one)")
@@ -116,12 +125,13 @@ def load_texts(path: Path) -> list[str]:
 # ---------------------------------------------------------------- server
 
 
-def write_config(work: Path, encoder_threads: int) -> Path:
+def write_config(work: Path, encoder_threads: int, encoder: str, query_workers: int) -> Path:
     config = work / "config.yml"
     config.write_text(
         "# Written by bench/load.py. Rate limits raised: the whole load comes from one client address.\n"
         f"knowledge: {{path: {json.dumps(str(REPO / 'knowledge'))}, watch: false}}\n"
-        f"index: {{path: {json.dumps(str(work / 'chroma'))}, threads: {encoder_threads}}}\n"
+        f"index: {{path: {json.dumps(str(work / 'chroma'))}, threads: {encoder_threads}, encoder: {encoder}, "
+        f"query_workers: {query_workers}}}\n"
         f"store: {{path: {json.dumps(str(work / 'conversations.sqlite3'))}}}\n"
         "web: {messages_per_minute_per_conversation: 100000, messages_per_minute_per_ip: 1000000}\n",
         encoding="utf-8",
@@ -728,6 +738,8 @@ def main(argv: list[str] | None = None) -> int:
         "warmup_messages": args.warmup,
         "seed": args.seed,
         "encoder_threads": args.encoder_threads,
+        "encoder": args.encoder,
+        "query_workers": args.query_workers,
         "work": str(work),
         "cases": str(CASES),
     }
@@ -736,14 +748,15 @@ def main(argv: list[str] | None = None) -> int:
         "parameters: "
         f"--conversations {args.conversations} --messages {args.messages} --transport {args.transport} "
         f"--rate {args.rate:g} --duration-cap {args.duration_cap:g} --timeout {args.timeout:g} "
-        f"--warmup {args.warmup} --seed {args.seed} --encoder-threads {args.encoder_threads}  "
+        f"--warmup {args.warmup} --seed {args.seed} --encoder-threads {args.encoder_threads} "
+        f"--encoder {args.encoder} --query-workers {args.query_workers}  "
         f"(offered load {args.conversations * args.rate:g} msgs/s per transport, "
         f"{args.conversations * args.messages} messages per transport)"
     )
     print(f"work directory: {work}", flush=True)
 
     texts = load_texts(CASES)
-    config = write_config(work, args.encoder_threads)
+    config = write_config(work, args.encoder_threads, args.encoder, args.query_workers)
     print(f"index: {index_knowledge(args.bot, config)}", flush=True)
 
     port = free_port()

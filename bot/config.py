@@ -44,6 +44,16 @@ class IndexSettings(_Section):
     embedding_model: Path | None = None
     # Threads for the embedding model. One per process stays fast under contention on small machines.
     threads: int = Field(default=1, ge=1, le=64)
+    # How texts become vectors. "onnx-int8": ONNX Runtime with int8 weights (the default: ~5x faster than
+    # torch on CPU at the same accuracy, docs/BENCHMARKS.md); "onnx": ONNX Runtime in fp32 (torch's
+    # vectors, ~2x faster); "torch": sentence-transformers (GPUs, and the fallback for models the ONNX
+    # path cannot export). Changing it re-embeds the knowledge base once.
+    encoder: Literal["onnx-int8", "onnx", "torch"] = "onnx-int8"
+    # Where exported ONNX encoders are kept (keyed by the model's content); null = ~/.cache/supportbot/encoders.
+    encoder_cache: Path | None = None
+    # Messages encoded at once, each on its own thread (up to one per core pays on a busy server); also the
+    # threads that embed the knowledge base when it changes.
+    query_workers: int = Field(default=2, ge=1, le=64)
 
 
 class AnsweringSettings(_Section):
@@ -372,6 +382,7 @@ class Config(_Section):
                     update={
                         "path": anchor(self.index.path),
                         "embedding_model": anchor(model) if model is not None else None,
+                        "encoder_cache": anchor(cache) if (cache := self.index.encoder_cache) is not None else None,
                     }
                 ),
                 "store": self.store.model_copy(update={"path": anchor(self.store.path)}),

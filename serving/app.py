@@ -127,6 +127,7 @@ def create_app(
         return {
             "status": "ok",
             "knowledge_records": len(bot.engine.index),
+            "encoder": bot.engine.index.embedder.identity,  # model / runtime / content hash
             "knowledge": _knowledge_status(bot),
             "channels": channels.status(),
             "agents": {"configured": len(agents.tokens), "online": presence.online()},

@@ -23,7 +23,7 @@ from bot.llm.client import ChatModel
 from bot.llm.prompts import PromptLibrary
 from bot.llm.responder import ModelResponder
 from bot.pipeline import KnowledgeResponder, Pipeline, Responder
-from bot.retrieval.embedding import Embedder
+from bot.retrieval.embedding import Embedder, EncoderKind
 from bot.retrieval.index import KnowledgeIndex, SyncReport
 from bot.storage.store import ConversationStore
 from bot.types import Message, Reply
@@ -49,9 +49,17 @@ def build_engine(
     index_path: Path | None = None,
 ) -> Engine:
     """Open the index (not yet synced). Defaults come from config; overrides serve `bot eval --knowledge`."""
-    embedder = embedder or Embedder(config.index.embedding_model, threads=config.index.threads)
+    embedder = embedder or Embedder(
+        config.index.embedding_model,
+        threads=config.index.threads,
+        encoder=EncoderKind(config.index.encoder),
+        cache_dir=config.index.encoder_cache,
+        workers=config.index.query_workers,
+    )
     index = KnowledgeIndex.open(index_path or config.index.path, config.index.collection, embedder)
-    policy = ResponsePolicy(index, config.answering, config.messages.talk_to_human_button)
+    policy = ResponsePolicy(
+        index, config.answering, config.messages.talk_to_human_button, query_workers=config.index.query_workers
+    )
     return Engine(config, index, KnowledgeSync(knowledge_dir or config.knowledge.path, index), policy)
 
 

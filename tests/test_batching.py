@@ -114,3 +114,31 @@ def test_an_encoder_failure_reaches_every_waiting_caller_and_the_batcher_recover
         batcher.run("hello")
     failing.clear()
     assert batcher.run("hello") == 1.0
+
+
+def test_with_two_workers_a_message_does_not_wait_for_the_batch_being_encoded() -> None:
+    first_call_started = threading.Event()
+    release_first_call = threading.Event()
+    calls: list[list[str]] = []
+
+    def encode_many(texts: Sequence[str]) -> list[float]:
+        calls.append(list(texts))
+        if texts == ["slow"]:
+            first_call_started.set()
+            release_first_call.wait(30)
+        return [float(len(t)) for t in texts]
+
+    batcher = QueryBatcher(encode_many, workers=2)
+    results: dict[str, float] = {}
+
+    def ask(text: str) -> None:
+        results[text] = batcher.run(text)
+
+    slow = threading.Thread(target=ask, args=("slow",))
+    slow.start()
+    assert first_call_started.wait(30)
+    assert batcher.run("quick") == 5.0  # answered on the second worker while the first batch is held
+    release_first_call.set()
+    slow.join(30)
+    assert results == {"slow": 4.0}
+    assert calls == [["slow"], ["quick"]]

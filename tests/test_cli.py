@@ -167,7 +167,8 @@ def test_demo_eval_cases_match_the_knowledge_base_and_accuracy_does_not_regress(
     # Regression floor one case below the figures recorded in docs/BENCHMARKS.md (117 of 129 = 90.7%, the
     # target being 90%; in scope 97.1%; OOS 100% / 67%), so a near tie that another CPU breaks the other
     # way does not fail the build, while any real regression does.
-    assert report["top1_accuracy"] >= 116 / 129
+    correct = sum(c["predicted"] == c["expected"] for c in report["cases"])
+    assert correct >= 116, f"{correct} of {report['n_cases']}"  # counted: the reported share is rounded
     assert report["in_scope_accuracy"] >= 0.96
     assert report["oos_recall"] >= 0.55
     assert report["oos_precision"] >= 0.95

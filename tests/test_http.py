@@ -33,6 +33,7 @@ def test_health(live_server: LiveServer) -> None:
     with live_server.client() as client:
         body = client.get("/health").json()
     assert body["status"] == "ok" and body["knowledge_records"] > 100
+    assert body["encoder"].startswith("all-MiniLM-L6-v2/onnx-int8/")  # the fast path is the default
 
 
 def test_chat_answers_with_citations_and_continues_the_conversation(live_server: LiveServer, config: Config) -> None:

@@ -129,21 +129,21 @@ def many(prefix: str, entries: int, phrasings: int = 1) -> str:
 def test_the_file_that_takes_the_knowledge_base_past_its_texts_is_rejected_at_the_entry_that_does(
     tmp_path: Path,
 ) -> None:
-    assert limits.MAX_TEXTS == 10_000
-    (tmp_path / "a.yml").write_text(many("a", 999, phrasings=9))  # 9,990 texts: 9 phrasings and an answer each
+    assert limits.MAX_TEXTS == 12_000
+    (tmp_path / "a.yml").write_text(many("a", 1199, phrasings=9))  # 11,990 texts: 9 phrasings and an answer each
     (tmp_path / "b.yml").write_text(many("b", 2))  # 4 more: fits
-    (tmp_path / "c.yml").write_text(many("c", 20))  # its 4th entry would bring texts 10,001 and 10,002
-    (tmp_path / "d.yml").write_text(many("d", 3))  # exactly 10,000 once c is left out
+    (tmp_path / "c.yml").write_text(many("c", 20))  # its 4th entry would bring texts 12,001 and 12,002
+    (tmp_path / "d.yml").write_text(many("d", 3))  # exactly 12,000 once c is left out
     vetting = vet(read_knowledge_dir(tmp_path))
     assert [f.path for f in vetting.accepted] == ["a.yml", "b.yml", "d.yml"]
     assert messages(vetting.problems) == [
-        "c.yml:13: too many texts: this file's 40 and the 9,994 of the files applied before it are more than "
-        "the 10,000 a knowledge base may have (each question, alternate, example, passage, answer, and sentence "
+        "c.yml:13: too many texts: this file's 40 and the 11,994 of the files applied before it are more than "
+        "the 12,000 a knowledge base may have (each question, alternate, example, passage, answer, and sentence "
         "of a passage or answer is one): remove or merge entries"
     ]
     # What is served keeps its place: a new file that sorts first is the one left out.
     (tmp_path / "0.yml").write_text(many("z", 1))
-    owners = {f"{p}{n}": f"{p}.yml" for p, count in (("a", 999), ("b", 2), ("d", 3)) for n in range(count)}
+    owners = {f"{p}{n}": f"{p}.yml" for p, count in (("a", 1199), ("b", 2), ("d", 3)) for n in range(count)}
     vetting = vet(read_knowledge_dir(tmp_path), owners)
     assert [f.path for f in vetting.rejected] == ["0.yml", "c.yml"]
 
@@ -159,4 +159,4 @@ def test_kb_check_reports_limits_with_file_and_line_and_counts_the_texts(tmp_pat
     assert result.exit_code == 1
     too_long = f"answer: {limits.MAX_ANSWER_CHARS + 1000:,} characters, more than the {limits.MAX_ANSWER_CHARS:,}"
     assert f"{kb / 'faq.yml'}:8: entry 'gift-wrap': {too_long}" in result.output
-    assert "6 texts to embed, of the 10,000 a knowledge base may have" in result.output  # questions, answers
+    assert "6 texts to embed, of the 12,000 a knowledge base may have" in result.output  # questions, answers

@@ -54,12 +54,15 @@ class Decision:
 class ResponsePolicy:
     """guard input -> a person? -> small talk? -> retrieve -> answer or admit uncertainty."""
 
-    def __init__(self, index: KnowledgeIndex, settings: AnsweringSettings, human_button_label: str) -> None:
+    def __init__(
+        self, index: KnowledgeIndex, settings: AnsweringSettings, human_button_label: str, query_workers: int = 1
+    ) -> None:
         self._index = index
         self._settings = settings
         self._human_button_label = human_button_label
-        # Messages arriving together from many conversations share one encoder call and one search.
-        self._retrieval = QueryBatcher(self._retrieve_many)
+        # Messages arriving together from many conversations share one encoder call and one search;
+        # up to `query_workers` such batches run at once.
+        self._retrieval = QueryBatcher(self._retrieve_many, workers=query_workers)
 
     def decide(self, raw_text: str) -> Decision:
         guarded = guard_input(raw_text, self._settings.max_message_chars)

@@ -3,7 +3,9 @@
 Encoding eight short texts in one call costs about as much as encoding two of them one by one, so
 when several conversations ask at once their texts are processed together. There is no batching
 thread and no waiting window: the first caller to find the encoder idle encodes everything queued
-so far and hands each caller its vector, so a lone caller pays nothing extra.
+so far and hands each caller its vector, so a lone caller pays nothing extra. With `workers` > 1 up to
+that many batches run at once (the encoder releases the GIL), so a message arriving while one batch is
+being encoded starts on a free core instead of waiting for it.
 """
 
 from __future__ import annotations
@@ -21,18 +23,22 @@ class _Request(Generic[Result]):
     text: str
     result: Result | None = None
     done: bool = False
+    taken: bool = False  # in a batch being processed
     error: BaseException | None = None
 
 
 class QueryBatcher(Generic[Result]):
     """Runs `process_many` (texts -> one result per text, in order) on shared batches of callers' texts."""
 
-    def __init__(self, process_many: Callable[[Sequence[str]], Sequence[Result]], max_batch: int = 32) -> None:
+    def __init__(
+        self, process_many: Callable[[Sequence[str]], Sequence[Result]], max_batch: int = 32, workers: int = 1
+    ) -> None:
         self._process_many = process_many
         self._max_batch = max_batch
+        self._workers = workers
         self._cond = threading.Condition()
         self._queue: list[_Request[Result]] = []
-        self._busy = False
+        self._running = 0  # batches being processed now
         self.batches = 0  # calls made, for benchmarks and tests
 
     @property
@@ -47,7 +53,8 @@ class QueryBatcher(Generic[Result]):
         with self._cond:
             self._queue.append(request)
             while not request.done:
-                if self._busy:
+                # Wait while every worker is busy, or while another caller's batch holds this request.
+                if self._running >= self._workers or request.taken:
                     self._cond.wait()
                     continue
                 self._run_one_batch()
@@ -58,7 +65,9 @@ class QueryBatcher(Generic[Result]):
     def _run_one_batch(self) -> None:
         """Called holding the lock; releases it while encoding."""
         batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
-        self._busy = True
+        for request in batch:
+            request.taken = True
+        self._running += 1
         self._cond.release()
         try:
             results = self._process_many([r.text for r in batch])
@@ -72,6 +81,6 @@ class QueryBatcher(Generic[Result]):
                 request.done = True
         finally:
             self._cond.acquire()
-            self._busy = False
+            self._running -= 1
             self.batches += 1
             self._cond.notify_all()

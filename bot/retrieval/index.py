@@ -56,6 +56,7 @@ _WRITE_BATCH = 1000
 _ANSWER_BATCH = 64
 _CALIBRATION_KEY = "calibration_key"
 _CALIBRATION = "calibration"
+_ENCODER = "encoder"  # the Embedder.identity the vectors came from
 
 
 @dataclass(frozen=True)
@@ -166,12 +167,31 @@ class KnowledgeIndex:
         client = chromadb.PersistentClient(
             path=str(path), settings=Settings(anonymized_telemetry=False, allow_reset=False)
         )
-        collection = client.get_or_create_collection(
-            collection_name,
-            embedding_function=KnowledgeEmbeddingFunction(embedder),  # type: ignore[arg-type]
-            configuration={"hnsw": {"space": "cosine"}},
-        )
-        return cls(collection, embedder, path / f"{collection_name}.classifier.npz")
+        function = KnowledgeEmbeddingFunction(embedder)
+
+        def collection() -> Collection:
+            return client.get_or_create_collection(
+                collection_name,
+                embedding_function=function,  # type: ignore[arg-type]
+                configuration={"hnsw": {"space": "cosine"}},
+            )
+
+        opened = collection()
+        encoder = embedder.identity
+        built_with = (opened.metadata or {}).get(_ENCODER)
+        if built_with != encoder:
+            if opened.count():
+                # Vectors from another model or runtime do not compare with this one's: start again.
+                log.warning(
+                    "the index at %s was built with encoder %s, not %s: embedding the knowledge again",
+                    path,
+                    built_with or "(unrecorded)",
+                    encoder,
+                )
+                client.delete_collection(collection_name)
+                opened = collection()
+            opened.modify(metadata={_ENCODER: encoder})
+        return cls(opened, embedder, path / f"{collection_name}.classifier.npz")
 
     @property
     def embedder(self) -> Embedder:
@@ -331,7 +351,7 @@ class KnowledgeIndex:
 
     def _calibration_key(self) -> str:
         """Changes when anything calibration reads changes: the texts, the FAQ answers, the procedure."""
-        digest = hashlib.sha256(f"v{calibration.VERSION}".encode())
+        digest = hashlib.sha256(f"v{calibration.VERSION}|{self._embedder.identity}".encode())
         for rid in sorted(self._metadata):
             digest.update(rid.encode())
         for meta in sorted(self._metadata.values(), key=lambda m: str(m["item_id"])):
