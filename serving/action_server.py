@@ -7,6 +7,7 @@ token plugin from actions/plugins on its path, bound to loopback; the bot stops 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -84,9 +85,11 @@ class ActionServerProcess:
         process, self._process = self._process, None
         if process is None or process.returncode is not None:
             return
-        process.send_signal(signal.SIGTERM)
-        try:
+        # The whole process group (its own session): Sanic's worker process as well as its main one.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        with contextlib.suppress(ProcessLookupError):  # a worker still in a slow action, or a main that hung
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -40,6 +42,7 @@ class ActionServer:
             self._process = subprocess.Popen(
                 [str(ACTIONS_PYTHON), "-m", "rasa_sdk", "--actions", self.package, "--port", str(self.port)],
                 cwd=self.work, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stop() ends Sanic's worker process too
             )  # fmt: skip
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -55,12 +58,15 @@ class ActionServer:
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
+            os.killpg(self._process.pid, signal.SIGTERM)
             try:
                 self._process.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                self._process.kill()
+                os.killpg(self._process.pid, signal.SIGKILL)
                 self._process.wait()
+        if self._process is not None:
+            with contextlib.suppress(ProcessLookupError):  # a worker still busy (a slow action) when its server ended
+                os.killpg(self._process.pid, signal.SIGKILL)
         self._process = None
 
     def __enter__(self) -> ActionServer:
