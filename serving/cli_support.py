@@ -1,0 +1,88 @@
+"""What every `bot` command shares: the options, loading the config, logging, and operator errors."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from bot.config import Config, ConfigError, load_config
+from bot.knowledge.loader import KnowledgeDirMissing
+from bot.storage.store import StoreError
+
+if TYPE_CHECKING:
+    from bot.retrieval.index import SyncReport
+    from serving.runtime import Engine
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option("--config", "-c", envvar="BOT_CONFIG", help="Path to config.yml.", dir_okay=False),
+]
+KnowledgeOption = Annotated[
+    Path | None,
+    typer.Option("--knowledge", help="Knowledge directory (default: knowledge.path from config).", file_okay=False),
+]
+
+
+def load_settings(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        typer.echo(f"configuration error:\n{err}", err=True)
+        raise typer.Exit(2) from err
+
+
+def setup_logging(default: str) -> None:
+    logging.basicConfig(
+        level=os.environ.get("BOT_LOG_LEVEL", default).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@contextlib.contextmanager
+def operator_errors() -> Iterator[None]:
+    """What an operator fixes in their set-up (a missing folder, a file that is not a store): one line, exit 2."""
+    try:
+        yield
+    except (KnowledgeDirMissing, StoreError) as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from err
+
+
+class ProgressPrinter:
+    """Prints embedding progress at most every two seconds, and at the end."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - self._last >= 2.0:
+            self._last = now
+            typer.echo(f"  embedded {done}/{total} texts ({done * 100 // max(total, 1)}%)", err=True)
+
+
+def write_json(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def synced_engine(settings: Config, knowledge: Path | None) -> tuple[Engine, SyncReport]:
+    """The engine on `knowledge` (in a private index, so the configured one is never touched), synced."""
+    from serving.runtime import build_engine, eval_index_path
+
+    index_path = eval_index_path(settings, knowledge) if knowledge is not None else None
+    engine = build_engine(settings, knowledge_dir=knowledge, index_path=index_path)
+    with operator_errors():
+        sync = engine.sync.run(ProgressPrinter())
+    for file in sync.rejected:
+        for problem in file.problems:
+            typer.echo(f"not applied: {problem}", err=True)
+    return engine, sync
