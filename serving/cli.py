@@ -11,6 +11,7 @@ from typing import Annotated
 import anyio
 import typer
 
+from bot.config import Config
 from bot.knowledge.loader import require_knowledge_dir
 from bot.storage.store import ConversationStore
 from bot.storage.turns import Turn
@@ -166,8 +167,16 @@ def review(
     cases: Annotated[
         Path | None, typer.Option(help="Also write them as a draft text,expected case file for bot eval.")
     ] = None,
+    approve: Annotated[
+        list[str] | None,
+        typer.Option(help="Approve CONVERSATION (every reply) or CONVERSATION:TURN (one reply) for fine-tuning."),
+    ] = None,
+    by: Annotated[str, typer.Option(help="Who approves (recorded with the approval).")] = "operator",
 ) -> None:
     """What customers asked and what the bot did, newest first: to review, and to grow eval cases from."""
+    if approve:
+        _approve(load_settings(config), approve, by)
+        return
     from bot.conversation.stats import SupportStats
     from bot.evaluation.review import review as reviewed
     from bot.evaluation.review import select, summary, support_summary, write_cases
@@ -198,6 +207,39 @@ def review(
     if cases is not None:
         rows = write_cases(cases, shown)
         typer.echo(f"wrote {rows} draft cases to {cases}: correct the labels that are wrong, then run bot eval on them")
+
+
+def _approve(settings: Config, targets: list[str], by: str) -> None:
+    from bot.storage.approvals import ApprovalError
+
+    parsed: list[tuple[str, int | None]] = []
+    for target in targets:
+        conversation, _, turn = target.partition(":")
+        if not conversation or (turn and not turn.isdigit()):
+            typer.echo(f"--approve {target!r}: give CONVERSATION or CONVERSATION:TURN (a turn id)", err=True)
+            raise typer.Exit(2)
+        parsed.append((conversation, int(turn) if turn else None))
+
+    async def record() -> list[str]:
+        store = await ConversationStore.open(settings.store.path)
+        try:
+            said = []
+            for conversation, turn in parsed:
+                what = f"{conversation}" + (f" reply {turn}" if turn is not None else " (every reply)")
+                new = await store.approvals.approve(conversation, turn, by)
+                said.append(f"approved {what}" if new else f"already approved: {what}")
+            return said
+        finally:
+            await store.close()
+
+    with operator_errors():
+        try:
+            lines = anyio.run(record)
+        except ApprovalError as err:
+            typer.echo(f"not approved: {err}", err=True)
+            raise typer.Exit(1) from err
+    for line in lines:
+        typer.echo(line)
 
 
 def main() -> None:

@@ -17,10 +17,12 @@ import aiosqlite
 from bot.answering.guard import storable
 from bot.conversation.ledger import ConversationLedger
 from bot.conversation.stats import StatsReader
+from bot.storage.approvals import SCHEMA as APPROVALS_SCHEMA
+from bot.storage.approvals import Approvals
 from bot.storage.turns import Turn, select_turns
 from bot.types import Message, MessageKind, Reply
 
-_SCHEMA_VERSION = 5
+_SCHEMA_VERSION = 6  # 6: approvals (bot.storage.approvals)
 MAX_TURN_ID = 2**63 - 1  # SQLite's largest integer: no turn id is above it
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -138,6 +140,7 @@ class ConversationStore:
         self._db = db
         self.ledger = ConversationLedger(db)  # ownership, slots, events, notes, agents' replies
         self.stats = StatsReader(db)  # what /metrics and `bot review` report
+        self.approvals = Approvals(db)  # replies approved as fine-tuning examples
 
     @classmethod
     async def open(cls, path: Path) -> ConversationStore:
@@ -152,6 +155,7 @@ class ConversationStore:
             await db.executescript(_SCHEMA)
             await _migrate(db)
             await db.executescript(_INDEXES)
+            await db.executescript(APPROVALS_SCHEMA)
             await db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
             await db.commit()
         except BaseException as err:
