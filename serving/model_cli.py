@@ -98,3 +98,48 @@ def model_dataset(
     typer.echo("redacted: " + (", ".join(f"{n} {kind}" for kind, n in sorted(redacted.items())) or "nothing"))
     for why, n in sorted(skipped.items()):
         typer.echo(f"  approved but not an example: {n} ({why})")
+
+
+@model_app.command("train")
+def model_train(
+    base: Annotated[Path, typer.Option("--base", help="The base model: a folder, or a .gguf file.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the adapter; run again to resume.")],
+    config: ConfigOption = Path("config.yml"),
+    dataset: Annotated[
+        Path | None, typer.Option(help="A folder from `bot model dataset` (default: build one into OUT/dataset).")
+    ] = None,
+    steps: Annotated[int, typer.Option(min=1)] = 200,
+    learning_rate: Annotated[float, typer.Option(min=0)] = 2e-4,
+    rank: Annotated[int, typer.Option(min=1, help="LoRA rank.")] = 8,
+    batch_size: Annotated[int, typer.Option(min=1)] = 4,
+    max_tokens: Annotated[int, typer.Option(min=16, help="Longer examples are left out.")] = 1024,
+    held_out: Annotated[float, typer.Option(min=0.05, max=0.9, help="When building the dataset.")] = 0.2,
+    seed: Annotated[int, typer.Option()] = 0,
+    threads: Annotated[int, typer.Option(min=1, help="Torch threads.")] = 1,
+    save_every: Annotated[int, typer.Option(min=1, help="Checkpoint every this many steps (to resume).")] = 25,
+) -> None:
+    """Train a LoRA adapter for the dialogue model on the dataset (progress, resumable)."""
+    from serving.training.train import TrainOptions, read_jsonl, train
+
+    setup_logging("warning")
+    if not base.exists():
+        typer.echo(f"--base {base}: no such folder or file", err=True)
+        raise typer.Exit(2)
+    if dataset is None:
+        dataset = out / "dataset"
+        if not (dataset / "train.jsonl").is_file():
+            model_dataset(out=dataset, config=config, knowledge=None, held_out=held_out, seed=seed)
+    try:
+        examples = read_jsonl(dataset / "train.jsonl")
+    except (OSError, ValueError) as err:
+        typer.echo(f"cannot read the dataset: {err}", err=True)
+        raise typer.Exit(2) from err
+    options = TrainOptions(base=base, out=out, steps=steps, learning_rate=learning_rate, rank=rank,
+                           batch_size=batch_size, max_tokens=max_tokens, seed=seed, threads=threads,
+                           save_every=save_every)  # fmt: skip
+    typer.echo(f"training a rank-{rank} LoRA adapter on {len(examples)} examples for {steps} steps", err=True)
+    result = train(options, examples, lambda line: typer.echo(line, err=True))
+    left_out = f" ({result.too_long} longer than {max_tokens} tokens left out)" if result.too_long else ""
+    loss = "n/a" if result.final_loss is None else f"{result.final_loss:.3f}"
+    typer.echo(f"adapter: {result.adapter} after {result.steps} steps in {result.seconds:.0f}s, final loss {loss}; "
+               f"{result.examples} examples{left_out}")  # fmt: skip
