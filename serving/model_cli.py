@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -117,6 +118,9 @@ def model_train(
     seed: Annotated[int, typer.Option()] = 0,
     threads: Annotated[int, typer.Option(min=1, help="Torch threads.")] = 1,
     save_every: Annotated[int, typer.Option(min=1, help="Checkpoint every this many steps (to resume).")] = 25,
+    report_examples: Annotated[
+        int, typer.Option(min=0, help="Held-out examples for the base-vs-tuned report (0: no report).")
+    ] = 50,
 ) -> None:
     """Train a LoRA adapter for the dialogue model on the dataset (progress, resumable)."""
     from serving.training.train import TrainOptions, read_jsonl, train
@@ -143,3 +147,12 @@ def model_train(
     loss = "n/a" if result.final_loss is None else f"{result.final_loss:.3f}"
     typer.echo(f"adapter: {result.adapter} after {result.steps} steps in {result.seconds:.0f}s, final loss {loss}; "
                f"{result.examples} examples{left_out}")  # fmt: skip
+    if report_examples:
+        from serving.training.report import compare, spread, table
+
+        held = spread(dataset / "held_out.jsonl", report_examples)
+        typer.echo(f"comparing base and tuned on {len(held)} held-out examples ...", err=True)
+        report = compare(result.base, result.adapter, held)
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        typer.echo(table(report))
+        typer.echo(f"report: {out / 'report.json'}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from serving.cli import app
+from serving.training.report import better, score
 from serving.training.train import encode
 from tests.conftest import ConfigFactory
 
@@ -49,7 +51,8 @@ def test_an_adapter_trains_loads_with_peft_and_changes_the_model(
 
     out = tmp_path / "adapter"
     result = CliRunner().invoke(app, ["model", "train", "--base", str(tiny_model_dir), "--out", str(out), "--dataset",
-                                      str(dataset), "--steps", "12", "--max-tokens", "4096"])  # fmt: skip
+                                      str(dataset), "--steps", "12", "--max-tokens", "4096",
+                                      "--report-examples", "0"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "step 12/12: loss" in result.output and "adapter:" in result.output
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
@@ -67,7 +70,7 @@ def test_training_resumes_from_its_last_checkpoint_after_kill_9(
 ) -> None:
     out = tmp_path / "adapter"
     command = [*BOT, "model", "train", "--base", str(tiny_model_dir), "--out", str(out), "--dataset", str(dataset),
-               "--steps", "400", "--save-every", "4", "--max-tokens", "4096"]  # fmt: skip
+               "--report-examples", "0", "--steps", "400", "--save-every", "4", "--max-tokens", "4096"]  # fmt: skip
     log = (tmp_path / "first.log").open("wb")
     first = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -92,3 +95,53 @@ def test_training_resumes_from_its_last_checkpoint_after_kill_9(
     assert f"step {saved + 1}/{saved + 4}" in again.stderr and f"step {saved + 4}/{saved + 4}" in again.stderr
     assert "step 1/" not in again.stderr  # it went on from the checkpoint, not from the start
     assert (out / "adapter_model.safetensors").is_file()
+
+
+PROMPT = ("Knowledge passages:\n<context>\n[1] Do you ship to Norway? (source: faq/shipping.yml)\nYes, we ship to "
+          "Norway within five working days.\n\n[2] Are returns free? (source: faq/returns.yml)\nReturns are free "
+          "within 30 days.\n</context>\n\n<customer_message>\nship to norway?\n</customer_message>")  # fmt: skip
+
+
+def chat(target: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": "Be brief."}, {"role": "user", "content": PROMPT},
+            {"role": "assistant", "content": target}]  # fmt: skip
+
+
+def test_the_report_scores_citations_support_and_declines() -> None:
+    answer = chat("Yes, we ship to Norway within five working days. [1]")
+    assert score(answer, "Yes, we ship to Norway within five working days [1]", 5.0).supported is True
+    cites_other = score(answer, "Returns cost nothing for a month [1]", 5.0)
+    assert cites_other.cited is True and cites_other.supported is False  # a provided passage, but not what it says
+    assert score(answer, "We ship there [3]", 5.0).cited is False  # [3] was never shown
+    assert score(answer, "We ship to Norway.", 5.0).cited is False
+    decline = chat("I'm not sure I can answer that correctly.")
+    assert score(decline, "I'm not sure I can answer that correctly.", 5.0).declined is True
+    assert score(decline, "Yes, we ship to Norway [1]", 5.0).declined is False
+    assert score(decline, "Sure thing!", 5.0).cited is None  # a decline is not counted as an answer
+
+
+def test_an_adapter_is_marked_better_only_when_it_is() -> None:
+    base = {"cited_rate": 0.5, "supported_rate": 0.2, "declined_when_expected": 0.4}
+    assert better(base, {"cited_rate": 0.6, "supported_rate": 0.2, "declined_when_expected": 0.4})
+    assert not better(base, base)  # no gain
+    assert not better(base, {"cited_rate": 0.9, "supported_rate": 0.9, "declined_when_expected": 0.3})  # one worse
+    assert better(base | {"declined_when_expected": None}, {"cited_rate": 0.6, "supported_rate": 0.3,
+                                                            "declined_when_expected": 0.0})  # fmt: skip
+
+
+def test_training_ends_with_the_base_and_tuned_side_by_side(
+    tmp_path: Path, tiny_model_dir: Path, dataset: Path
+) -> None:
+    out = tmp_path / "adapter"
+    result = CliRunner().invoke(app, ["model", "train", "--base", str(tiny_model_dir), "--out", str(out), "--dataset",
+                                      str(dataset), "--steps", "4", "--max-tokens", "4096",
+                                      "--report-examples", "8"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["held_out"] == 8 and set(report) == {"base", "tuned", "held_out", "better"}
+    for side in ("base", "tuned"):
+        assert {"cited_rate", "supported_rate", "declined_when_expected", "mean_length_chars", "latency_ms_p50"} <= set(
+            report[side]
+        )
+    assert report["better"] == better(report["base"], report["tuned"])
+    assert "cited_rate" in result.output and "held-out examples: 8" in result.output

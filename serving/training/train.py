@@ -47,6 +47,7 @@ class TrainOptions:
 @dataclass(frozen=True)
 class TrainResult:
     adapter: Path
+    base: Path  # the plain model folder it was trained on (the GGUF's conversion, for a GGUF base)
     steps: int
     resumed_from: int | None  # the checkpoint's step, when the run resumed
     examples: int
@@ -162,6 +163,7 @@ def train(options: TrainOptions, examples: Sequence[Sequence[dict[str, str]]], s
     tokenizer.save_pretrained(str(options.out))
     result = TrainResult(
         adapter=options.out,
+        base=base,
         steps=int(trainer.state.global_step),
         resumed_from=_step_of(resume) if resume is not None else None,
         examples=len(rows),
