@@ -44,7 +44,7 @@ class IndexSettings(_Section):
     embedding_model: Path | None = None
     # Threads for the embedding model. One per process stays fast under contention on small machines.
     threads: int = Field(default=1, ge=1, le=64)
-    # How texts become vectors. "onnx-int8": ONNX Runtime with int8 weights (the default: ~5x faster than
+    # How texts become vectors. "onnx-int8": ONNX Runtime with int8 weights (the default: ~4x faster than
     # torch on CPU at the same accuracy, docs/BENCHMARKS.md); "onnx": ONNX Runtime in fp32 (torch's
     # vectors, ~2x faster); "torch": sentence-transformers (GPUs, and the fallback for models the ONNX
     # path cannot export). Changing it re-embeds the knowledge base once.

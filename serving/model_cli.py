@@ -123,7 +123,8 @@ def model_train(
     ] = 50,
 ) -> None:
     """Train a LoRA adapter for the dialogue model on the dataset (progress, resumable)."""
-    from serving.training.train import TrainOptions, read_jsonl, train
+    from serving.training.dataset import read_examples
+    from serving.training.train import TrainOptions, train
 
     setup_logging("warning")
     if not base.exists():
@@ -134,7 +135,8 @@ def model_train(
         if not (dataset / "train.jsonl").is_file():
             model_dataset(out=dataset, config=config, knowledge=None, held_out=held_out, seed=seed)
     try:
-        examples = read_jsonl(dataset / "train.jsonl")
+        examples = [example.messages for example in read_examples(dataset / "train.jsonl")]
+        held_out_examples = read_examples(dataset / "held_out.jsonl") if report_examples else []
     except (OSError, ValueError) as err:
         typer.echo(f"cannot read the dataset: {err}", err=True)
         raise typer.Exit(2) from err
@@ -150,7 +152,7 @@ def model_train(
     if report_examples:
         from serving.training.report import compare, spread, table
 
-        held = spread(dataset / "held_out.jsonl", report_examples)
+        held = [example.messages for example in spread(held_out_examples, report_examples)]
         typer.echo(f"comparing base and tuned on {len(held)} held-out examples ...", err=True)
         report = compare(result.base, result.adapter, held)
         (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

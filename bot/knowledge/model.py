@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 OUT_OF_SCOPE_KIND = "out_of_scope"  # the kind of an operator's group of messages to decline
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"(])")
+# Where one sentence ends and the next begins (also how training targets are cut short: serving.training).
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"(])")
 _MIN_SENTENCE_CHARS = 20
 
 
@@ -205,7 +206,7 @@ def _sentences(text: str) -> list[str]:
     pieces: list[str] = []
     for line in plain.splitlines():
         line = re.sub(r"^\s*(?:[-+]|\d+[.)])\s+", "", line).strip()
-        pieces.extend(p.strip() for p in _SENTENCE_END.split(line))
+        pieces.extend(p.strip() for p in SENTENCE_END.split(line))
     return [p for p in pieces if p]
 
 

@@ -79,6 +79,24 @@ def transcript(turns: Sequence[Turn], latest: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def answer_context(lead: Hit | None, candidates: Sequence[Hit], min_score: float, limit: int) -> list[Hit]:
+    """The passages shown with an answer: the decided item first, then the other candidates good enough to be
+    suggested (`min_score`), `limit` in all. An item is shown once, whatever score each copy carries."""
+    chosen = [lead] if lead is not None else []
+    others = [h for h in candidates if (lead is None or h.item_id != lead.item_id) and h.score >= min_score]
+    return (chosen + others)[:limit]
+
+
+def clarify_options(candidates: Sequence[Hit], min_score: float) -> list[str]:
+    """The topics a clarifying question may offer: the candidates' titles good enough to be suggested."""
+    return [hit.title for hit in candidates if hit.score >= min_score]
+
+
+def options_list(options: Sequence[str]) -> str:
+    """Topics as the clarify prompt lists them."""
+    return "\n".join(f"- {option}" for option in options)
+
+
 def answer_messages(
     prompts: PromptLibrary, bot_name: str, question: str, hits: Sequence[Hit], history: Sequence[BaseMessage]
 ) -> list[BaseMessage]:

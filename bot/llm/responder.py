@@ -19,7 +19,16 @@ from bot.answering.replies import citation_for
 from bot.config import AnsweringSettings, LLMSettings, MessagesSettings
 from bot.llm.breaker import CircuitBreaker
 from bot.llm.client import ChatModel, ModelUnavailable
-from bot.llm.grounding import answer_messages, history_messages, read_citations, task_messages, transcript
+from bot.llm.grounding import (
+    answer_context,
+    answer_messages,
+    clarify_options,
+    history_messages,
+    options_list,
+    read_citations,
+    task_messages,
+    transcript,
+)
 from bot.llm.prompts import PromptLibrary
 from bot.pipeline import DeltaSink, KnowledgeResponder
 from bot.retrieval.index import Hit
@@ -109,18 +118,13 @@ class ModelResponder:
         )
 
     def _context(self, decision: Decision) -> list[Hit]:
-        """The decided item first, then other candidates good enough to be suggested."""
-        chosen = [decision.answer] if decision.answer is not None else []
-        others = [
-            hit
-            for hit in decision.candidates
-            if hit not in chosen and hit.score >= self._answering.suggestion_min_score
-        ]
-        return (chosen + others)[: self._settings.context_passages]
+        return answer_context(
+            decision.answer, decision.candidates, self._answering.suggestion_min_score, self._settings.context_passages
+        )
 
     async def _clarify(self, message: Message, decision: Decision) -> Reply:
         fallback = await self._knowledge.respond(message, decision, (), None)
-        options = [hit.title for hit in decision.candidates if hit.score >= self._answering.suggestion_min_score]
+        options = clarify_options(decision.candidates, self._answering.suggestion_min_score)
         best = decision.candidates[0] if decision.candidates else None
         near_miss = best is not None and self._clearance(best) >= -self._settings.clarify_band
         if not near_miss or len(options) < 2 or not self.prompts.available("clarify"):
@@ -130,7 +134,7 @@ class ModelResponder:
             "clarify",
             self._bot_name,
             question=message.text,
-            options="\n".join(f"- {option}" for option in options[: self._answering.suggestions]),
+            options=options_list(options[: self._answering.suggestions]),
         )
         return await self._short_reply(chat, fallback, "clarifying question", reason="clarify")
 

@@ -85,7 +85,7 @@ class ModelLayout:
 
 
 def model_digest(model_path: Path) -> str:
-    """A content hash of the model folder's files (names, sizes and bytes), for cache keys."""
+    """A content hash of the model folder's files (their names and bytes), for cache keys."""
     digest = hashlib.sha256()
     for file in sorted(p for p in model_path.rglob("*") if p.is_file() and p.name != "README.md"):
         digest.update(str(file.relative_to(model_path)).encode())

@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from bot.answering.policy import ResponsePolicy
-from bot.config import Config, LLMSettings
+from bot.config import Config
 from bot.llm.grounding import answer_messages, history_messages
 from bot.llm.prompts import PromptLibrary
 from bot.storage.store import ConversationStore
 from bot.storage.turns import Turn
 from bot.types import AnsweredBy
-from serving.training.dataset import Example, chat_example, context_for
+from serving.training.dataset import Example, chat_example, context_for, llm_setting
 from serving.training.redaction import Redactor
 from serving.training.support import supporting_passage
 
@@ -86,7 +86,7 @@ def _example(
     question = redactor.redact("\n".join(t.text for t in asked), *known)
     earlier = [replace(t, text=redactor.redact(t.text, *known)) for t in before[:start]]
     # As the model responder gives and trims it live (with the defaults when no model is configured yet).
-    keep, budget = _history_limits(config)
+    keep, budget = llm_setting(config, "history_turns"), llm_setting(config, "history_max_tokens")
     history = history_messages(earlier[-keep:], budget) if keep > 0 else []
     hits = context_for(config, policy.decide(question))
     text = redactor.redact(reply.text, *known)
@@ -98,10 +98,3 @@ def _example(
     chat = answer_messages(prompts, config.bot_name, question, hits, history)
     source = "agent" if reply.answered_by == AnsweredBy.HUMAN else "conversation"
     return chat_example(f"conversation:{conversation_id}", source, chat, target)
-
-
-def _history_limits(config: Config) -> tuple[int, int]:
-    if config.llm is not None:
-        return config.llm.history_turns, config.llm.history_max_tokens
-    fields = LLMSettings.model_fields
-    return int(fields["history_turns"].default), int(fields["history_max_tokens"].default)

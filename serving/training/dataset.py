@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,12 +32,11 @@ from langchain_core.messages.utils import convert_to_openai_messages
 
 from bot.answering.policy import Decision, DecisionKind, ResponsePolicy
 from bot.config import Config, LLMSettings
-from bot.knowledge.model import FaqEntry, KnowledgeItem, OutOfScopeGroup, Passage
-from bot.llm.grounding import answer_messages, task_messages, transcript
+from bot.knowledge.model import SENTENCE_END, FaqEntry, KnowledgeItem, OutOfScopeGroup, Passage
+from bot.llm.grounding import answer_context, answer_messages, clarify_options, options_list, task_messages, transcript
 from bot.llm.prompts import PromptLibrary
 from bot.retrieval.index import Hit
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 BRIEF_SENTENCES = 4  # the system prompt's "at most four sentences"
 
 
@@ -50,6 +48,21 @@ class Example:
 
     def to_json(self) -> dict[str, Any]:
         return {"item": self.item, "source": self.source, "messages": list(self.messages)}
+
+
+def read_examples(path: Path) -> list[Example]:
+    """A `train.jsonl` or `held_out.jsonl` as written; a line that is not an example is an error naming it."""
+    examples = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            messages = tuple({"role": str(m["role"]), "content": str(m["content"])} for m in row["messages"])
+            examples.append(Example(str(row["item"]), str(row["source"]), messages))
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}:{number}: not a dataset line ({err})") from err
+    return examples
 
 
 @dataclass
@@ -68,7 +81,7 @@ class Dataset:
 
 def brief(text: str, sentences: int = BRIEF_SENTENCES) -> str:
     """The first few sentences of a knowledge text, as the system prompt asks answers to be."""
-    parts = _SENTENCE_END.split(" ".join(text.split()))
+    parts = SENTENCE_END.split(" ".join(text.split()))
     return " ".join(parts[:sentences])
 
 
@@ -143,19 +156,20 @@ class ExampleBuilder:
 
     def _decline(self, item: str, text: str) -> Example:
         decision = self._policy.decide(text)
-        hits = list(decision.candidates[: _passages(self._config)])
+        hits = list(decision.candidates[: llm_setting(self._config, "context_passages")])
         chat = answer_messages(self._prompts, self._config.bot_name, text, hits, [])
         return chat_example(item, "decline", chat, self._config.messages.not_sure)
 
     def _clarify(self, item: str, text: str, candidates: Sequence[Hit]) -> Example | None:
-        floor = self._config.answering.suggestion_min_score
-        titles = list(dict.fromkeys(h.title for h in candidates if h.score >= floor))
-        titles = titles[: self._config.answering.suggestions]
+        """The clarify task as the model responder sends it, answered with a question naming the topics."""
+        titles = clarify_options(candidates, self._config.answering.suggestion_min_score)
         if len(titles) < 2 or not self._prompts.available("clarify"):
             return None
-        options = "\n".join(f"- {title}" for title in titles)
-        chat = task_messages(self._prompts, "clarify", self._config.bot_name, question=text, options=options)
-        quoted = [f"“{title}”" for title in titles]
+        shown = titles[: self._config.answering.suggestions]
+        chat = task_messages(
+            self._prompts, "clarify", self._config.bot_name, question=text, options=options_list(shown)
+        )
+        quoted = [f"“{title}”" for title in shown]
         question = "Which of these do you mean: " + ", ".join(quoted[:-1]) + f" or {quoted[-1]}"
         return chat_example(item, "clarify", chat, question)
 
@@ -172,19 +186,15 @@ class ExampleBuilder:
 
 
 def context_for(config: Config, decision: Decision, first: Hit | None = None) -> list[Hit]:
-    """The passages the model responder shows for a decision: the decided item (or `first`), then the other
-    candidates good enough to be suggested (`bot.llm.responder.ModelResponder._context`)."""
-    lead = first or decision.answer
-    chosen = [lead] if lead is not None else []
+    """The passages the model responder shows for a decision, the decided item (or `first`) leading."""
     floor = config.answering.suggestion_min_score
-    others = [h for h in decision.candidates if (lead is None or h.item_id != lead.item_id) and h.score >= floor]
-    return (chosen + others)[: _passages(config)]
+    return answer_context(first or decision.answer, decision.candidates, floor, llm_setting(config, "context_passages"))
 
 
-def _passages(config: Config) -> int:
-    return (
-        config.llm.context_passages if config.llm is not None else LLMSettings.model_fields["context_passages"].default
-    )
+def llm_setting(config: Config, name: str) -> int:
+    """A number from the `llm:` section, or its default when no model is configured yet."""
+    value = getattr(config.llm, name) if config.llm is not None else LLMSettings.model_fields[name].default
+    return int(value)
 
 
 def chat_example(item: str, source: str, chat: list[BaseMessage], reply: str) -> Example:

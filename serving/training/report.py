@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from serving.training.dataset import Example
 from serving.training.support import SUPPORTED, overlap
 
 _PASSAGE = re.compile(r"^\[(\d+)\] .*\(source: [^)]*\)$", re.MULTILINE)
@@ -124,17 +125,13 @@ def compare(
             "better": better(base_figures, tuned_figures)}  # fmt: skip
 
 
-def spread(path: Path, n: int) -> list[list[dict[str, str]]]:
-    """Up to `n` held-out examples taken in turn from each source (answers, declines, clarify...), in file order."""
-    import json
-
-    by_source: dict[str, list[list[dict[str, str]]]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            by_source.setdefault(str(row["source"]), []).append(row["messages"])
-    picked: list[list[dict[str, str]]] = []
+def spread(examples: Sequence[Example], n: int) -> list[Example]:
+    """Up to `n` examples taken in turn from each source (answers, declines, clarify...), each in file order."""
+    by_source: dict[str, list[Example]] = {}
+    for example in examples:
+        by_source.setdefault(example.source, []).append(example)
     queues = [list(reversed(rows)) for _, rows in sorted(by_source.items())]
+    picked: list[Example] = []
     while len(picked) < n and any(queues):
         for queue in queues:
             if queue and len(picked) < n:

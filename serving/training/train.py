@@ -95,18 +95,6 @@ def _ids(rendered: Any) -> list[int]:
     return [int(i) for i in ids]
 
 
-def read_jsonl(path: Path) -> list[list[dict[str, str]]]:
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line)["messages"])
-        except (ValueError, KeyError) as err:
-            raise ValueError(f"{path}:{number}: not a dataset line ({err})") from err
-    return rows
-
-
 def train(options: TrainOptions, examples: Sequence[Sequence[dict[str, str]]], say: Say) -> TrainResult:
     import torch
     from peft import LoraConfig, get_peft_model
