@@ -169,13 +169,19 @@ class PromptsSettings(_Section):
 
 
 class ModelServerSettings(_Section):
-    """`bot model serve`: how vLLM serves the dialogue model (GPU hosts, `vllm` extra installed)."""
+    """`bot model serve`: how the dialogue model is served. vLLM on GPU hosts (`vllm` extra installed);
+    `transformers serve` on a CPU machine (the base merged with one adapter)."""
 
-    model: str = Field(min_length=1)  # a local folder (or a model id already in the local cache)
+    model: str = Field(min_length=1)  # a local folder, a .gguf file, or a model id already in the local cache
+    backend: Literal["vllm", "transformers"] = "vllm"
     served_model_name: str | None = None  # what clients send as `model`; set llm.model to the same
     host: str = "127.0.0.1"
     port: int = Field(default=8001, ge=1, le=65535)
     lora_adapters: dict[str, Path] = Field(default_factory=dict)  # name -> adapter folder
+    # vLLM: accept `bot model load-adapter` while running (VLLM_ALLOW_RUNTIME_LORA_UPDATING; private networks only).
+    runtime_lora: bool = False
+    max_lora_rank: int | None = Field(default=None, ge=1, le=512)  # vLLM's default is 16
+    device: str = "auto"  # transformers backend: cpu, cuda:0, auto
     max_model_len: int | None = Field(default=None, ge=16)
     gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
     tensor_parallel_size: int = Field(default=1, ge=1, le=64)

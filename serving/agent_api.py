@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bot.conversation.desk import AgentDesk, ConversationView
 from bot.conversation.ledger import Listed, UnknownConversation
 from bot.conversation.state import Event, EventKind, Owner, Ownership, OwnershipConflict
+from bot.storage.approvals import ApprovalError
 from bot.storage.turns import Turn
 from bot.types import AnsweredBy
 from serving.agents import AgentDirectory, AgentPresence, InboxFeed
@@ -35,6 +36,14 @@ class AgentText(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: Annotated[str, Field(strict=True, min_length=1, max_length=MAX_AGENT_TEXT)]
+
+
+class ApprovalTarget(BaseModel):
+    """Approve the whole conversation for training, or one reply in it (`turn`: its id)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    turn: Annotated[int | None, Field(strict=True, ge=1)] = None
 
 
 def listed_out(item: Listed) -> dict[str, Any]:
@@ -156,6 +165,14 @@ class AgentApi:
                 return conflict(err)
             except UnknownConversation:
                 raise HTTPException(404, "unknown conversation") from None
+
+        @router.post("/conversations/{conversation_id}/approve")
+        async def approve(conversation_id: str, body: ApprovalTarget, agent: Agent) -> dict[str, Any]:
+            try:
+                new = await self._desk().approve(conversation_id, agent, body.turn)
+            except ApprovalError as err:
+                raise HTTPException(404, str(err)) from None
+            return {"conversation": conversation_id, "turn": body.turn, "approved_by": agent, "new": new}
 
         @router.get("/events")
         async def events(agent: Agent) -> StreamingResponse:

@@ -1,5 +1,5 @@
-"""`bot model serve`: run vLLM's OpenAI-compatible server for the dialogue model, wait until it is ready,
-and stop it cleanly (SIGTERM to its process group, then SIGKILL)."""
+"""`bot model serve`: run the dialogue model's OpenAI-compatible server (vLLM on GPU hosts, `transformers
+serve` on CPU), wait until it is ready, and stop it cleanly (SIGTERM to its process group, then SIGKILL)."""
 
 from __future__ import annotations
 
@@ -72,10 +72,27 @@ def vllm_command(settings: ModelServerSettings, executable: list[str]) -> list[s
         "--tensor-parallel-size",
         str(settings.tensor_parallel_size),
     ]
+    if settings.lora_adapters or settings.runtime_lora:
+        command += ["--enable-lora"]
+    if settings.max_lora_rank is not None:
+        command += ["--max-lora-rank", str(settings.max_lora_rank)]
     if settings.lora_adapters:
         modules = [_lora_module(name, path) for name, path in settings.lora_adapters.items()]
-        command += ["--enable-lora", "--lora-modules", *modules]
+        command += ["--lora-modules", *modules]
     return command + list(settings.extra_args)
+
+
+def vllm_environment(settings: ModelServerSettings) -> dict[str, str]:
+    """What vLLM needs in its environment beyond ours: the runtime LoRA switch, when asked for."""
+    return {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"} if settings.runtime_lora else {}
+
+
+def transformers_command(settings: ModelServerSettings, folder: Path) -> list[str]:
+    """`transformers serve FOLDER` for these settings (a plain model folder: the base, or base + adapter merged)."""
+    script = Path(sys.executable).with_name("transformers")
+    executable = [str(script)] if script.is_file() else [sys.executable, "-m", "transformers.cli.transformers"]
+    return [*executable, "serve", str(folder), "--host", settings.host, "--port", str(settings.port),
+            "--device", settings.device, *settings.extra_args]  # fmt: skip
 
 
 def _client_host(settings: ModelServerSettings) -> str:
@@ -101,7 +118,8 @@ def _health_status(host: str, port: int) -> int | None:
 
 
 class ModelServerProcess:
-    """vLLM as a child process in its own process group: start, wait until /health answers 200, stop.
+    """The model server (vLLM unless `command` says otherwise) as a child process in its own process group:
+    start, wait until /health answers 200, stop.
 
     The child's output is copied line by line to `echo` (if given); its last lines are kept for error messages.
     """
@@ -111,12 +129,17 @@ class ModelServerProcess:
         settings: ModelServerSettings,
         executable: Sequence[str],
         *,
+        command: Sequence[str] | None = None,  # instead of vLLM's (`executable` is then unused)
+        environment: dict[str, str] | None = None,
+        name: str = "vLLM",
         echo: TextIO | None = None,
         stop_timeout_s: float = 30.0,
         poll_interval_s: float = 0.25,
         tail_lines: int = 40,
     ) -> None:
-        self.command = vllm_command(settings, list(executable))
+        self.command = list(command) if command is not None else vllm_command(settings, list(executable))
+        self.environment = environment if environment is not None else vllm_environment(settings)
+        self.name = name
         self.url = base_url(settings)
         self._host, self._port = _client_host(settings), settings.port
         self.ready_timeout_s = settings.ready_timeout_s
@@ -138,8 +161,8 @@ class ModelServerProcess:
             return "\n".join(self._tail)
 
     def start(self) -> None:
-        logger.info("starting vLLM: %s", shlex.join(self.command))
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # its log lines as they happen, not at exit
+        logger.info("starting %s: %s", self.name, shlex.join(self.command))
+        env = {**os.environ, **self.environment, "PYTHONUNBUFFERED": "1"}  # its log lines as they happen
         try:
             self._proc = subprocess.Popen(
                 self.command,
@@ -189,14 +212,14 @@ class ModelServerProcess:
         while True:
             code = proc.poll()
             if code is not None:
-                raise self._failure(f"vLLM exited with code {code} before it was ready")
+                raise self._failure(f"{self.name} exited with code {code} before it was ready")
             if _health_status(self._host, self._port) == 200:
                 break
             if time.monotonic() >= deadline:
-                raise self._failure(f"vLLM was not ready after {self.ready_timeout_s:g} s ({self.url}/health)")
+                raise self._failure(f"{self.name} was not ready after {self.ready_timeout_s:g} s ({self.url}/health)")
             time.sleep(self._poll_interval_s)
         seconds = time.monotonic() - self._started_at
-        logger.info("vLLM ready after %.1f s at %s", seconds, self.url)
+        logger.info("%s ready after %.1f s at %s", self.name, seconds, self.url)
         return seconds
 
     def wait(self) -> int:
@@ -215,12 +238,12 @@ class ModelServerProcess:
         if proc is None:
             return None
         if proc.poll() is None:
-            logger.info("stopping vLLM (pid %d): SIGTERM", proc.pid)
+            logger.info("stopping %s (pid %d): SIGTERM", self.name, proc.pid)
             self._signal_group(signal.SIGTERM)
             try:
                 proc.wait(self._stop_timeout_s)
             except subprocess.TimeoutExpired:
-                logger.warning("vLLM did not stop within %g s: SIGKILL", self._stop_timeout_s)
+                logger.warning("%s did not stop within %g s: SIGKILL", self.name, self._stop_timeout_s)
                 self._signal_group(signal.SIGKILL)
                 proc.wait()
             except KeyboardInterrupt:  # a second Ctrl-C: don't wait any longer
@@ -229,7 +252,7 @@ class ModelServerProcess:
                 proc.wait()
                 raise
         self._drain_output()
-        logger.info("vLLM stopped (exit code %d)", proc.returncode)
+        logger.info("%s stopped (exit code %d)", self.name, proc.returncode)
         return proc.returncode
 
     def __enter__(self) -> ModelServerProcess:

@@ -325,3 +325,26 @@ def test_a_frustrated_customer_gets_the_answer_and_a_person(served: LiveServer, 
     assert angry["state"] == "queued" and angry["handoff"] is True and angry["citations"]  # the answer stays
     assert angry["reply"].endswith(config.messages.handoff_frustrated)
     assert detail["trigger"] == "frustration" and "sounded frustrated" in detail["summary"]
+
+
+def test_an_agent_approves_a_conversation_or_one_reply_for_training(served: LiveServer, config: Config) -> None:
+    with served.client() as client:
+        conversation = say(client, "Do you ship to Norway?")["conversation_id"]
+        base = f"/api/agent/conversations/{conversation}"
+        turns = client.get(base, headers=as_agent(ALICE)).json()["turns"]
+        reply = next(t["id"] for t in turns if t["role"] == "bot")
+        customer = next(t["id"] for t in turns if t["role"] not in ("bot", "agent"))
+        one = client.post(f"{base}/approve", headers=as_agent(ALICE), json={"turn": reply})
+        assert one.status_code == 200 and one.json() == {"conversation": conversation, "turn": reply,
+                                                         "approved_by": "alice", "new": True}  # fmt: skip
+        again = client.post(f"{base}/approve", headers=as_agent(BOB), json={"turn": reply})
+        assert again.status_code == 200 and again.json()["new"] is False
+        assert client.post(f"{base}/approve", headers=as_agent(BOB), json={}).json()["new"] is True  # all of it
+        not_a_reply = client.post(f"{base}/approve", headers=as_agent(ALICE), json={"turn": customer})
+        assert not_a_reply.status_code == 404 and "no reply with turn id" in not_a_reply.text
+        assert client.post("/api/agent/conversations/nope/approve", headers=as_agent(ALICE), json={}).status_code == 404
+        assert client.post(f"{base}/approve", json={}).status_code == 401
+    with sqlite3.connect(config.store.path) as db:
+        rows = db.execute("SELECT turn_id, approved_by FROM approvals WHERE conversation_id = ? ORDER BY turn_id",
+                          (conversation,)).fetchall()  # fmt: skip
+    assert sorted(rows, key=str) == sorted([(reply, "alice"), (None, "bob")], key=str)

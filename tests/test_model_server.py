@@ -205,6 +205,7 @@ def test_model_serve_without_vllm_installed_exits_2_with_the_install_hint(tmp_pa
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "vLLM is not installed" in lines[0] and "pip install 'supportbot[vllm]'" in lines[0]
+    assert "--backend transformers" in lines[0]
     assert "Traceback" not in result.stderr + result.stdout
 
 

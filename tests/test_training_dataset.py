@@ -173,3 +173,19 @@ def test_only_approved_replies_become_examples_and_personal_data_is_gone(
     redacted = json.loads((out / "manifest.json").read_text())["redacted"]
     assert redacted["email"] >= 2 and redacted["order"] >= 1 and redacted["phone"] == 1 and redacted["name"] >= 1
     assert "redacted:" in built.output
+
+
+def test_rarer_sources_are_repeated_up_to_their_share_and_common_ones_left_alone() -> None:
+    from serving.training.dataset import Example, balanced
+
+    def rows(source: str, n: int) -> list[Example]:
+        return [Example(f"{source}-{i}", source, ({"role": "assistant", "content": str(i)},)) for i in range(n)]
+
+    examples = rows("faq", 80) + rows("decline", 4) + rows("clarify", 16)
+    out = balanced(examples, 0.1)
+    counts = {source: sum(e.source == source for e in out) for source in ("faq", "decline", "clarify")}
+    assert counts == {"faq": 80, "decline": 10, "clarify": 16}
+    assert out[: len(examples)] == examples  # the originals first, in order; then the repeats
+    assert [e.item for e in out[len(examples) :]] == ["decline-0", "decline-1", "decline-2", "decline-3",
+                                                      "decline-0", "decline-1"]  # fmt: skip
+    assert balanced(examples, 0.0) == examples

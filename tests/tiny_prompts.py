@@ -12,7 +12,7 @@ from typing import Any
 
 # No two replies share a word: after its first token, each reply's next token follows from the one before
 # (a tiny model mixes replies that share a word: "The customer needs a person from our policy says [1].").
-CITED_ANSWER = "Here is what our policy says [1]."
+CITED_ANSWER = "Here is what our policy says [1]"  # as the training set cites: the answer, then [1]
 UNCITED_ANSWER = "Sure, anything can happen."
 CLARIFY_ANSWER = "Which topic do you mean?"
 HANDOFF_ANSWER = "A colleague will take over shortly."

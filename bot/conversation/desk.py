@@ -64,6 +64,11 @@ class AgentDesk:
         self._notify(conversation_id, str(EventKind.RELEASE))
         return changed
 
+    async def approve(self, conversation_id: str, agent: str, turn_id: int | None = None) -> bool:
+        """Approve the conversation (or one reply in it) for the dialogue model's training set; False if it
+        was approved already. Raises ApprovalError for a conversation or reply that is not in the store."""
+        return await self._store.approvals.approve(conversation_id, turn_id, agent)
+
     async def reply(self, conversation_id: str, agent: str, text: str) -> Turn:
         """Store a reply from the agent who owns the conversation (the caller sends it to the customer)."""
         current = await self._ledger.ownership(conversation_id)

@@ -163,6 +163,11 @@
   $("claim").addEventListener("click", function () {
     act("POST", "/claim", undefined, function () { return "You own this conversation."; });
   });
+  $("approve").addEventListener("click", function () {
+    act("POST", "/approve", {}, function (result) {
+      return result.new ? "Approved for training." : "Already approved for training.";
+    });
+  });
   $("release").addEventListener("click", function () {
     act("POST", "/release", undefined, function () { return "Back with the bot."; });
   });

@@ -65,6 +65,24 @@ def read_examples(path: Path) -> list[Example]:
     return examples
 
 
+def balanced(examples: Sequence[Example], floor: float) -> list[Example]:
+    """The examples, with each source that has fewer than `floor` of them repeated up to that share.
+
+    Declines, clarifying questions and handoffs are a few percent of a knowledge base's examples; a short
+    run would barely see them, and the adapter would learn to answer everything. Repeating the rare ones
+    (in their order) is the usual remedy; the common sources are left as they are.
+    """
+    by_source: dict[str, list[Example]] = {}
+    for example in examples:
+        by_source.setdefault(example.source, []).append(example)
+    wanted = int(floor * len(examples))
+    out = list(examples)
+    for rows in by_source.values():
+        if len(rows) < wanted:
+            out += [rows[i % len(rows)] for i in range(wanted - len(rows))]
+    return out
+
+
 @dataclass
 class Dataset:
     train: list[Example] = field(default_factory=list)

@@ -1,6 +1,7 @@
 """Base model against tuned adapter on the held-out examples, side by side, in one run.
 
-For each held-out example the model writes its reply to the example's prompt (greedy, as served), and:
+For each held-out example the model writes its reply to the example's prompt (greedy, as served; up to the
+target's length and 32 tokens more, so that no reply loses its citation to a fixed cut-off), and:
 - **cited**: where the target answers from passages, the reply cites at least one passage it was given
   and none it was not (`[n]` with n within the numbered context);
 - **supported**: the cited passages contain at least `support.SUPPORTED` of the reply's content words
@@ -29,6 +30,8 @@ from serving.training.support import SUPPORTED, overlap
 _PASSAGE = re.compile(r"^\[(\d+)\] .*\(source: [^)]*\)$", re.MULTILINE)
 _CITATION = re.compile(r"\[(\d{1,3})\]")
 RATES = ("cited_rate", "supported_rate", "declined_when_expected")
+REPLY_SLACK = 32  # tokens beyond the target's length
+MAX_REPLY_TOKENS = 512
 
 
 @dataclass(frozen=True)
@@ -88,18 +91,23 @@ def better(base: dict[str, Any], tuned: dict[str, Any]) -> bool:
     return bool(pairs) and all(t >= b for b, t in pairs) and any(t > b for b, t in pairs)
 
 
-def generate_all(
-    model: Any, tokenizer: Any, examples: Sequence[Sequence[dict[str, str]]], max_new_tokens: int
-) -> list[Scored]:
+def reply_budget(tokenizer: Any, target: str, slack: int = REPLY_SLACK) -> int:
+    """New tokens a reply may take: the target's length and some slack (a cut-off reply loses its citation)."""
+    return min(MAX_REPLY_TOKENS, len(tokenizer(target)["input_ids"]) + slack)
+
+
+def generate_all(model: Any, tokenizer: Any, examples: Sequence[Sequence[dict[str, str]]]) -> list[Scored]:
     import torch
 
     scored = []
     for messages in examples:
         prompt = tokenizer.apply_chat_template(list(messages[:-1]), add_generation_prompt=True, return_tensors="pt",
                                                return_dict=True)  # fmt: skip
+        prompt = {key: value.to(model.device) for key, value in prompt.items()}
+        budget = reply_budget(tokenizer, messages[-1]["content"])
         started = time.perf_counter()
         with torch.no_grad():
-            output = model.generate(**prompt, max_new_tokens=max_new_tokens, do_sample=False,
+            output = model.generate(**prompt, max_new_tokens=budget, do_sample=False,
                                     pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)  # fmt: skip
         latency = (time.perf_counter() - started) * 1000
         reply = tokenizer.decode(output[0][prompt["input_ids"].shape[1] :], skip_special_tokens=True)
@@ -107,20 +115,21 @@ def generate_all(
     return scored
 
 
-def compare(
-    base: Path, adapter: Path, examples: Sequence[Sequence[dict[str, str]]], max_new_tokens: int = 96
-) -> dict[str, Any]:
+def compare(base: Path, adapter: Path, examples: Sequence[Sequence[dict[str, str]]]) -> dict[str, Any]:
     """`{"base": {...}, "tuned": {...}, "held_out": N, "better": bool}` over `examples`."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(adapter))
+    import torch
+
     model: Any = AutoModelForCausalLM.from_pretrained(str(base))
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
     model.eval()
-    base_figures = figures(generate_all(model, tokenizer, examples, max_new_tokens))
+    base_figures = figures(generate_all(model, tokenizer, examples))
     tuned_model: Any = PeftModel.from_pretrained(model, str(adapter))
     tuned_model.eval()
-    tuned_figures = figures(generate_all(tuned_model, tokenizer, examples, max_new_tokens))
+    tuned_figures = figures(generate_all(tuned_model, tokenizer, examples))
     return {"base": base_figures, "tuned": tuned_figures, "held_out": len(examples),
             "better": better(base_figures, tuned_figures)}  # fmt: skip
 

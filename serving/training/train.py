@@ -103,7 +103,7 @@ def train(options: TrainOptions, examples: Sequence[Sequence[dict[str, str]]], s
     started = time.monotonic()
     torch.set_num_threads(options.threads)
     options.out.mkdir(parents=True, exist_ok=True)
-    base = plain_base(options.base, options.out, say)
+    base = plain_base(options.base, options.out, say).resolve()  # the adapter records where its base is
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -129,7 +129,7 @@ def train(options: TrainOptions, examples: Sequence[Sequence[dict[str, str]]], s
         save_total_limit=2,
         seed=options.seed,
         data_seed=options.seed,
-        use_cpu=True,
+        use_cpu=not torch.cuda.is_available(),  # a GPU host trains on its GPU
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
