@@ -10,6 +10,7 @@ import datetime as dt
 import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -72,6 +73,30 @@ class AnsweringSettings(_Section):
 
 class StoreSettings(_Section):
     path: Path = Path(".data/conversations.sqlite3")
+
+
+class CoordinationSettings(_Section):
+    """What must hold across several `bot serve` processes: per-conversation ordering and rate limits.
+    Without `redis_url`, in this process only (the embedded default). The password, if Redis wants one,
+    comes from SUPPORTBOT_REDIS_PASSWORD, never from this file."""
+
+    redis_url: str | None = None  # redis://host:6379/0 (rediss:// for TLS)
+    # A process that dies holding a conversation's lock holds it at most this long.
+    lock_lease_s: float = Field(default=30.0, ge=1.0, le=600.0)
+    # A message waits at most this long for the message before it in the same conversation.
+    lock_wait_s: float = Field(default=120.0, ge=1.0, le=3600.0)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _plain_redis_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise ValueError(f"{url!r} is not a Redis URL (redis://host:6379/0)")
+        if parts.password is not None:
+            raise ValueError("no password in redis_url: set it in the environment, SUPPORTBOT_REDIS_PASSWORD")
+        return url
 
 
 class ServerSettings(_Section):
@@ -348,6 +373,7 @@ class Config(_Section):
     index: IndexSettings = IndexSettings()
     answering: AnsweringSettings = AnsweringSettings()
     store: StoreSettings = StoreSettings()
+    coordination: CoordinationSettings = CoordinationSettings()
     server: ServerSettings = ServerSettings()
     web: WebSettings = WebSettings()
     channels: ChannelsSettings = ChannelsSettings()

@@ -14,7 +14,6 @@ import asyncio
 import logging
 import secrets
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -29,6 +28,7 @@ from bot.answering.replies import compose_reply, error_reply, notice_reply
 from bot.config import AnsweringSettings, HandoffSettings, MessagesSettings
 from bot.conversation.router import HELD_REASON, Router
 from bot.conversation.state import Owner, Ownership, Staffing
+from bot.storage.coordination import Coordination, LocalCoordination
 from bot.storage.store import ConversationStore
 from bot.storage.turns import Turn
 from bot.types import AnsweredBy, Message, MessageKind, Reply
@@ -122,6 +122,7 @@ class Pipeline:
         on_reply: Callable[[Message, Reply, float], None] = lambda message, reply, seconds: None,
         summariser: Summariser | None = None,
         forms: FormRunner | None = None,
+        coordination: Coordination | None = None,
     ) -> None:
         self.policy = policy
         self.store = store
@@ -132,8 +133,9 @@ class Pipeline:
         self.router = Router(
             store.ledger, lambda cid, n: store.turns(cid, limit=n), messages, handoff, staffing, frustration
         )
-        # One message at a time per conversation: keeps replies in order and resends answered once.
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # One message at a time per conversation (across processes with Redis): keeps replies in order and
+        # resends answered once.
+        self.coordination: Coordination = coordination or LocalCoordination()
         # Names this process's delivery claims: one left by another instance is a process that died sending.
         self.instance = secrets.token_hex(8)
         self._notify = notify  # (conversation id, what happened): the agent inbox's live view
@@ -148,18 +150,12 @@ class Pipeline:
     async def handle(self, message: Message) -> Reply:
         return (await self.exchange(message)).reply
 
-    def _lock(self, conversation_id: str) -> asyncio.Lock:
-        lock = self._locks.get(conversation_id)
-        if lock is None:
-            lock = self._locks[conversation_id] = asyncio.Lock()
-        return lock
-
     async def receive(self, message: Message) -> int:
         """Store a message, once per client_message_id, before its channel is acknowledged; its user turn id.
 
         Raises ClientIdConflict when the id already names a different text.
         """
-        async with self._lock(message.conversation_id):
+        async with self.coordination.conversation_lock(message.conversation_id):
             user_turn_id, _ = await self._store_once(message)
             return user_turn_id
 
@@ -175,7 +171,7 @@ class Pipeline:
         Never raises for a problem in answering: the customer gets a safe reply. Raises ClientIdConflict
         when its client_message_id already names a different text.
         """
-        async with self._lock(message.conversation_id):
+        async with self.coordination.conversation_lock(message.conversation_id):
             if stored_turn_id is None:
                 user_turn_id, answered = await self._store_once(message)
             else:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.config import Config
 from bot.pipeline import RESUME_WINDOW_S, ClientIdConflict, Exchange, Pipeline
-from bot.storage.ratelimit import RateLimiter
+from bot.storage.coordination import CoordinationUnavailable, RateCheck
 from bot.storage.store import MAX_TURN_ID
 from bot.storage.turns import Turn
 from bot.types import Message, Reply
@@ -132,15 +132,13 @@ def origin_allowed(origin: str | None, own_origin: str, allowed: list[str]) -> b
 
 
 class WebChannel:
-    """Holds the web channel's state (rate limits) for one app; builds its routes."""
+    """Holds the web channel's state (open widgets) for one app; builds its routes."""
 
     def __init__(self, pipeline: Callable[[], Pipeline], config: Config) -> None:
         self._pipeline = pipeline
         self._settings = config.web
         self._messages = config.messages
         self._max_frame_bytes = config.server.max_body_bytes
-        self._per_conversation = RateLimiter(self._settings.messages_per_minute_per_conversation, WINDOW_SECONDS)
-        self._per_ip = RateLimiter(self._settings.messages_per_minute_per_ip, WINDOW_SECONDS)
         self._sockets: dict[str, set[WebSocket]] = {}  # conversation id -> its open widgets
 
     async def deliver(self, turn: Turn) -> bool:
@@ -159,20 +157,17 @@ class WebChannel:
             await self._pipeline().turn_sent(turn.id, True)
         return pushed
 
-    def _rate_limited(self, conversation_id: str, client_ip: str) -> float:
-        """Seconds to wait, or 0 when this message may go through.
+    async def _rate_limited(self, conversation_id: str, client_ip: str) -> float:
+        """Seconds to wait, or 0 when this message may go through (counted in every process's limits).
 
         Only messages that go through count against the limits: a conversation that keeps sending while
         refused must not use up the allowance of everyone else behind the same address.
         """
-        ip = f"ip:{client_ip}"
-        if not self._per_ip.allows(ip):
-            return self._per_ip.retry_after(ip) or 1.0
-        if not self._per_conversation.allows(conversation_id):
-            return self._per_conversation.retry_after(conversation_id) or 1.0
-        self._per_ip.record(ip)
-        self._per_conversation.record(conversation_id)
-        return 0.0
+        return await self._pipeline().coordination.rate([
+            RateCheck(f"ip:{client_ip}", self._settings.messages_per_minute_per_ip, WINDOW_SECONDS),
+            RateCheck(f"conversation:{conversation_id}", self._settings.messages_per_minute_per_conversation,
+                      WINDOW_SECONDS),
+        ])  # fmt: skip
 
     def router(self) -> APIRouter:
         router = APIRouter()
@@ -185,7 +180,7 @@ class WebChannel:
                 conversation_id = new_conversation_id()
             elif await pipeline.store.conversation(conversation_id) is None:
                 raise HTTPException(404, "unknown conversation_id; omit it to start a new conversation")
-            wait = self._rate_limited(conversation_id, request.client.host if request.client else "unknown")
+            wait = await self._rate_limited(conversation_id, request.client.host if request.client else "unknown")
             if wait:
                 return JSONResponse(
                     status_code=429,
@@ -267,10 +262,14 @@ class WebChannel:
                 detail = err.errors()[0]["msg"] if isinstance(err, ValidationError) else "not valid JSON"
                 await _send_error(websocket, "invalid", f"Invalid frame: {detail}")
                 continue
-            if self._rate_limited(conversation_id, client_ip):
-                await _send_error(websocket, "rate_limited", self._messages.rate_limited, frame.client_message_id)
-                continue
-            await self._answer_frame(websocket, pipeline, conversation_id, frame)
+            try:
+                if await self._rate_limited(conversation_id, client_ip):
+                    await _send_error(websocket, "rate_limited", self._messages.rate_limited, frame.client_message_id)
+                    continue
+                await self._answer_frame(websocket, pipeline, conversation_id, frame)
+            except CoordinationUnavailable as err:  # nothing stored: the widget sends it again
+                log.error("web: coordination unavailable: %s", err)
+                await _send_error(websocket, "unavailable", "Please try again in a moment.", frame.client_message_id)
 
     async def _answer_frame(
         self, websocket: WebSocket, pipeline: Pipeline, conversation_id: str, frame: SocketMessage

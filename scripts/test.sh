@@ -3,14 +3,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
-# The widget's browser tests drive Debian's Chromium (Playwright downloads no browser here).
-if ! command -v chromium >/dev/null 2>&1; then
+# Real parts the tests start on loopback: Debian's Chromium for the browser tests (Playwright downloads no
+# browser here) and redis-server for coordination across processes. Installed when missing and run as root.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing chromium for the browser tests..." >&2
+    echo "installing ${missing[*]} for the tests..." >&2
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "chromium is missing and cannot be installed here: browser tests will be skipped" >&2
+    echo "${missing[*]} missing and cannot be installed here: the tests that need them say so" >&2
   fi
 fi
 .venv/bin/ruff check --quiet .

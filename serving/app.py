@@ -27,6 +27,7 @@ from bot.conversation.desk import AgentDesk
 from bot.conversation.state import Staffing
 from bot.pipeline import Pipeline, Responder
 from bot.retrieval.embedding import Embedder
+from bot.storage.coordination import Coordination, CoordinationUnavailable
 from bot.storage.turns import Turn
 from connectors.telegram import TelegramConnector, telegram_webhook_router
 from connectors.web import CHANNEL as WEB_CHANNEL
@@ -121,11 +122,13 @@ def create_app(
         return await connector.deliver(turn)
 
     @app.get("/health")
-    async def health() -> dict[str, object]:
+    async def health() -> JSONResponse:
+        """200 while this process can serve; 503 (for the load balancer) when a shared part it needs is down."""
         bot: Bot = app.state.bot
         channels: RunningChannels = app.state.channels
-        return {
-            "status": "ok",
+        coordination = await _coordination_status(bot.pipeline.coordination)
+        body = {
+            "status": "ok" if coordination["ok"] else "unavailable",
             "knowledge_records": len(bot.engine.index),
             "encoder": bot.engine.index.embedder.identity,  # model / runtime / content hash
             "knowledge": _knowledge_status(bot),
@@ -139,7 +142,9 @@ def create_app(
                 "prompt_problems": [str(p) for p in bot.model.prompts.problems],
             },
             "actions": None if bot.actions is None else await _actions_status(bot.actions),
+            "coordination": coordination,
         }
+        return JSONResponse(body, status_code=200 if coordination["ok"] else 503)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus(request: Request) -> Response:
@@ -238,6 +243,13 @@ def _knowledge_status(bot: Bot) -> dict[str, object]:
     }
 
 
+async def _coordination_status(coordination: Coordination) -> dict[str, object]:
+    try:
+        return {"kind": coordination.kind, "ok": True, "latency_ms": round(await coordination.ping(), 2)}
+    except CoordinationUnavailable as err:
+        return {"kind": coordination.kind, "ok": False, "problem": str(err)}
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -251,6 +263,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             status_code=exc.status_code, content={"error": "http_error", "detail": exc.detail}, headers=exc.headers
         )
+
+    @app.exception_handler(CoordinationUnavailable)
+    async def uncoordinated(request: Request, exc: CoordinationUnavailable) -> JSONResponse:
+        # Nothing was stored: acting alone could answer out of order or twice. The client sends again.
+        log.error("coordination unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(status_code=503, headers={"Retry-After": "5"},
+                            content={"error": "unavailable", "detail": "please try again in a moment"})  # fmt: skip
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -16,7 +16,7 @@ import anyio.to_thread
 from bot.actions.client import ActionClient, ActionError
 from bot.actions.forms import FormRunner
 from bot.answering.policy import ResponsePolicy
-from bot.config import Config
+from bot.config import Config, CoordinationSettings
 from bot.conversation.state import Staffing
 from bot.knowledge.sync import KnowledgeSync
 from bot.llm.client import ChatModel
@@ -25,6 +25,7 @@ from bot.llm.responder import ModelResponder
 from bot.pipeline import KnowledgeResponder, Pipeline, Responder
 from bot.retrieval.embedding import Embedder, EncoderKind
 from bot.retrieval.index import KnowledgeIndex, SyncReport
+from bot.storage.coordination import Coordination, CoordinationUnavailable, LocalCoordination
 from bot.storage.store import ConversationStore
 from bot.types import Message, Reply
 from serving.action_server import ActionServerProcess
@@ -91,6 +92,7 @@ async def running_bot(
     on_reply: Callable[[Message, Reply, float], None] = lambda message, reply, seconds: None,
 ) -> AsyncIterator[Bot]:
     """A ready bot: index synced with the knowledge directory, store open, and (optionally) live reload."""
+    coordination = await open_coordination(config.coordination, os.environ if environ is None else environ)
     engine = build_engine(config, embedder)
     await anyio.to_thread.run_sync(engine.index.embedder.load)
     report = await anyio.to_thread.run_sync(engine.sync.run)
@@ -104,7 +106,7 @@ async def running_bot(
     forms = FormRunner(actions, store.ledger, lambda: engine.sync.forms, config.messages) if actions else None
     pipeline = Pipeline(
         engine.policy, store, responder, config.messages, config.handoff, staffing, notify, on_reply,
-        summariser=model, forms=forms,
+        summariser=model, forms=forms, coordination=coordination,
     )  # fmt: skip
     server = None
     if config.actions is not None and config.actions.start:
@@ -129,6 +131,7 @@ async def running_bot(
                 stop.set()
                 await pipeline.aclose()
     finally:
+        await coordination.close()
         if actions is not None:
             await actions.aclose()
         if server is not None:
@@ -163,3 +166,20 @@ def model_responder(config: Config, engine: Engine, environ: Mapping[str, str] |
         config.messages,
         config.answering,
     )
+
+
+async def open_coordination(settings: CoordinationSettings, env: Mapping[str, str]) -> Coordination:
+    """In this process, or in Redis when `redis_url` is set (reachable now, or the bot does not start)."""
+    if settings.redis_url is None:
+        return LocalCoordination()
+    from bot.storage.coordination.redis_coordination import RedisCoordination
+
+    shared = RedisCoordination(settings.redis_url, env.get("SUPPORTBOT_REDIS_PASSWORD"),
+                               lease_s=settings.lock_lease_s, wait_s=settings.lock_wait_s)  # fmt: skip
+    try:
+        latency = await shared.ping()
+    except CoordinationUnavailable as err:
+        await shared.close()
+        raise RuntimeError(f"coordination.redis_url: cannot reach Redis ({err})") from err
+    log.info("coordination through Redis at %s (%.1f ms)", settings.redis_url, latency)
+    return shared

@@ -24,6 +24,7 @@ from bot.retrieval.embedding import Embedder
 from bot.retrieval.index import KnowledgeIndex
 from serving.app import create_app
 from tests.model_server import ModelServer, RecordingProxy
+from tests.redis_server import REDIS_SERVER, RedisServer
 
 pytest_plugins = ["tests.telegram_fixtures", "tests.browser"]
 
@@ -233,3 +234,16 @@ def llm_settings(model_proxy: RecordingProxy, model_server: ModelServer) -> dict
         "total_timeout_s": 30.0,
         "max_retries": 0,
     }
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session (tests mark themselves NEEDS_REDIS); keys are per test."""
+    if not Path(REDIS_SERVER).exists():
+        pytest.skip("redis-server is missing")  # reached only without the mark; the mark says how to install
+    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,40 @@
+"""The coordination interface both implementations keep."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class CoordinationUnavailable(RuntimeError):
+    """The shared coordination service cannot be reached: the process must not act alone."""
+
+
+@dataclass(frozen=True)
+class RateCheck:
+    """At most `limit` events per `window_s` seconds under `key`."""
+
+    key: str
+    limit: int
+    window_s: float
+
+
+class Coordination(Protocol):
+    kind: str  # "in-process" or "redis", for /health
+
+    def conversation_lock(self, conversation_id: str) -> AbstractAsyncContextManager[None]:
+        """Held while one message of the conversation is stored or answered; the next waits, in order."""
+        ...
+
+    async def rate(self, checks: Sequence[RateCheck]) -> float:
+        """0.0 when every check allows one more event, which is then counted in each; otherwise the seconds
+        until every refusing one allows again, and nothing is counted (a refused event uses nothing up)."""
+        ...
+
+    async def ping(self) -> float:
+        """Round trip to the shared service in milliseconds (0.0 in process); CoordinationUnavailable if down."""
+        ...
+
+    async def close(self) -> None: ...
