@@ -55,10 +55,12 @@ def model_serve(
         )
         raise typer.Exit(2)
     chosen = backend or server.backend
-    process = _vllm_process(server) if chosen == "vllm" else _transformers_process(server, adapter)
+    if chosen == "vllm":
+        process, name = _vllm_process(server), server.served_model_name or server.model
+    else:
+        process, name = _transformers_process(server, adapter)
 
     def announce() -> None:
-        name = process.name if chosen == "transformers" else server.served_model_name or server.model
         typer.echo(f"\nModel server ready. Point the bot at it in {config}:\n", err=True)
         typer.echo(f"  llm: {{base_url: {process.url}/v1, model: {name}}}\n", err=True)
         if chosen == "vllm" and server.lora_adapters:
@@ -85,10 +87,9 @@ def _vllm_process(server: ModelServerSettings) -> ModelServerProcess:
     return ModelServerProcess(server, executable, echo=sys.stderr)
 
 
-def _transformers_process(server: ModelServerSettings, adapter: str | None) -> ModelServerProcess:
-    """`transformers serve` of one plain folder: the base merged with the chosen adapter, or the base alone.
-
-    Its `name` is that folder: `transformers serve` answers only requests that name what it serves."""
+def _transformers_process(server: ModelServerSettings, adapter: str | None) -> tuple[ModelServerProcess, str]:
+    """`transformers serve` of one plain folder: the base merged with the chosen adapter, or the base alone;
+    and the model name clients send, that folder (`transformers serve` answers only requests naming it)."""
     from bot.retrieval.onnx_encoder import default_cache_dir
     from serving.model_server import ModelServerProcess, transformers_command
     from serving.training.merge import AdapterError, merged_model, servable_base
@@ -114,8 +115,9 @@ def _transformers_process(server: ModelServerSettings, adapter: str | None) -> M
         typer.echo(f"cannot serve with transformers: {err}", err=True)
         raise typer.Exit(2) from err
     folder = folder.resolve()
-    return ModelServerProcess(server, [], command=transformers_command(server, folder), environment={},
-                              name=str(folder), echo=sys.stderr)  # fmt: skip
+    process = ModelServerProcess(server, [], command=transformers_command(server, folder), environment={},
+                                 name="transformers serve", echo=sys.stderr)  # fmt: skip
+    return process, str(folder)
 
 
 @model_app.command("load-adapter")
