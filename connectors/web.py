@@ -6,6 +6,7 @@ browser to a conversation's history, so they are never derived from anything gue
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -34,6 +35,7 @@ _CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
 CLIENT_MESSAGE_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 CHANNEL = "web"
 WINDOW_SECONDS = 60.0
+PUSH_TOPIC = "web-push"  # a reply for the widgets open on a conversation, wherever they are connected
 
 
 def new_conversation_id() -> str:
@@ -140,10 +142,25 @@ class WebChannel:
         self._messages = config.messages
         self._max_frame_bytes = config.server.max_body_bytes
         self._sockets: dict[str, set[WebSocket]] = {}  # conversation id -> its open widgets
+        self._instance = secrets.token_hex(8)  # names this process's pushes, which it has made already
 
     async def deliver(self, turn: Turn) -> bool:
-        """Push a person's reply to every widget open on its conversation; the history has it either way
-        (a widget that opens later shows it). True when at least one widget got it."""
+        """Push a person's reply to every widget open on its conversation, in this process and (through the
+        coordination's pub/sub) in the others; the history has it either way (a widget that opens later
+        shows it). True when at least one widget got it."""
+        pushed = await self._push_here(turn)
+        coordination = self._pipeline().coordination
+        note = {"conversation_id": turn.conversation_id, "turn_id": turn.id, "origin": self._instance}
+        try:
+            await coordination.publish(PUSH_TOPIC, json.dumps(note))
+        except CoordinationUnavailable as err:
+            log.warning("web: reply %s not offered to other processes: %s", turn.id, err)
+            return pushed
+        if pushed or coordination.kind == "in-process":
+            return pushed
+        return await self._delivered_elsewhere(turn)
+
+    async def _push_here(self, turn: Turn) -> bool:
         frame = {
             "type": "reply", "client_message_id": None, "turn_id": turn.id, "author": turn.author,
             "state": "agent", **_reply_fields(turn.as_reply()),
@@ -156,6 +173,31 @@ class WebChannel:
         if pushed:
             await self._pipeline().turn_sent(turn.id, True)
         return pushed
+
+    async def _delivered_elsewhere(self, turn: Turn, wait_s: float = 2.0) -> bool:
+        """Whether another process pushed it (it marks the turn delivered) within `wait_s`."""
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            stored = await self._pipeline().store.turn(turn.conversation_id, turn.id)
+            if stored is not None and stored.delivered_at is not None:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def follow_pushes(self) -> None:
+        """Push to the widgets open here what other processes published for them; until cancelled."""
+        while True:
+            try:
+                async for raw in self._pipeline().coordination.follow(PUSH_TOPIC):
+                    note = json.loads(raw)
+                    if note.get("origin") == self._instance or note.get("conversation_id") not in self._sockets:
+                        continue
+                    turn = await self._pipeline().store.turn(str(note["conversation_id"]), int(note["turn_id"]))
+                    if turn is not None:
+                        await self._push_here(turn)
+            except CoordinationUnavailable as err:
+                log.warning("web: following other processes' pushes: %s; again in 1 s", err)
+                await asyncio.sleep(1.0)
 
     async def _rate_limited(self, conversation_id: str, client_ip: str) -> float:
         """Seconds to wait, or 0 when this message may go through (counted in every process's limits).

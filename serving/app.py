@@ -87,6 +87,9 @@ def create_app(
             app.state.desk = AgentDesk(bot.store, feed.publish)
             app.state.channels = await start_channels(config, current_pipeline, env)
             resuming = asyncio.create_task(_resume_web(bot), name="resume web")
+            # With several processes: replies for widgets connected here, published by the others.
+            shared = bot.pipeline.coordination.kind != "in-process"
+            following = asyncio.create_task(web.follow_pushes(), name="web pushes") if shared else None
             webhook = ownership_webhook(config, env, feed, app.state.desk)
             posting = asyncio.create_task(webhook.run(), name="handoff webhook") if webhook else None
             try:
@@ -94,10 +97,10 @@ def create_app(
                     on_ready(bot)
                 yield
             finally:
-                resuming.cancel()
-                if posting is not None:
-                    posting.cancel()
-                await asyncio.gather(resuming, *([posting] if posting else []), return_exceptions=True)
+                background = [task for task in (resuming, posting, following) if task is not None]
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
                 await app.state.channels.stop()
 
     app = FastAPI(title=config.bot_name, lifespan=lifespan, docs_url="/docs", redoc_url=None)

@@ -19,6 +19,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from bot.config import Config
 from bot.retrieval.embedding import Embedder
@@ -213,3 +214,59 @@ def test_a_bot_that_loses_redis_says_so_and_stores_nothing(write_config: ConfigF
 
     with sqlite3.connect(config.store.path) as db:
         assert db.execute("SELECT COUNT(*) FROM turns").fetchone()[0] == 0  # nothing acknowledged, nothing kept
+
+
+def test_what_one_process_publishes_every_follower_gets_in_order(make: Factory) -> None:
+    async def scenario() -> list[str]:
+        publisher, follower = make(), make()
+        topic, got = f"t-{key()}", []
+        subscribed = asyncio.Event()
+
+        async def follow() -> None:
+            async for message in follower.follow(topic):
+                subscribed.set()
+                if message != "hello?":
+                    got.append(message)
+                if len(got) == 3:
+                    return
+
+        task = asyncio.create_task(follow())
+        deadline = time.monotonic() + 30
+        while not subscribed.is_set():  # pub/sub keeps nothing for later: ask until the follower is there
+            assert time.monotonic() < deadline and not task.done()
+            await publisher.publish(topic, "hello?")
+            await asyncio.sleep(0.05)
+        for n in ("1", "2", "3"):
+            await publisher.publish(topic, n)
+        await asyncio.wait_for(task, 30)
+        for coordination in {id(publisher): publisher, id(follower): follower}.values():
+            await coordination.close()
+        return got
+
+    assert anyio.run(scenario) == ["1", "2", "3"]
+
+
+@NEEDS_REDIS
+def test_an_agents_reply_reaches_a_widget_connected_to_another_process(
+    redis_server: RedisServer, write_config: ConfigFactory, embedder: Embedder
+) -> None:
+    import json
+
+    from bot.config import load_config
+    from tests.test_handoff import AGENTS, BOB, as_agent
+
+    config = load_config(write_config(coordination={"redis_url": redis_server.url}))
+    agents_side, widget_side = LiveServer(config, embedder, environ=AGENTS), LiveServer(config, embedder,
+                                                                                        environ=AGENTS)  # fmt: skip
+    with agents_side, widget_side, connect(widget_side.ws_url, open_timeout=30) as ws:
+        conversation = json.loads(ws.recv(timeout=30))["conversation_id"]
+        ws.send(json.dumps({"type": "message", "text": "Talk to a person", "client_message_id": "m1"}))
+        while json.loads(ws.recv(timeout=30))["type"] != "reply":
+            pass
+        with agents_side.client() as client:
+            base = f"/api/agent/conversations/{conversation}"
+            assert client.post(f"{base}/claim", headers=as_agent(BOB)).status_code == 200
+            sent = client.post(f"{base}/messages", headers=as_agent(BOB), json={"text": "Bob here"})
+        pushed = json.loads(ws.recv(timeout=30))
+    assert pushed["type"] == "reply" and pushed["reply"] == "Bob here" and pushed["author"] == "bob"
+    assert sent.json()["delivered"] is True  # the other process pushed it and said so in the store

@@ -249,6 +249,12 @@ class ConversationStore:
             (conversation_id, after, limit),
         )
 
+    async def turn(self, conversation_id: str, turn_id: int) -> Turn | None:
+        found = await self._select(
+            "SELECT * FROM turns WHERE conversation_id = ? AND id = ?", (conversation_id, turn_id)
+        )
+        return found[0] if found else None
+
     async def user_turn_by_client_id(self, conversation_id: str, client_message_id: str) -> Turn | None:
         turns = await self._select(
             "SELECT * FROM turns WHERE conversation_id = ? AND client_message_id = ?",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -31,6 +31,15 @@ class Coordination(Protocol):
     async def rate(self, checks: Sequence[RateCheck]) -> float:
         """0.0 when every check allows one more event, which is then counted in each; otherwise the seconds
         until every refusing one allows again, and nothing is counted (a refused event uses nothing up)."""
+        ...
+
+    async def publish(self, topic: str, message: str) -> None:
+        """Send `message` to every process following `topic` (this one included)."""
+        ...
+
+    def follow(self, topic: str) -> AsyncIterator[str]:
+        """The messages published on `topic` from now on, in order, until cancelled.
+        Raises CoordinationUnavailable when the connection is lost (follow again to resume)."""
         ...
 
     async def ping(self) -> float:

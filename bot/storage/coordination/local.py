@@ -20,6 +20,7 @@ class LocalCoordination:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._limiters: dict[tuple[int, float], RateLimiter] = {}
         self._clock = clock
+        self._followers: dict[str, set[asyncio.Queue[str]]] = {}
 
     @asynccontextmanager
     async def conversation_lock(self, conversation_id: str) -> AsyncIterator[None]:
@@ -43,6 +44,20 @@ class LocalCoordination:
         for check in checks:
             self._limiter(check).record(check.key)
         return 0.0
+
+    async def publish(self, topic: str, message: str) -> None:
+        for queue in list(self._followers.get(topic, ())):
+            queue.put_nowait(message)
+
+    async def follow(self, topic: str) -> AsyncIterator[str]:
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        followers = self._followers.setdefault(topic, set())
+        followers.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            followers.discard(queue)
 
     async def ping(self) -> float:
         return 0.0

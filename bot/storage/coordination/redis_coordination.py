@@ -5,6 +5,8 @@
   process that dies holding it (kill -9, a lost machine) holds it for at most `lease_s`. Inside one
   process the lock's waiters first queue on an asyncio lock, so this process's messages keep their
   arrival order and only one of them polls Redis at a time.
+- **Pushes** (an agent's reply for a widget connected to another process) go through Redis pub/sub on
+  `supportbot:TOPIC`.
 - **Rate limits** are sliding windows, one sorted set per key (`supportbot:rate:KEY`), checked and counted
   by one script, on Redis' clock: every process sees the same windows, whatever its own clock says.
 """
@@ -118,6 +120,28 @@ class RedisCoordination:
         except RedisError as err:
             raise CoordinationUnavailable(f"Redis at {self.url}: {err}") from err
         return wait_ms / 1000.0
+
+    async def publish(self, topic: str, message: str) -> None:
+        try:
+            await self._client.publish(f"{PREFIX}{topic}", message)
+        except RedisError as err:
+            raise CoordinationUnavailable(f"Redis at {self.url}: {err}") from err
+
+    async def follow(self, topic: str) -> AsyncIterator[str]:
+        pubsub: Any = self._client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(f"{PREFIX}{topic}")
+            while True:
+                # A timeout-less read would hit the client's socket timeout between quiet messages.
+                message = await pubsub.get_message(timeout=1.0)
+                if message is not None and message.get("type") == "message":
+                    data = message["data"]
+                    yield data.decode("utf-8") if isinstance(data, bytes) else str(data)
+        except RedisError as err:
+            raise CoordinationUnavailable(f"Redis at {self.url}: {err}") from err
+        finally:
+            with suppress(RedisError):
+                await pubsub.aclose()
 
     async def ping(self) -> float:
         started = time.perf_counter()
