@@ -87,7 +87,7 @@ def test_rate_limits_are_shared_and_a_refused_message_uses_nothing_up(make: Fact
         assert await first.rate(checks()) == 0.0
         assert await second.rate(checks()) == 0.0
         wait = await first.rate(checks())  # the conversation's 2 per minute are used, whichever process took them
-        assert 55.0 < wait <= 60.0
+        assert 30.0 < wait <= 60.0  # about the window: the first message is a moment old
         assert await second.rate(checks()) > 0.0
         other = f"conversation:{key()}"
         assert await second.rate(checks(other)) == 0.0  # the refusals above did not use up the address's 3
@@ -101,10 +101,10 @@ def test_rate_limits_are_shared_and_a_refused_message_uses_nothing_up(make: Fact
 def test_a_short_window_allows_again_once_it_has_passed(make: Factory) -> None:
     async def scenario() -> None:
         coordination = make()
-        check = [RateCheck(f"k:{key()}", 1, 0.3)]
+        check = [RateCheck(f"k:{key()}", 1, 3.0)]
         assert await coordination.rate(check) == 0.0
         wait = await coordination.rate(check)
-        assert 0.0 < wait <= 0.3
+        assert 0.0 < wait <= 3.0
         deadline = time.monotonic() + 30
         while await coordination.rate(check) != 0.0:  # a positive signal, with a generous limit
             assert time.monotonic() < deadline
@@ -157,13 +157,13 @@ def test_a_process_killed_while_holding_a_conversation_holds_it_only_for_its_lea
 @NEEDS_REDIS
 def test_a_holder_that_works_longer_than_its_lease_keeps_it(redis_server: RedisServer) -> None:
     async def scenario() -> None:
-        coordination = RedisCoordination(redis_server.url, lease_s=1.0, wait_s=60.0)
+        coordination = RedisCoordination(redis_server.url, lease_s=3.0, wait_s=60.0)
         conversation = key()
         client = coordination._client
         async with coordination.conversation_lock(conversation):
             token = await client.get(f"supportbot:lock:{conversation}")
             for _ in range(6):  # three leases long
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(1.5)  # renewed every second: a stalled second still leaves one
                 assert await client.get(f"supportbot:lock:{conversation}") == token  # renewed, still ours
         assert await client.get(f"supportbot:lock:{conversation}") is None  # released at the end
         await coordination.close()
