@@ -70,23 +70,25 @@ class RuntimeAdapters:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _post(self, path: str, body: dict[str, str]) -> httpx.Response:
+    def _send(self, method: str, path: str, body: dict[str, str] | None = None) -> httpx.Response:
         try:
-            response = self._client.post(path, json=body)
+            response = self._client.request(method, path, json=body)
         except httpx.HTTPError as err:
             raise AdapterLoadError(f"cannot reach the model server at {self.root}: {err}") from err
         if response.status_code == 401:
             raise AdapterLoadError(UNAUTHORIZED)
         return response
 
+    def _post(self, path: str, body: dict[str, str]) -> httpx.Response:
+        """A runtime LoRA endpoint; a server without them (FastAPI's own 404/405) is explained."""
+        response = self._send("POST", path, body)
+        if response.status_code in (404, 405) and _message(response) in ("Not Found", "Method Not Allowed"):
+            raise AdapterLoadError(NO_RUNTIME_ENDPOINT)
+        return response
+
     def served(self) -> list[str]:
         """The model names the server answers to: its base model(s) and every loaded adapter."""
-        try:
-            response = self._client.get("/v1/models")
-        except httpx.HTTPError as err:
-            raise AdapterLoadError(f"cannot reach the model server at {self.root}: {err}") from err
-        if response.status_code == 401:
-            raise AdapterLoadError(UNAUTHORIZED)
+        response = self._send("GET", "/v1/models")
         if response.status_code != 200:
             raise AdapterLoadError(f"GET {self.root}/v1/models: HTTP {response.status_code}: {_message(response)}")
         return [str(card.get("id")) for card in response.json().get("data", []) if isinstance(card, dict)]
@@ -104,8 +106,6 @@ class RuntimeAdapters:
                 raise AdapterLoadError(f"the server said it loaded {name!r}, but /v1/models does not list it")
             return response.text.strip().strip('"')
         message = _message(response)
-        if response.status_code in (404, 405) and message in ("Not Found", "Method Not Allowed"):
-            raise AdapterLoadError(NO_RUNTIME_ENDPOINT)
         if "already been loaded" in message:
             raise AdapterLoadError(f"{message} Pass --replace to load this version under the same name.")
         raise AdapterLoadError(f"the server refused adapter {name!r} from {path}: {message}")
@@ -113,10 +113,7 @@ class RuntimeAdapters:
     def unload(self, name: str) -> str:
         response = self._post("/v1/unload_lora_adapter", {"lora_name": name})
         if response.status_code != 200:
-            message = _message(response)
-            if response.status_code in (404, 405) and message in ("Not Found", "Method Not Allowed"):
-                raise AdapterLoadError(NO_RUNTIME_ENDPOINT)
-            raise AdapterLoadError(f"the server did not unload {name!r}: {message}")
+            raise AdapterLoadError(f"the server did not unload {name!r}: {_message(response)}")
         return response.text.strip().strip('"')
 
 

@@ -50,11 +50,8 @@ def adapter_base(adapter: Path) -> Path:
 
 
 def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def servable_base(base: Path, cache: Path, say: Say) -> Path:

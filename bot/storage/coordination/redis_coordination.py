@@ -17,7 +17,6 @@ import asyncio
 import logging
 import secrets
 import time
-import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -26,6 +25,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import LockError, LockNotOwnedError, RedisError
 
 from bot.storage.coordination.base import CoordinationUnavailable, RateCheck
+from bot.storage.coordination.local import LocalCoordination
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +66,11 @@ class RedisCoordination:
         self._lease_s = lease_s
         self._wait_s = wait_s
         self._rate_script: Any = self._client.register_script(_RATE_SCRIPT)
-        self._local: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._queue = LocalCoordination()  # this process's waiters, in arrival order, before Redis' lock
 
     @asynccontextmanager
     async def conversation_lock(self, conversation_id: str) -> AsyncIterator[None]:
-        local = self._local.get(conversation_id)
-        if local is None:
-            local = self._local[conversation_id] = asyncio.Lock()
-        async with local:
+        async with self._queue.conversation_lock(conversation_id):
             lock: Any = self._client.lock(f"{PREFIX}lock:{conversation_id}", timeout=self._lease_s, sleep=0.05,
                                           blocking_timeout=self._wait_s, thread_local=False)  # fmt: skip
             try:
