@@ -72,7 +72,23 @@ class AnsweringSettings(_Section):
 
 
 class StoreSettings(_Section):
+    """Conversations: a SQLite file (embedded, the default), or PostgreSQL with `url` for several processes.
+    The database password comes from SUPPORTBOT_DATABASE_PASSWORD, never from this file."""
+
     path: Path = Path(".data/conversations.sqlite3")
+    url: str | None = None  # postgresql://user@host:5432/dbname (instead of path)
+    pool_size: int = Field(default=10, ge=1, le=200)  # connections this process keeps to PostgreSQL
+
+    @field_validator("url")
+    @classmethod
+    def _plain_postgres_url(cls, url: str | None) -> str | None:
+        return _server_url(url, ("postgresql", "postgres"), "postgresql://user@host:5432/dbname", "store.url",
+                           "SUPPORTBOT_DATABASE_PASSWORD", needs_path=True)  # fmt: skip
+
+    @property
+    def location(self) -> Path | str:
+        """Where conversations are: the PostgreSQL URL, or else the SQLite file."""
+        return self.url if self.url is not None else self.path
 
 
 class CoordinationSettings(_Section):
@@ -89,14 +105,21 @@ class CoordinationSettings(_Section):
     @field_validator("redis_url")
     @classmethod
     def _plain_redis_url(cls, url: str | None) -> str | None:
-        if url is None:
-            return None
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
-            raise ValueError(f"{url!r} is not a Redis URL (redis://host:6379/0)")
-        if parts.password is not None:
-            raise ValueError("no password in redis_url: set it in the environment, SUPPORTBOT_REDIS_PASSWORD")
-        return url
+        return _server_url(url, ("redis", "rediss"), "redis://host:6379/0", "redis_url", "SUPPORTBOT_REDIS_PASSWORD")
+
+
+def _server_url(
+    url: str | None, schemes: tuple[str, ...], example: str, key: str, password_env: str, needs_path: bool = False
+) -> str | None:
+    """A server's URL as config.yml may hold it: the right scheme, a host, and never a password."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.password is not None:  # checked first: no message below repeats it
+        raise ValueError(f"no password in {key}: set it in the environment, {password_env}")
+    if parts.scheme not in schemes or not parts.hostname or (needs_path and len(parts.path) < 2):
+        raise ValueError(f"{url!r} is not a URL like {example}")
+    return url
 
 
 class ServerSettings(_Section):

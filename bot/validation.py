@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -15,6 +16,14 @@ class FieldProblem:
     @property
     def dotted(self) -> str:
         return ".".join(str(part) for part in self.path) or "(top level)"
+
+
+_URL_PASSWORD = re.compile(r"(?<=://)([^/@:]*):[^/@]*@")  # scheme://user:PASSWORD@host
+
+
+def _without_password(value: object) -> object:
+    """A refused value as it may be shown: a URL's password is a secret, even in a wrong place."""
+    return _URL_PASSWORD.sub(r"\1:***@", value) if isinstance(value, str) else value
 
 
 def field_problems(err: ValidationError) -> list[FieldProblem]:
@@ -31,6 +40,6 @@ def field_problems(err: ValidationError) -> list[FieldProblem]:
         else:
             reason = str(detail["msg"])
             if "input" in detail and not isinstance(detail["input"], dict | list):
-                reason += f" (got {detail['input']!r})"
+                reason += f" (got {_without_password(detail['input'])!r})"
         problems.append(FieldProblem(path, reason))
     return problems

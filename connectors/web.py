@@ -26,6 +26,7 @@ from bot.pipeline import RESUME_WINDOW_S, ClientIdConflict, Exchange, Pipeline
 from bot.storage.coordination import CoordinationUnavailable, RateCheck
 from bot.storage.store import MAX_TURN_ID
 from bot.storage.turns import Turn
+from bot.storage.unavailable import Unavailable
 from bot.types import Message, Reply
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,7 @@ class WebChannel:
                     turn = await self._pipeline().store.turn(str(note["conversation_id"]), int(note["turn_id"]))
                     if turn is not None:
                         await self._push_here(turn)
-            except CoordinationUnavailable as err:
+            except Unavailable as err:
                 log.warning("web: following other processes' pushes: %s; again in 1 s", err)
                 await asyncio.sleep(1.0)
 
@@ -309,8 +310,8 @@ class WebChannel:
                     await _send_error(websocket, "rate_limited", self._messages.rate_limited, frame.client_message_id)
                     continue
                 await self._answer_frame(websocket, pipeline, conversation_id, frame)
-            except CoordinationUnavailable as err:  # nothing stored: the widget sends it again
-                log.error("web: coordination unavailable: %s", err)
+            except Unavailable as err:  # nothing half-done: the widget sends it again
+                log.error("web: %s", err)
                 await _send_error(websocket, "unavailable", "Please try again in a moment.", frame.client_message_id)
 
     async def _answer_frame(

@@ -63,19 +63,32 @@ class AgentDirectory:
 
 @dataclass
 class AgentPresence:
-    """An agent is online for `window_s` after their last call, and while their inbox feed is open."""
+    """An agent is online for `window_s` after their last call, and while their inbox feed is open, on this
+    process or (with shared coordination: serving.inbox_relay) on another one that said so recently."""
 
     window_s: float
     last_seen: dict[str, float] = field(default_factory=dict)
     open_feeds: dict[str, int] = field(default_factory=dict)
+    elsewhere: dict[str, float] = field(default_factory=dict)  # agent -> online until (monotonic), per others
 
     def seen(self, agent: str) -> None:
         self.last_seen[agent] = time.monotonic()
 
-    def online(self) -> list[str]:
+    def here(self) -> list[str]:
+        """The agents online through this process."""
         now = time.monotonic()
         recent = {a for a, at in self.last_seen.items() if now - at <= self.window_s}
         return sorted(recent | {a for a, n in self.open_feeds.items() if n > 0})
+
+    def heard(self, agents: list[str], valid_for_s: float) -> None:
+        """Another process says these agents are online through it."""
+        until = time.monotonic() + valid_for_s
+        for agent in agents:
+            self.elsewhere[agent] = max(until, self.elsewhere.get(agent, 0.0))
+
+    def online(self) -> list[str]:
+        now = time.monotonic()
+        return sorted(set(self.here()) | {a for a, until in self.elsewhere.items() if until >= now})
 
     def any_online(self) -> bool:
         return bool(self.online())
@@ -83,22 +96,28 @@ class AgentPresence:
 
 @dataclass
 class InboxFeed:
-    """Live events for open inboxes: {"conversation_id", "kind"}; each subscriber has its own queue."""
+    """Live events for open inboxes: {"conversation_id", "kind"}; each subscriber has its own queue.
+
+    An event happens here (`here=True`) or was relayed from another process; a subscriber that acts once
+    per event across all processes (the ownership webhook, the relay itself) takes only those from here."""
 
     subscribers: set[asyncio.Queue[dict[str, str]]] = field(default_factory=set)
+    from_here: set[asyncio.Queue[dict[str, str]]] = field(default_factory=set)
 
-    def publish(self, conversation_id: str, kind: str) -> None:
+    def publish(self, conversation_id: str, kind: str, here: bool = True) -> None:
         event = {"conversation_id": conversation_id, "kind": kind}
-        for queue in list(self.subscribers):
+        for queue in list(self.subscribers) + (list(self.from_here) if here else []):
             if queue.full():  # a stalled inbox: tell it to reload instead of growing without bound
                 queue.get_nowait()
-                event = {"conversation_id": "", "kind": "reload"}
-            queue.put_nowait(event)
+                queue.put_nowait({"conversation_id": "", "kind": "reload"})
+            else:
+                queue.put_nowait(event)
 
-    def subscribe(self) -> asyncio.Queue[dict[str, str]]:
+    def subscribe(self, here_only: bool = False) -> asyncio.Queue[dict[str, str]]:
         queue: asyncio.Queue[dict[str, str]] = asyncio.Queue(maxsize=FEED_QUEUE)
-        self.subscribers.add(queue)
+        (self.from_here if here_only else self.subscribers).add(queue)
         return queue
 
     def unsubscribe(self, queue: asyncio.Queue[dict[str, str]]) -> None:
         self.subscribers.discard(queue)
+        self.from_here.discard(queue)

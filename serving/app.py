@@ -28,13 +28,16 @@ from bot.conversation.state import Staffing
 from bot.pipeline import Pipeline, Responder
 from bot.retrieval.embedding import Embedder
 from bot.storage.coordination import Coordination, CoordinationUnavailable
+from bot.storage.store import ConversationStore
 from bot.storage.turns import Turn
+from bot.storage.unavailable import Unavailable
 from connectors.telegram import TelegramConnector, telegram_webhook_router
 from connectors.web import CHANNEL as WEB_CHANNEL
 from connectors.web import WebChannel, resume_web
 from serving.agent_api import AgentApi
 from serving.agents import AgentDirectory, AgentPresence, AgentTokenError, InboxFeed
 from serving.channels import RunningChannels, start_channels
+from serving.inbox_relay import InboxRelay
 from serving.metrics import SupportMetrics
 from serving.ownership_webhook import SECRET_ENV as WEBHOOK_SECRET_ENV
 from serving.ownership_webhook import OwnershipWebhook
@@ -90,6 +93,8 @@ def create_app(
             # With several processes: replies for widgets connected here, published by the others.
             shared = bot.pipeline.coordination.kind != "in-process"
             following = asyncio.create_task(web.follow_pushes(), name="web pushes") if shared else None
+            relay = InboxRelay(bot.pipeline.coordination, feed, presence, bot.pipeline.instance)
+            relaying = asyncio.create_task(relay.run(), name="inbox relay") if shared else None
             webhook = ownership_webhook(config, env, feed, app.state.desk)
             posting = asyncio.create_task(webhook.run(), name="handoff webhook") if webhook else None
             try:
@@ -97,7 +102,7 @@ def create_app(
                     on_ready(bot)
                 yield
             finally:
-                background = [task for task in (resuming, posting, following) if task is not None]
+                background = [task for task in (resuming, posting, following, relaying) if task is not None]
                 for task in background:
                     task.cancel()
                 await asyncio.gather(*background, return_exceptions=True)
@@ -130,8 +135,10 @@ def create_app(
         bot: Bot = app.state.bot
         channels: RunningChannels = app.state.channels
         coordination = await _coordination_status(bot.pipeline.coordination)
+        database = await _database_status(bot.store)
+        ok = bool(coordination["ok"]) and bool(database["ok"])
         body = {
-            "status": "ok" if coordination["ok"] else "unavailable",
+            "status": "ok" if ok else "unavailable",
             "knowledge_records": len(bot.engine.index),
             "encoder": bot.engine.index.embedder.identity,  # model / runtime / content hash
             "knowledge": _knowledge_status(bot),
@@ -146,8 +153,9 @@ def create_app(
             },
             "actions": None if bot.actions is None else await _actions_status(bot.actions),
             "coordination": coordination,
+            "database": database,
         }
-        return JSONResponse(body, status_code=200 if coordination["ok"] else 503)
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus(request: Request) -> Response:
@@ -253,6 +261,13 @@ async def _coordination_status(coordination: Coordination) -> dict[str, object]:
         return {"kind": coordination.kind, "ok": False, "problem": str(err)}
 
 
+async def _database_status(store: ConversationStore) -> dict[str, object]:
+    try:
+        return {"kind": store.kind, "ok": True, "latency_ms": round(await store.ping(), 2)}
+    except Unavailable as err:
+        return {"kind": store.kind, "ok": False, "problem": str(err)}
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -267,10 +282,11 @@ def _install_error_handlers(app: FastAPI) -> None:
             status_code=exc.status_code, content={"error": "http_error", "detail": exc.detail}, headers=exc.headers
         )
 
-    @app.exception_handler(CoordinationUnavailable)
-    async def uncoordinated(request: Request, exc: CoordinationUnavailable) -> JSONResponse:
-        # Nothing was stored: acting alone could answer out of order or twice. The client sends again.
-        log.error("coordination unavailable on %s %s: %s", request.method, request.url.path, exc)
+    @app.exception_handler(Unavailable)
+    async def unavailable(request: Request, exc: Unavailable) -> JSONResponse:
+        # The store or the coordination is down: nothing half-done to repeat (acting alone could answer out
+        # of order or twice). The client sends again; a resent message is answered once.
+        log.error("unavailable on %s %s: %s", request.method, request.url.path, exc)
         return JSONResponse(status_code=503, headers={"Retry-After": "5"},
                             content={"error": "unavailable", "detail": "please try again in a moment"})  # fmt: skip
 

@@ -11,7 +11,7 @@ from typing import Annotated
 import anyio
 import typer
 
-from bot.config import Config
+from bot.config import Config, StoreSettings
 from bot.knowledge.loader import require_knowledge_dir
 from bot.storage.store import ConversationStore
 from bot.storage.turns import Turn
@@ -36,8 +36,8 @@ app.add_typer(prompts_app, name="prompts")
 app.add_typer(model_app, name="model")
 
 
-async def _store_opens(path: Path) -> None:
-    store = await ConversationStore.open(path)
+async def _store_opens(settings: StoreSettings) -> None:
+    store = await ConversationStore.from_settings(settings, os.environ)
     await store.close()
 
 
@@ -58,7 +58,7 @@ def serve(
     settings = load_settings(config)
     with operator_errors():  # here, as one line, rather than as a traceback from inside the server
         require_knowledge_dir(settings.knowledge.path)
-        anyio.run(_store_opens, settings.store.path)
+        anyio.run(_store_opens, settings.store)
     bind_host = host or settings.server.host
     bind_port = settings.server.port if port is None else port
 
@@ -184,7 +184,7 @@ def review(
     settings = load_settings(config)
 
     async def load() -> tuple[list[tuple[Turn, Turn | None]], SupportStats]:
-        store = await ConversationStore.open(settings.store.path)
+        store = await ConversationStore.from_settings(settings.store, os.environ)
         try:
             since = time.time() - days * 86400
             return await store.exchanges(since, limit), await store.stats.snapshot(since)
@@ -221,7 +221,7 @@ def _approve(settings: Config, targets: list[str], by: str) -> None:
         parsed.append((conversation, int(turn) if turn else None))
 
     async def record() -> list[str]:
-        store = await ConversationStore.open(settings.store.path)
+        store = await ConversationStore.from_settings(settings.store, os.environ)
         try:
             said = []
             for conversation, turn in parsed:

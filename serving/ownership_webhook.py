@@ -43,7 +43,7 @@ class OwnershipWebhook:
         self._describe = describe  # conversation id -> its channel, state, owner and trigger now
 
     async def run(self) -> None:
-        queue = self._feed.subscribe()
+        queue = self._feed.subscribe(here_only=True)  # several processes: each posts the events it made
         try:
             async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
                 while True:

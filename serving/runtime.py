@@ -92,17 +92,17 @@ async def running_bot(
     on_reply: Callable[[Message, Reply, float], None] = lambda message, reply, seconds: None,
 ) -> AsyncIterator[Bot]:
     """A ready bot: index synced with the knowledge directory, store open, and (optionally) live reload."""
-    coordination = await open_coordination(config.coordination, os.environ if environ is None else environ)
+    environ = os.environ if environ is None else environ
+    coordination = await open_coordination(config.coordination, environ)
     engine = build_engine(config, embedder)
     await anyio.to_thread.run_sync(engine.index.embedder.load)
     report = await anyio.to_thread.run_sync(engine.sync.run)
-    store = await ConversationStore.open(config.store.path)
+    store = await ConversationStore.from_settings(config.store, environ)
     model = None
     if responder is None and config.llm is not None:
         model = model_responder(config, engine, environ)
     responder = responder or model or KnowledgeResponder(config.messages, config.answering)
-    env = os.environ if environ is None else environ
-    actions = ActionClient(config.actions, env) if config.actions is not None else None
+    actions = ActionClient(config.actions, environ) if config.actions is not None else None
     forms = FormRunner(actions, store.ledger, lambda: engine.sync.forms, config.messages) if actions else None
     pipeline = Pipeline(
         engine.policy, store, responder, config.messages, config.handoff, staffing, notify, on_reply,
@@ -110,7 +110,7 @@ async def running_bot(
     )  # fmt: skip
     server = None
     if config.actions is not None and config.actions.start:
-        server = ActionServerProcess(config.actions, env, config.store.path.parent / "action-server.log")
+        server = ActionServerProcess(config.actions, environ, config.store.path.parent / "action-server.log")
     try:
         if server is not None and actions is not None:
             await server.start(actions)

@@ -7,7 +7,9 @@ import shutil
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -22,8 +24,10 @@ from bot.knowledge.loader import read_knowledge_dir
 from bot.pipeline import Responder
 from bot.retrieval.embedding import Embedder
 from bot.retrieval.index import KnowledgeIndex
+from bot.storage.store import ConversationStore
 from serving.app import create_app
 from tests.model_server import ModelServer, RecordingProxy
+from tests.postgres_server import NEEDS_POSTGRES, PostgresServer
 from tests.redis_server import REDIS_SERVER, RedisServer
 
 pytest_plugins = ["tests.telegram_fixtures", "tests.browser"]
@@ -37,6 +41,43 @@ DEMO_CASES = REPO / "evals" / "demo-cases.csv"
 
 NEEDS_MARK = "needs"  # @pytest.mark.needs(part, present, how_to_enable)
 NOT_RUN = "not run: "  # how a skip for a missing part starts, so the summary can find it
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL 15 cluster for the session (tests mark themselves NEEDS_POSTGRES); a database per test."""
+    server = PostgresServer(free_port())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A new, empty database of the session's PostgreSQL (its password: postgres_server.password)."""
+    return postgres_server.create_database(f"test_{uuid.uuid4().hex[:16]}")
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where a store test's conversations go: a SQLite file, or a PostgreSQL database and its password."""
+
+    where: Path | str
+    password: str | None = None
+
+    async def open(self) -> ConversationStore:
+        return await ConversationStore.open(self.where, self.password)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=NEEDS_POSTGRES)])
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> StoreLocation:
+    """Each store test runs on both implementations: the same suite for SQLite and PostgreSQL."""
+    if request.param == "sqlite":
+        return StoreLocation(tmp_path / "conversations.sqlite3")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return StoreLocation(request.getfixturevalue("postgres_url"), server.password)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -71,3 +71,31 @@ def test_origins_are_compared_as_browsers_send_them(tmp_path: Path) -> None:
     path = tmp_path / "config.yml"
     path.write_text("web:\n  allowed_origins: ['https://Shop.Example.com/', '*']\n")
     assert load_config(path).web.allowed_origins == ["https://shop.example.com", "*"]
+
+
+def test_passwords_in_server_urls_are_refused_and_named_by_their_variable(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text(
+        "store:\n"
+        "  url: postgresql://bot:hunter2@db.internal:5432/support\n"
+        "coordination:\n"
+        "  redis_url: redis://:hunter2@cache.internal:6379/0\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    lines = str(err.value).splitlines()
+    assert (
+        "store.url: Value error, no password in store.url: set it in the environment, SUPPORTBOT_DATABASE_PASSWORD"
+        in lines[0]
+    )
+    assert "SUPPORTBOT_REDIS_PASSWORD" in lines[1]
+    assert "hunter2" not in str(err.value)  # the secret is not repeated in the error
+
+
+def test_a_store_url_must_name_a_postgresql_database(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text("store:\n  url: mysql://db.internal/support\n")
+    with pytest.raises(ConfigError, match="is not a URL like postgresql://user@host:5432/dbname"):
+        load_config(path)
+    path.write_text("store:\n  url: postgresql://bot@db.internal:5432/support\n  pool_size: 4\n")
+    assert load_config(path).store.location == "postgresql://bot@db.internal:5432/support"

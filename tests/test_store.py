@@ -77,38 +77,6 @@ def test_turns_record_source_confidence_and_timings(config: Config, embedder: Em
     anyio.run(scenario)
 
 
-@pytest.mark.parametrize("text", ["\udfff lone surrogate", "nul \x00 byte", "emoji 🙂 and ümlauts"])
-def test_any_text_can_be_stored(tmp_path: Path, text: str) -> None:
-    async def scenario() -> None:
-        store = await ConversationStore.open(tmp_path / "s.sqlite3")
-        await store.record_user_turn(Message("c", "web", "u", text))
-        (turn,) = await store.turns("c")
-        assert len(turn.text) == len(text)
-        await store.close()
-
-    anyio.run(scenario)
-
-
-def test_a_tapped_suggestion_is_read_back_from_its_reply_in_its_conversation_only(tmp_path: Path) -> None:
-    offered = ("Shipping Policy › Lost or damaged parcels › Reporting transit damage", "Talk to a person")
-
-    async def scenario() -> None:
-        store = await ConversationStore.open(tmp_path / "s.sqlite3")
-        asked = await store.record_user_turn(Message("telegram:1", "telegram", "1", "my parcel arrived damaged"))
-        reply = Reply(text="…", answered_by=AnsweredBy.KNOWLEDGE, quick_replies=offered)
-        turn = await store.record_bot_turn("telegram:1", reply, {}, asked)
-        await store.record_user_turn(Message("telegram:2", "telegram", "2", "hello"))
-        assert await store.suggestion(turn, 0, "telegram:1") == offered[0]
-        assert await store.suggestion(turn, 1, "telegram:1") == offered[1]
-        assert await store.suggestion(turn, 2, "telegram:1") is None  # no such button
-        assert await store.suggestion(turn, 0, "telegram:2") is None  # another conversation's reply
-        assert await store.suggestion(asked, 0, "telegram:1") is None  # a customer's message offers nothing
-        assert await store.suggestion(2**63, 0, "telegram:1") is None  # past SQLite's integers: not an error
-        await store.close()
-
-    anyio.run(scenario)
-
-
 # The store as the first release wrote it (user_version 1): no quick replies, handoff flags per turn,
 # client message ids, reply links or handoff summaries yet.
 _FIRST_RELEASE_SCHEMA = """

@@ -26,10 +26,11 @@ class GuardedText:
 
 
 def storable(text: str) -> str:
-    """The text with lone surrogates (valid in JSON, not in UTF-8 or SQLite) replaced by U+FFFD."""
-    if not _has_surrogate(text):
+    """The text with lone surrogates (valid in JSON, not in UTF-8 or SQLite) and NUL (valid in SQLite, not
+    in PostgreSQL's text) replaced by U+FFFD, so both stores keep the same text."""
+    if not _has_unstorable(text):
         return text
-    return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
+    return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" or ch == "\x00" else ch for ch in text)
 
 
 def guard_input(raw: str, max_chars: int) -> GuardedText:
@@ -53,5 +54,5 @@ def guard_input(raw: str, max_chars: int) -> GuardedText:
     return GuardedText(cleaned, length, None)
 
 
-def _has_surrogate(text: str) -> bool:
-    return any("\ud800" <= ch <= "\udfff" for ch in text)
+def _has_unstorable(text: str) -> bool:
+    return "\x00" in text or any("\ud800" <= ch <= "\udfff" for ch in text)

@@ -1,6 +1,6 @@
 """The conversation layer in the store: ownership and its events, slots, notes, and the replies people write.
 
-Shares the store's SQLite connection (bot.storage.store.ConversationStore.ledger). Every change of owner is one
+Shares the store's database (bot.storage.store.ConversationStore.ledger). Every change of owner is one
 conditional UPDATE: of two agents claiming at once exactly one matches, in one process or several.
 """
 
@@ -12,10 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
-
 from bot.answering.guard import storable
 from bot.conversation.state import Event, EventKind, Owner, Ownership, OwnershipConflict
+from bot.storage.sql import Database, Row, Sql
 from bot.storage.turns import Turn, select_turns
 from bot.types import AnsweredBy
 
@@ -38,19 +37,11 @@ class UnknownConversation(LookupError):
 
 
 class ConversationLedger:
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
 
     async def ownership(self, conversation_id: str) -> Ownership:
-        async with self._db.execute(
-            "SELECT owner_state, owner_agent, owner_trigger, owner_since, last_hold_at, slots, active_form "
-            "FROM conversations WHERE id = ?",
-            (conversation_id,),
-        ) as cursor:
-            row = await cursor.fetchone()
-        if row is None:
-            raise UnknownConversation(conversation_id)
-        return _ownership(row)
+        return await _ownership_in(self._db, conversation_id)
 
     async def transition(
         self,
@@ -67,72 +58,65 @@ class ConversationLedger:
         owns it); record the event. Raises OwnershipConflict otherwise, UnknownConversation for no such id."""
         now = time.time()
         states = ",".join("?" * len(allowed_from))
-        cursor = await self._db.execute(
-            f"UPDATE conversations SET owner_state = ?, owner_agent = ?, owner_since = ?, last_hold_at = NULL, "
-            f"owner_trigger = COALESCE(?, owner_trigger), handoff = handoff OR ? "
-            f"WHERE id = ? AND owner_state IN ({states}) AND (? IS NULL OR owner_agent = ?)",
-            (str(to), agent, now, trigger, int(to is not Owner.BOT), conversation_id,
-             *(str(s) for s in allowed_from), owned_by, owned_by),
-        )  # fmt: skip
-        if cursor.rowcount != 1:
-            await self._db.commit()
-            current = await self.ownership(conversation_id)
-            raise OwnershipConflict(conversation_id, current, f"{kind} it")
-        await self._insert_event(conversation_id, kind, actor, now, trigger=trigger)
-        await self._db.commit()
-        return await self.ownership(conversation_id)
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(
+                f"UPDATE conversations SET owner_state = ?, owner_agent = ?, owner_since = ?, last_hold_at = NULL, "
+                f"owner_trigger = COALESCE(?, owner_trigger), handoff = CASE WHEN ? = 1 THEN 1 ELSE handoff END "
+                f"WHERE id = ? AND owner_state IN ({states}) AND (CAST(? AS TEXT) IS NULL OR owner_agent = ?)",
+                (str(to), agent, now, trigger, int(to is not Owner.BOT), conversation_id,
+                 *(str(s) for s in allowed_from), owned_by, owned_by),
+            )  # fmt: skip
+            if changed == 1:
+                await _insert_event(tx, conversation_id, kind, actor, now, trigger=trigger)
+                return await _ownership_in(tx, conversation_id)
+        current = await self.ownership(conversation_id)
+        raise OwnershipConflict(conversation_id, current, f"{kind} it")
 
     async def mark_held(self, user_turn_id: int) -> None:
         """A customer message kept for a person: a restart must not have the bot answer it."""
         await self._db.execute("UPDATE turns SET held = 1 WHERE id = ?", (user_turn_id,))
-        await self._db.commit()
 
     async def held(self, user_turn_id: int) -> bool:
-        async with self._db.execute("SELECT held FROM turns WHERE id = ?", (user_turn_id,)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._db.fetchone("SELECT held FROM turns WHERE id = ?", (user_turn_id,))
         return row is not None and bool(row["held"])
 
     async def hold_sent(self, conversation_id: str, at: float) -> None:
         await self._db.execute("UPDATE conversations SET last_hold_at = ? WHERE id = ?", (at, conversation_id))
-        await self._db.commit()
 
     async def set_slot(self, conversation_id: str, name: str, value: str, actor: str) -> None:
-        slots = (await self.ownership(conversation_id)).slots | {name: storable(value)}
-        await self._db.execute("UPDATE conversations SET slots = ? WHERE id = ?", (json.dumps(slots), conversation_id))
-        await self._insert_event(conversation_id, EventKind.CONTACT, actor, time.time(), text=f"{name}: {value}")
-        await self._db.commit()
+        async with self._db.transaction() as tx:
+            slots = (await _ownership_in(tx, conversation_id)).slots | {name: storable(value)}
+            await tx.execute("UPDATE conversations SET slots = ? WHERE id = ?", (json.dumps(slots), conversation_id))
+            await _insert_event(tx, conversation_id, EventKind.CONTACT, actor, time.time(), text=f"{name}: {value}")
 
     async def update_form(
         self, conversation_id: str, form: str | None, slots: Mapping[str, Any], reset: bool, actor: str, why: str
     ) -> Ownership:
         """Set the form being filled (None: none) and merge `slots` (a None value empties one; `reset`
         empties the others first), with one event saying why."""
-        current = await self.ownership(conversation_id)
-        merged = {} if reset else dict(current.slots)
-        for name, value in slots.items():
-            if value is None:
-                merged.pop(name, None)
-            else:
-                merged[name] = value if isinstance(value, bool | int | float) else storable(str(value))
-        await self._db.execute(
-            "UPDATE conversations SET slots = ?, active_form = ? WHERE id = ?",
-            (json.dumps(merged), form, conversation_id),
-        )
-        await self._insert_event(conversation_id, EventKind.FORM, actor, time.time(), trigger=form, text=why)
-        await self._db.commit()
-        return await self.ownership(conversation_id)
+        async with self._db.transaction() as tx:
+            current = await _ownership_in(tx, conversation_id)
+            merged = {} if reset else dict(current.slots)
+            for name, value in slots.items():
+                if value is None:
+                    merged.pop(name, None)
+                else:
+                    merged[name] = value if isinstance(value, bool | int | float) else storable(str(value))
+            await tx.execute(
+                "UPDATE conversations SET slots = ?, active_form = ? WHERE id = ?",
+                (json.dumps(merged), form, conversation_id),
+            )
+            await _insert_event(tx, conversation_id, EventKind.FORM, actor, time.time(), trigger=form, text=why)
+            return await _ownership_in(tx, conversation_id)
 
     async def add_note(self, conversation_id: str, agent: str, text: str) -> Event:
-        await self.ownership(conversation_id)  # raises for an unknown conversation
-        event_id = await self._insert_event(conversation_id, EventKind.NOTE, agent, time.time(), text=storable(text))
-        await self._db.commit()
+        async with self._db.transaction() as tx:
+            await _ownership_in(tx, conversation_id)  # raises for an unknown conversation
+            event_id = await _insert_event(tx, conversation_id, EventKind.NOTE, agent, time.time(), text=storable(text))
         return next(e for e in await self.events(conversation_id) if e.id == event_id)
 
     async def events(self, conversation_id: str) -> list[Event]:
-        async with self._db.execute(
-            "SELECT * FROM events WHERE conversation_id = ? ORDER BY id", (conversation_id,)
-        ) as cursor:
-            rows = await cursor.fetchall()
+        rows = await self._db.fetch("SELECT * FROM events WHERE conversation_id = ? ORDER BY id", (conversation_id,))
         return [
             Event(row["id"], row["conversation_id"], EventKind(row["kind"]), row["actor"], row["created_at"],
                   row["trigger"], row["text"])
@@ -142,15 +126,16 @@ class ConversationLedger:
     async def record_agent_reply(self, conversation_id: str, agent: str, text: str) -> Turn:
         """A reply written by a person, as a bot-side turn answered by 'human' with the agent as author."""
         now = time.time()
-        cursor = await self._db.execute(
-            "INSERT INTO turns (conversation_id, role, text, created_at, answered_by, citations, quick_replies, "
-            "timings, author) VALUES (?, 'bot', ?, ?, ?, '[]', '[]', '{}', ?)",
-            (conversation_id, storable(text), now, str(AnsweredBy.HUMAN), agent),
-        )
-        await self._db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
-        await self._db.commit()
-        turns = await select_turns(self._db, "SELECT * FROM turns WHERE id = ?", (cursor.lastrowid,))
-        return turns[0]
+        async with self._db.transaction() as tx:
+            row = await tx.fetchone(
+                "INSERT INTO turns (conversation_id, role, text, created_at, answered_by, citations, quick_replies, "
+                "timings, author) VALUES (?, 'bot', ?, ?, ?, '[]', '[]', '{}', ?) RETURNING id",
+                (conversation_id, storable(text), now, str(AnsweredBy.HUMAN), agent),
+            )
+            await tx.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
+            turn_id = row["id"] if row is not None else 0
+            (turn,) = await select_turns(tx, "SELECT * FROM turns WHERE id = ?", (turn_id,))
+        return turn
 
     async def undelivered_from_people(self, channel: str, since: float) -> list[Turn]:
         """Agents' replies on `channel` since `since` whose send was never confirmed, oldest first."""
@@ -158,7 +143,7 @@ class ConversationLedger:
             self._db,
             "SELECT t.* FROM turns t JOIN conversations c ON c.id = t.conversation_id WHERE t.role = 'bot' "
             "AND t.answered_by = ? AND t.delivered_at IS NULL AND c.channel = ? AND t.created_at >= ? ORDER BY t.id",
-            (str(AnsweredBy.HUMAN), channel, since),
+            (str(AnsweredBy.HUMAN), channel, float(since)),
         )
 
     async def last_user_turn(self, conversation_id: str) -> Turn | None:
@@ -171,14 +156,13 @@ class ConversationLedger:
 
     async def listing(self, state: Owner, limit: int = 200) -> list[Listed]:
         """Conversations in `state`, longest waiting first, each with the customer's last message."""
-        async with self._db.execute(
+        rows = await self._db.fetch(
             "SELECT c.id, c.channel, c.owner_state, c.owner_agent, c.owner_trigger, c.owner_since, "
             "(SELECT text FROM turns t WHERE t.conversation_id = c.id AND t.role = 'user' ORDER BY t.id DESC "
             "LIMIT 1) AS last_text FROM conversations c WHERE c.owner_state = ? "
             "ORDER BY COALESCE(c.owner_since, c.created_at), c.id LIMIT ?",
             (str(state), limit),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return [
             Listed(row["id"], row["channel"], Owner(row["owner_state"]), row["owner_agent"], row["owner_trigger"],
                    row["owner_since"], row["last_text"])
@@ -186,22 +170,34 @@ class ConversationLedger:
         ]  # fmt: skip
 
     async def count(self, state: Owner) -> int:
-        async with self._db.execute("SELECT COUNT(*) FROM conversations WHERE owner_state = ?", (str(state),)) as c:
-            row = await c.fetchone()
-        return int(row[0]) if row is not None else 0
-
-    async def _insert_event(
-        self, conversation_id: str, kind: EventKind, actor: str, at: float, trigger: str | None = None,
-        text: str | None = None,
-    ) -> int:  # fmt: skip
-        cursor = await self._db.execute(
-            "INSERT INTO events (conversation_id, kind, actor, trigger, text, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (conversation_id, str(kind), actor, trigger, text, at),
-        )
-        return int(cursor.lastrowid or 0)
+        row = await self._db.fetchone("SELECT COUNT(*) AS n FROM conversations WHERE owner_state = ?", (str(state),))
+        return int(row["n"]) if row is not None else 0
 
 
-def _ownership(row: aiosqlite.Row) -> Ownership:
+async def _ownership_in(db: Sql, conversation_id: str) -> Ownership:
+    row = await db.fetchone(
+        "SELECT owner_state, owner_agent, owner_trigger, owner_since, last_hold_at, slots, active_form "
+        "FROM conversations WHERE id = ?",
+        (conversation_id,),
+    )
+    if row is None:
+        raise UnknownConversation(conversation_id)
+    return _ownership(row)
+
+
+async def _insert_event(
+    db: Sql, conversation_id: str, kind: EventKind, actor: str, at: float, trigger: str | None = None,
+    text: str | None = None,
+) -> int:  # fmt: skip
+    row = await db.fetchone(
+        "INSERT INTO events (conversation_id, kind, actor, trigger, text, created_at) VALUES (?, ?, ?, ?, ?, ?) "
+        "RETURNING id",
+        (conversation_id, str(kind), actor, trigger, text, at),
+    )
+    return int(row["id"]) if row is not None else 0
+
+
+def _ownership(row: Row) -> Ownership:
     return Ownership(
         state=Owner(row["owner_state"] or Owner.BOT),
         agent=row["owner_agent"],

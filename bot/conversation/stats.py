@@ -6,9 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiosqlite
-
 from bot.conversation.state import EventKind, Owner
+from bot.storage.sql import Database
 from bot.types import AnsweredBy
 
 
@@ -29,11 +28,12 @@ class SupportStats:
 
 
 class StatsReader:
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
 
     async def snapshot(self, since: float = 0.0) -> SupportStats:
         """Everything since `since` (epoch seconds; conversations by when they began)."""
+        since = float(since)
         replies = {
             (str(channel), str(answered_by or AnsweredBy.FALLBACK)): int(n)
             for channel, answered_by, n in await self._rows(
@@ -47,8 +47,9 @@ class StatsReader:
                 (str(EventKind.HANDOFF), str(EventKind.PULL), since))
         }  # fmt: skip
         ((total, contained),) = await self._rows(
-            "SELECT COUNT(*), COALESCE(SUM(NOT EXISTS (SELECT 1 FROM events e WHERE e.conversation_id = c.id "
-            "AND e.kind IN (?, ?))), 0) FROM conversations c WHERE c.created_at >= ?",
+            "SELECT COUNT(*) AS total, COALESCE(SUM(CASE WHEN EXISTS (SELECT 1 FROM events e WHERE "
+            "e.conversation_id = c.id AND e.kind IN (?, ?)) THEN 0 ELSE 1 END), 0) AS contained "
+            "FROM conversations c WHERE c.created_at >= ?",
             (str(EventKind.HANDOFF), str(EventKind.PULL), since),
         )
         owners = {str(s): 0 for s in Owner} | {
@@ -89,5 +90,5 @@ class StatsReader:
         return SupportStats(replies, handoffs, int(total), int(contained), owners, claim_waits, first_reply_waits)
 
     async def _rows(self, sql: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
-        async with self._db.execute(sql, params) as cursor:
-            return [tuple(row) for row in await cursor.fetchall()]
+        """Rows as tuples, in the order of the columns selected (each selected column has its own name)."""
+        return [tuple(row.values()) for row in await self._db.fetch(sql, params)]

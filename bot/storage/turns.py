@@ -6,8 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiosqlite
-
+from bot.storage.sql import Params, Row, Sql
 from bot.types import AnsweredBy, Citation, MessageKind, Reply
 
 
@@ -49,13 +48,11 @@ class Turn:
         )
 
 
-async def select_turns(db: aiosqlite.Connection, sql: str, params: tuple[object, ...]) -> list[Turn]:
-    async with db.execute(sql, params) as cursor:
-        rows = await cursor.fetchall()
-    return [turn_from_row(row) for row in rows]
+async def select_turns(db: Sql, sql: str, params: Params) -> list[Turn]:
+    return [turn_from_row(row) for row in await db.fetch(sql, params)]
 
 
-def turn_from_row(row: aiosqlite.Row) -> Turn:
+def turn_from_row(row: Row) -> Turn:
     return Turn(
         id=row["id"],
         conversation_id=row["conversation_id"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 import anyio
@@ -30,9 +31,9 @@ def build_from_sources(config: Config, policy: ResponsePolicy, share: float, see
     prompts = PromptLibrary(config.prompts.path)
 
     async def read_store() -> Approved:
-        if not config.store.path.exists():
+        if config.store.url is None and not config.store.path.exists():
             return Approved([], Counter())
-        store = await ConversationStore.open(config.store.path)
+        store = await ConversationStore.from_settings(config.store, os.environ)
         try:
             return await approved_examples(store, config, policy, prompts, redactor)
         finally:

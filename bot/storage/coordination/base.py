@@ -7,8 +7,10 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
+from bot.storage.unavailable import Unavailable
 
-class CoordinationUnavailable(RuntimeError):
+
+class CoordinationUnavailable(Unavailable):
     """The shared coordination service cannot be reached: the process must not act alone."""
 
 
