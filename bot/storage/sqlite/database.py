@@ -64,16 +64,16 @@ class SqliteDatabase:
         return cls(db, path)
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        async with self.transaction() as tx:
-            return await tx.execute(sql, params)
+        async with self._turn:  # autocommit: one statement is its own transaction
+            return await self._statements.execute(sql, params)
 
     async def fetch(self, sql: str, params: Params = ()) -> list[Row]:
         async with self._turn:
             return await self._statements.fetch(sql, params)
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        rows = await self.fetch(sql, params)
-        return rows[0] if rows else None
+        async with self._turn:
+            return await self._statements.fetchone(sql, params)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Sql]:
