@@ -333,7 +333,7 @@ def test_a_store_written_by_a_newer_version_is_refused_and_left_as_it_was(store_
 
 def test_processes_opening_one_store_at_once_migrate_it_once(store_location: StoreLocation) -> None:
     async def scenario() -> None:
-        stores = await asyncio.gather(*(store_location.open() for _ in range(4)))
+        stores = await asyncio.gather(*(store_location.open() for _ in range(8)))
         try:
             rows = await stores[0]._db.fetch("SELECT version FROM schema_migrations")
             assert rows == [{"version": 1}]

@@ -17,6 +17,8 @@ from bot.storage.migrations import Migration, check_applied, migrations
 from bot.storage.sql import Params, Row, Sql, StoreError
 from bot.storage.sqlite.legacy import upgrade_legacy
 
+_OPEN_TIMEOUT_S = 30.0
+
 
 class _Statements:
     def __init__(self, db: aiosqlite.Connection) -> None:
@@ -49,9 +51,9 @@ class SqliteDatabase:
         path.parent.mkdir(parents=True, exist_ok=True)
         db: aiosqlite.Connection | None = None
         try:
-            db = await aiosqlite.connect(path, isolation_level=None, timeout=30.0)
+            db = await aiosqlite.connect(path, isolation_level=None, timeout=_OPEN_TIMEOUT_S)
             db.row_factory = aiosqlite.Row
-            await db.execute("PRAGMA journal_mode=WAL")
+            await _wal(db, deadline=time.monotonic() + _OPEN_TIMEOUT_S)
             await db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
             await db.execute("PRAGMA foreign_keys=ON")
             await _migrate(db, migrations("sqlite"), str(path))
@@ -95,12 +97,12 @@ class SqliteDatabase:
 
 async def _migrate(db: aiosqlite.Connection, known: tuple[Migration, ...], where: str) -> None:
     """Apply what the store lacks in one transaction: processes opening it at once migrate it once."""
-    await db.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-        "checksum TEXT NOT NULL, applied_at REAL NOT NULL)"
-    )
     await db.execute("BEGIN IMMEDIATE")
     try:
+        await db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+            "checksum TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
         async with db.execute("SELECT version, name, checksum FROM schema_migrations") as cursor:
             applied = {row[0]: (row[1], row[2]) for row in await cursor.fetchall()}
         for migration in check_applied(known, applied, where):
@@ -116,6 +118,19 @@ async def _migrate(db: aiosqlite.Connection, known: tuple[Migration, ...], where
         await db.execute("ROLLBACK")
         raise
     await db.execute("COMMIT")
+
+
+async def _wal(db: aiosqlite.Connection, deadline: float) -> None:
+    """Switch to WAL. The switch needs the file to itself and SQLite answers "locked" at once, without
+    waiting, while another process opening the same file holds it: wait and try again instead."""
+    while True:
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.05)
 
 
 def statements(script: str) -> list[str]:
