@@ -101,6 +101,9 @@ class CoordinationSettings(_Section):
     lock_lease_s: float = Field(default=30.0, ge=1.0, le=600.0)
     # A message waits at most this long for the message before it in the same conversation.
     lock_wait_s: float = Field(default=120.0, ge=1.0, le=3600.0)
+    # Knowledge sync, Telegram polling and Discord's gateway run in one process; when it dies another
+    # takes over within about this long.
+    role_lease_s: float = Field(default=10.0, ge=1.0, le=600.0)
 
     @field_validator("redis_url")
     @classmethod

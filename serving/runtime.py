@@ -175,7 +175,8 @@ async def open_coordination(settings: CoordinationSettings, env: Mapping[str, st
     from bot.storage.coordination.redis_coordination import RedisCoordination
 
     shared = RedisCoordination(settings.redis_url, env.get("SUPPORTBOT_REDIS_PASSWORD"),
-                               lease_s=settings.lock_lease_s, wait_s=settings.lock_wait_s)  # fmt: skip
+                               lease_s=settings.lock_lease_s, wait_s=settings.lock_wait_s,
+                               role_lease_s=settings.role_lease_s)  # fmt: skip
     try:
         latency = await shared.ping()
     except CoordinationUnavailable as err:

@@ -16,38 +16,31 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import chromadb
 import numpy as np
 from chromadb.api.models.Collection import Collection
-from chromadb.config import Settings
 
 from bot.knowledge.loader import Vetting, vet
-from bot.knowledge.model import (
-    OUT_OF_SCOPE_KIND,
-    FaqEntry,
-    KnowledgeFile,
-    KnowledgeItem,
-    OutOfScopeGroup,
-    Passage,
-    answer_as_passage,
-    item_fingerprint,
-    marked_for_a_person,
-    normalised,
-)
+from bot.knowledge.model import OUT_OF_SCOPE_KIND, KnowledgeFile, answer_as_passage, normalised
 from bot.knowledge.names import NameMatch, NameTable
-from bot.retrieval.embedding import Embedder, KnowledgeEmbeddingFunction, Progress
+from bot.retrieval import records
+from bot.retrieval.chroma import ChromaHome, metadata_of
+from bot.retrieval.embedding import Embedder, Progress
+from bot.retrieval.hit import Hit
 from bot.retrieval.ranking import calibration
 from bot.retrieval.ranking.calibration import Calibration, calibrate
-from bot.retrieval.ranking.classifier import ItemClassifier
 from bot.retrieval.ranking.overlaps import OverlapReport, find_overlaps
 from bot.retrieval.ranking.scorer import IndexedText, ItemScorer
+from bot.retrieval.records import Plan
+
+__all__ = ["Hit", "KnowledgeIndex", "SyncReport"]
 
 log = logging.getLogger(__name__)
 
@@ -56,22 +49,8 @@ _WRITE_BATCH = 1000
 _ANSWER_BATCH = 64
 _CALIBRATION_KEY = "calibration_key"
 _CALIBRATION = "calibration"
-_ENCODER = "encoder"  # the Embedder.identity the vectors came from
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One knowledge item a search found, with the best similarity among its texts."""
-
-    item_id: str
-    kind: str  # "faq" | "passage" | "out_of_scope"
-    title: str
-    body: str
-    file: str
-    line: int
-    score: float  # cosine similarity in [-1, 1]
-    handoff: bool = False  # the item is marked for a person: its answer hands the conversation over
-    action: str | None = None  # the business action an FAQ entry runs
+# Changed by the process that syncs each time it writes: the others reload when they see it change.
+_GENERATION = "generation"
 
 
 @dataclass(frozen=True)
@@ -110,88 +89,106 @@ class _Ranking:
     names: NameTable  # companies and products out-of-scope groups list, that the knowledge never mentions
 
 
-@dataclass
-class _Record:
-    id: str
-    text: str
-    metadata: dict[str, str | int]
-
-
-@dataclass
-class _Plan:
-    to_embed: list[_Record] = field(default_factory=list)
-    to_relabel: list[_Record] = field(default_factory=list)
-    to_delete: list[str] = field(default_factory=list)
-
-
 class KnowledgeIndex:
-    def __init__(self, collection: Collection, embedder: Embedder, classifier_path: Path | None = None) -> None:
-        """`classifier_path`: where the trained classifier is kept between runs (retrained at start when None)."""
+    def __init__(self, home: ChromaHome, collection: Collection, embedder: Embedder) -> None:
+        self._home = home
         self._collection = collection
         self._embedder = embedder
-        self._classifier_path = classifier_path
         self._sync_lock = threading.Lock()
         self._calibration_lock = threading.Lock()  # one calibration at a time
+        self._marking = threading.Lock()  # read-modify-write of the collection's metadata
         # Guards replacing `_ranking` together with `_generation` (bumped by each sync), so a background
         # calibration finishing for older content never lands on newer content.
         self._swap_lock = threading.Lock()
         self._generation = 0
         self._closing = threading.Event()
         self._background: list[threading.Thread] = []  # calibrations started by live edits
-        stored = collection.get(include=["metadatas", "documents", "embeddings"])
-        self._metadata: dict[str, dict[str, Any]] = {
-            rid: dict(meta or {}) for rid, meta in zip(stored["ids"], stored["metadatas"] or [], strict=True)
-        }
-        self._texts = {
-            rid: _indexed(self._metadata[rid], doc or "", np.asarray(vector, dtype=np.float32))
+        self._answer_vectors: dict[str, np.ndarray] = {}  # FAQ answer sentences, by text digest
+        self._metadata: dict[str, dict[str, Any]] = {}
+        self._texts: dict[str, IndexedText] = {}
+        self._seen: object = None  # the shared generation this process last loaded
+        self._load(collection, keep_classifier=True)
+
+    def _load(self, collection: Collection, keep_classifier: bool) -> None:
+        """Read every record and build the ranking from them (at start, and when another process synced)."""
+        self._seen = (collection.metadata or {}).get(_GENERATION)
+        stored = self._home.guard(lambda: collection.get(include=["metadatas", "documents", "embeddings"]))
+        metadata = {rid: dict(meta or {}) for rid, meta in zip(stored["ids"], stored["metadatas"] or [], strict=True)}
+        texts = {
+            rid: records.indexed(metadata[rid], doc or "", np.asarray(vector, dtype=np.float32))
             for rid, doc, vector in zip(
-                stored["ids"], stored["documents"] or [], _rows(stored.get("embeddings")), strict=True
+                stored["ids"], stored["documents"] or [], records.rows(stored.get("embeddings")), strict=True
             )
         }
-        self._answer_vectors: dict[str, np.ndarray] = {}  # FAQ answer sentences, by text digest
+        self._metadata, self._texts = metadata, texts
         key = self._calibration_key()
-        catalog = _catalog(self._metadata)
-        self._ranking = _Ranking(
+        scorer = self._scorer(key, keep_classifier)
+        cached = self._cached_calibration(key, collection)
+        with self._swap_lock:
+            previous = getattr(self, "_ranking", None)
+            fallback = previous.calibration if previous is not None else calibration.DEFAULT
+            self._generation += 1
+            self._ranking = self._ranking_of(scorer, cached or fallback)
+
+    def _ranking_of(self, scorer: ItemScorer, calibrated: Calibration) -> _Ranking:
+        catalog = records.catalog(self._metadata)
+        return _Ranking(
             catalog,
-            self._scorer(key),
-            self._cached_calibration(key) or calibration.DEFAULT,
-            _examples(self._texts.values()),
-            _titles(catalog),
-            _names(self._metadata, self._texts.values(), catalog),
+            scorer,
+            calibrated,
+            records.examples(self._texts.values()),
+            records.titles(catalog),
+            records.names(self._metadata, self._texts.values(), catalog),
         )
 
     @classmethod
     def open(cls, path: Path, collection_name: str, embedder: Embedder) -> KnowledgeIndex:
         """Open (or create) the embedded, persistent index at `path`."""
-        path.mkdir(parents=True, exist_ok=True)
-        client = chromadb.PersistentClient(
-            path=str(path), settings=Settings(anonymized_telemetry=False, allow_reset=False)
-        )
-        function = KnowledgeEmbeddingFunction(embedder)
+        home = ChromaHome.embedded(path, collection_name, embedder)
+        return cls(home, home.open(embedder.identity), embedder)
 
-        def collection() -> Collection:
-            return client.get_or_create_collection(
-                collection_name,
-                embedding_function=function,  # type: ignore[arg-type]
-                configuration={"hnsw": {"space": "cosine"}},
-            )
+    @classmethod
+    def connect(cls, url: str, collection_name: str, embedder: Embedder) -> KnowledgeIndex:
+        """The index on a Chroma server several processes share (IndexUnavailable when it cannot be reached)."""
+        home = ChromaHome.server(url, collection_name, embedder)
+        return cls(home, home.open(embedder.identity), embedder)
 
-        opened = collection()
-        encoder = embedder.identity
-        built_with = (opened.metadata or {}).get(_ENCODER)
-        if built_with != encoder:
-            if opened.count():
-                # Vectors from another model or runtime do not compare with this one's: start again.
-                log.warning(
-                    "the index at %s was built with encoder %s, not %s: embedding the knowledge again",
-                    path,
-                    built_with or "(unrecorded)",
-                    encoder,
-                )
-                client.delete_collection(collection_name)
-                opened = collection()
-            opened.modify(metadata={_ENCODER: encoder})
-        return cls(opened, embedder, path / f"{collection_name}.classifier.npz")
+    @property
+    def shared(self) -> bool:
+        """On a server other processes use too: one of them syncs, the others `refresh`."""
+        return self._home.shared
+
+    @property
+    def where(self) -> str:
+        return self._home.where
+
+    def ping(self) -> float:
+        return self._home.ping()
+
+    def refresh(self) -> bool:
+        """Load what another process synced into the shared index since this one last looked (its records,
+        or a new calibration). True when something new was loaded. Cheap when nothing changed: one request."""
+        if not self.shared:
+            return False
+        with self._sync_lock:
+            collection = self._home.collection()
+            self._collection = collection
+            if (collection.metadata or {}).get(_GENERATION) != self._seen:
+                self._load(collection, keep_classifier=False)
+                return True
+            with self._swap_lock:
+                cached = self._cached_calibration(self._calibration_key(), collection)
+                if cached is None or cached == self._ranking.calibration:
+                    return False
+                self._ranking = replace(self._ranking, calibration=cached)
+            log.info("answer selection calibrated by another process: %s", cached.summary())
+            return True
+
+    def _mark(self, **updates: str) -> None:
+        """Record `updates` in the collection's metadata, keeping the rest (Chroma replaces it as a whole)."""
+        with self._marking:
+            collection = self._collection
+            self._home.guard(lambda: collection.modify(metadata=metadata_of(collection) | updates))
 
     @property
     def embedder(self) -> Embedder:
@@ -224,35 +221,35 @@ class KnowledgeIndex:
         """
         with self._sync_lock:
             started = time.perf_counter()
+            if self.shared:  # plan against what the server holds now, whoever wrote it
+                collection = self._home.collection()
+                self._collection = collection
+                if (collection.metadata or {}).get(_GENERATION) != self._seen:
+                    self._load(collection, keep_classifier=True)
             existing = self._metadata
             vetting = vet(files, {m["item_id"]: m["file"] for m in existing.values()})
             plan, added, updated, removed, unchanged = self._plan(vetting, existing)
             embedded_before = self._embedder.texts_embedded
             vectors = self._write(plan, progress)
             texts_embedded = self._embedder.texts_embedded - embedded_before
-            self._metadata = _after(existing, plan)  # what was written, without reading it back
+            self._metadata = records.after(existing, plan)  # what was written, without reading it back
             for rid in plan.to_delete:
                 self._texts.pop(rid, None)
             for record in plan.to_relabel:
-                self._texts[record.id] = _indexed(record.metadata, record.text, self._texts[record.id].vector)
+                self._texts[record.id] = records.indexed(record.metadata, record.text, self._texts[record.id].vector)
             for record in plan.to_embed:
-                self._texts[record.id] = _indexed(record.metadata, record.text, vectors[record.id])
+                self._texts[record.id] = records.indexed(record.metadata, record.text, vectors[record.id])
             key = self._calibration_key()
-            cached = self._cached_calibration(key)
+            cached = self._cached_calibration(key, self._collection)
             # Nothing written (a restart on unchanged files): the texts are those the scorer was built from.
             unchanged_texts = not (plan.to_embed or plan.to_relabel or plan.to_delete)
-            scorer = self._ranking.scorer if unchanged_texts else self._scorer(key)
+            scorer = self._ranking.scorer if unchanged_texts else self._scorer(key, keep=True)
             with self._swap_lock:
                 self._generation += 1
-                catalog = _catalog(self._metadata)
-                self._ranking = _Ranking(
-                    catalog,
-                    scorer,
-                    cached or self._ranking.calibration,
-                    _examples(self._texts.values()),
-                    _titles(catalog),
-                    _names(self._metadata, self._texts.values(), catalog),
-                )
+                self._ranking = self._ranking_of(scorer, cached or self._ranking.calibration)
+            if not unchanged_texts:  # the classifier is stored by now: the others may load it all
+                self._seen = secrets.token_hex(8)
+                self._mark(**{_GENERATION: str(self._seen)})
             if cached is None:
                 job = (key, self._generation, self._calibration_texts(), self._ranking.catalog)
                 if calibrate_in_background:
@@ -374,17 +371,18 @@ class KnowledgeIndex:
 
         return sorted(self._texts.values(), key=order)
 
-    def _scorer(self, key: str) -> ItemScorer:
-        """A scorer for the current texts, with the classifier stored for them (`key`) or a newly trained one."""
-        path = self._classifier_path
-        stored = ItemClassifier.load(path, key) if path is not None else None
+    def _scorer(self, key: str, keep: bool) -> ItemScorer:
+        """A scorer for the current texts, with the classifier stored for them (`key`) or a newly trained one
+        (stored when `keep`: by the process that syncs, not by those that follow it)."""
+        shelf = self._home.shelf
+        stored = self._home.guard(lambda: shelf.load(key))
         scorer = ItemScorer(list(self._texts.values()), classifier=stored)
-        if path is not None and scorer.classifier is not stored:
-            scorer.classifier.save(path, key)
+        if keep and scorer.classifier is not stored:
+            self._home.guard(lambda: shelf.save(scorer.classifier, key))
         return scorer
 
-    def _cached_calibration(self, key: str) -> Calibration | None:
-        stored = self._collection.metadata or {}
+    def _cached_calibration(self, key: str, collection: Collection) -> Calibration | None:
+        stored = collection.metadata or {}
         if stored.get(_CALIBRATION_KEY) != key:
             return None
         try:
@@ -417,9 +415,7 @@ class KnowledgeIndex:
                     return
                 self._ranking = replace(self._ranking, calibration=result)
             log.info("answer selection calibrated: %s", result.summary())
-            metadata = {k: v for k, v in (self._collection.metadata or {}).items() if k not in ("hnsw:space",)}
-            metadata |= {_CALIBRATION_KEY: key, _CALIBRATION: json.dumps(result.to_dict())}
-            self._collection.modify(metadata=metadata)
+            self._mark(**{_CALIBRATION_KEY: key, _CALIBRATION: json.dumps(result.to_dict())})
 
     def _answer_texts(
         self, catalog: dict[str, Hit], cancelled: Callable[[], bool] = lambda: False
@@ -433,7 +429,7 @@ class KnowledgeIndex:
         for hit in catalog.values():
             if hit.kind == "faq":
                 as_passage = answer_as_passage(hit.item_id, hit.title, hit.body, hit.file, hit.line)
-                pending.extend((hit.item_id, text, _digest(text)) for text in as_passage.utterances())
+                pending.extend((hit.item_id, text, records.digest(text)) for text in as_passage.utterances())
         # By length, so each batch pads to texts of about its own length.
         missing = sorted(
             {text for _, text, digest in pending if digest not in self._answer_vectors}, key=lambda t: (len(t), t)
@@ -443,7 +439,7 @@ class KnowledgeIndex:
                 raise calibration.Cancelled
             batch = missing[start : start + _ANSWER_BATCH]
             for text, vector in zip(batch, self._embedder.embed(batch), strict=True):
-                self._answer_vectors[_digest(text)] = vector
+                self._answer_vectors[records.digest(text)] = vector
         wanted = {digest for _, _, digest in pending}
         self._answer_vectors = {d: v for d, v in self._answer_vectors.items() if d in wanted}
         return [IndexedText(item_id, "passage", text, self._answer_vectors[d]) for item_id, text, d in pending]
@@ -452,10 +448,10 @@ class KnowledgeIndex:
 
     def _plan(
         self, vetting: Vetting, existing: dict[str, dict[str, Any]]
-    ) -> tuple[_Plan, set[str], set[str], set[str], int]:
+    ) -> tuple[Plan, set[str], set[str], set[str], int]:
         kept_files = {f.path for f in vetting.rejected}
-        desired = {r.id: r for r in _records(item for f in vetting.accepted for item in f.items)}
-        plan = _Plan()
+        desired = {r.id: r for r in records.records(item for f in vetting.accepted for item in f.items)}
+        plan = Plan()
         for rid, record in desired.items():
             if rid not in existing:
                 plan.to_embed.append(record)
@@ -476,7 +472,7 @@ class KnowledgeIndex:
         unchanged = len(set(new_items) - added - updated)
         return plan, added, updated, removed, unchanged
 
-    def _write(self, plan: _Plan, progress: Progress | None) -> dict[str, np.ndarray]:
+    def _write(self, plan: Plan, progress: Progress | None) -> dict[str, np.ndarray]:
         """Apply the plan; returns the vectors of the texts it embedded, by record id."""
         # Add first, delete last: a search running meanwhile sees the old or the new text, never neither.
         embedded: dict[str, np.ndarray] = {}
@@ -502,92 +498,3 @@ class KnowledgeIndex:
         for start in range(0, len(plan.to_delete), _WRITE_BATCH):
             self._collection.delete(ids=plan.to_delete[start : start + _WRITE_BATCH])
         return embedded
-
-
-def _after(existing: dict[str, dict[str, Any]], plan: _Plan) -> dict[str, dict[str, Any]]:
-    """Record id -> metadata once `plan` is written over `existing`."""
-    deleted = set(plan.to_delete)
-    metadata = {rid: meta for rid, meta in existing.items() if rid not in deleted}
-    metadata.update({record.id: dict(record.metadata) for record in plan.to_embed + plan.to_relabel})
-    return metadata
-
-
-def _indexed(metadata: dict[str, Any], text: str, vector: np.ndarray) -> IndexedText:
-    asked = bool(metadata.get("questions"))
-    return IndexedText(str(metadata["item_id"]), str(metadata["kind"]), text, vector, asked)
-
-
-def _rows(embeddings: Any) -> list[np.ndarray]:
-    return [] if embeddings is None else list(embeddings)
-
-
-def _examples(texts: Iterable[IndexedText]) -> dict[str, str]:
-    return {normalised(t.text): t.item_id for t in texts if t.kind == OUT_OF_SCOPE_KIND}
-
-
-def _names(metadata: dict[str, dict[str, Any]], texts: Iterable[IndexedText], catalog: dict[str, Hit]) -> NameTable:
-    """The out-of-scope groups' names, less those the answerable texts and answers mention."""
-    groups: dict[str, tuple[str, int, list[str]]] = {}  # in file order, so a name listed twice keeps its first
-    for meta in metadata.values():
-        if meta["kind"] == OUT_OF_SCOPE_KIND and meta.get("names"):
-            where = (str(meta["file"]), int(str(meta["line"])))
-            groups[str(meta["item_id"])] = (*where, json.loads(str(meta["names"])))
-    if not groups:
-        return NameTable({})
-    listed = [(group, names) for group, (*_, names) in sorted(groups.items(), key=lambda g: (g[1][:2], g[0]))]
-    known = [t.text for t in texts if t.kind != OUT_OF_SCOPE_KIND]
-    known += [hit.body for hit in catalog.values() if hit.kind != OUT_OF_SCOPE_KIND]
-    return NameTable.build(listed, known)
-
-
-def _titles(catalog: dict[str, Hit]) -> dict[str, str]:
-    owners: dict[str, list[str]] = {}
-    for hit in catalog.values():
-        if hit.kind != OUT_OF_SCOPE_KIND:
-            owners.setdefault(normalised(hit.title), []).append(hit.item_id)
-    return {title: ids[0] for title, ids in owners.items() if len(ids) == 1}
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
-def _catalog(metadata: dict[str, dict[str, Any]]) -> dict[str, Hit]:
-    return {
-        str(meta["item_id"]): Hit(
-            item_id=str(meta["item_id"]),
-            kind=str(meta["kind"]),
-            title=str(meta["title"]),
-            body=str(meta["body"]),
-            file=str(meta["file"]),
-            line=int(str(meta["line"])),
-            score=0.0,
-            handoff=bool(meta.get("handoff")),
-            action=str(meta["action"]) if meta.get("action") else None,
-        )
-        for meta in metadata.values()
-    }
-
-
-def _records(items: Iterable[KnowledgeItem]) -> list[_Record]:
-    records = []
-    for item in items:
-        metadata: dict[str, str | int] = {
-            "item_id": item.id,
-            "kind": item.kind,
-            "title": item.title,
-            "body": item.body,
-            "file": item.file,
-            "line": item.line,
-            "fingerprint": item_fingerprint(item),
-        }
-        # Every optional key is always written: Chroma merges a relabelled record's metadata into the old,
-        # so names or a mark an operator took away must be overwritten with nothing, not left out.
-        names = item.names if isinstance(item, OutOfScopeGroup) else ()
-        metadata["names"] = json.dumps(names) if names else ""
-        metadata["questions"] = len(item.questions) if isinstance(item, Passage) else 0
-        metadata["handoff"] = int(marked_for_a_person(item))
-        metadata["action"] = (item.action or "") if isinstance(item, FaqEntry) else ""
-        for text in item.utterances():
-            records.append(_Record(f"{item.id}::{_digest(text)}", text, metadata))
-    return records

@@ -8,6 +8,7 @@ signal in the fused score; calibration decides how much it counts.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Sequence
@@ -69,22 +70,34 @@ class ItemClassifier:
         result: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
         return result
 
+    def to_bytes(self, key: str) -> bytes:
+        """What `from_bytes` reads back with the same `key` (what the classifier was trained on)."""
+        handle = io.BytesIO()
+        np.savez(handle, key=np.array(key), item_ids=np.array(self.item_ids), coef=self.coef, intercept=self.intercept)
+        return handle.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, key: str) -> ItemClassifier | None:
+        """The classifier `to_bytes` wrote under `key`; None when it is for other texts or unreadable."""
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+                if str(stored["key"]) != key:
+                    return None
+                return cls(tuple(str(i) for i in stored["item_ids"]), stored["coef"], stored["intercept"])
+        except (OSError, KeyError, ValueError, EOFError):
+            return None
+
     def save(self, path: Path, key: str) -> None:
-        """Store for `load` with the same `key` (what the classifier was trained on). Atomic."""
+        """Store for `load` with the same `key`. Atomic."""
         partial = path.with_name(path.name + ".partial")
-        with partial.open("wb") as handle:
-            np.savez(
-                handle, key=np.array(key), item_ids=np.array(self.item_ids), coef=self.coef, intercept=self.intercept
-            )
+        partial.write_bytes(self.to_bytes(key))
         os.replace(partial, path)
 
     @classmethod
     def load(cls, path: Path, key: str) -> ItemClassifier | None:
         """The classifier `save` stored under `key`; None when there is none, it is for other texts, or unreadable."""
         try:
-            with np.load(path, allow_pickle=False) as stored:
-                if str(stored["key"]) != key:
-                    return None
-                return cls(tuple(str(i) for i in stored["item_ids"]), stored["coef"], stored["intercept"])
-        except (OSError, KeyError, ValueError):
+            data = path.read_bytes()
+        except OSError:
             return None
+        return cls.from_bytes(data, key)

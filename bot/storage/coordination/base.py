@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -42,6 +42,16 @@ class Coordination(Protocol):
     def follow(self, topic: str) -> AsyncIterator[str]:
         """The messages published on `topic` from now on, in order, until cancelled.
         Raises CoordinationUnavailable when the connection is lost (follow again to resume)."""
+        ...
+
+    async def lead(self, role: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run `work` in one process only of those sharing this coordination: wait to be elected for `role`,
+        run it while holding the role (cancelled at once if the role is lost), return when `work` returns.
+        Another process takes the role over within about a lease when the holder dies."""
+        ...
+
+    def roles(self) -> list[str]:
+        """The roles this process holds now (for /health)."""
         ...
 
     async def ping(self) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from bot.storage.coordination.base import RateCheck
@@ -21,6 +21,7 @@ class LocalCoordination:
         self._limiters: dict[tuple[int, float], RateLimiter] = {}
         self._clock = clock
         self._followers: dict[str, set[asyncio.Queue[str]]] = {}
+        self._roles: set[str] = set()
 
     @asynccontextmanager
     async def conversation_lock(self, conversation_id: str) -> AsyncIterator[None]:
@@ -58,6 +59,19 @@ class LocalCoordination:
                 yield await queue.get()
         finally:
             followers.discard(queue)
+
+    async def lead(self, role: str, work: Callable[[], Awaitable[None]]) -> None:
+        """One process: it holds every role (two candidates here would be one process's mistake)."""
+        if role in self._roles:
+            raise RuntimeError(f"role {role}: already held in this process")
+        self._roles.add(role)
+        try:
+            await work()
+        finally:
+            self._roles.discard(role)
+
+    def roles(self) -> list[str]:
+        return sorted(self._roles)
 
     async def ping(self) -> float:
         return 0.0

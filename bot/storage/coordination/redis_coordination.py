@@ -7,6 +7,8 @@
   arrival order and only one of them polls Redis at a time.
 - **Pushes** (an agent's reply for a widget connected to another process) go through Redis pub/sub on
   `supportbot:TOPIC`.
+- **Roles** (one process syncs the knowledge folder, polls Telegram, connects to Discord's gateway) are
+  elected with a leased key per role (`supportbot:role:ROLE`, `roles.py`).
 - **Rate limits** are sliding windows, one sorted set per key (`supportbot:rate:KEY`), checked and counted
   by one script, on Redis' clock: every process sees the same windows, whatever its own clock says.
 """
@@ -17,7 +19,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -26,6 +28,7 @@ from redis.exceptions import LockError, LockNotOwnedError, RedisError
 
 from bot.storage.coordination.base import CoordinationUnavailable, RateCheck
 from bot.storage.coordination.local import LocalCoordination
+from bot.storage.coordination.roles import Role
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,10 @@ return 0
 class RedisCoordination:
     kind = "redis"
 
-    def __init__(self, url: str, password: str | None = None, *, lease_s: float = 30.0, wait_s: float = 120.0) -> None:
+    def __init__(
+        self, url: str, password: str | None = None, *, lease_s: float = 30.0, wait_s: float = 120.0,
+        role_lease_s: float = 10.0,
+    ) -> None:  # fmt: skip
         self.url = url
         self._client: Any = aioredis.Redis.from_url(url, password=password, socket_timeout=5.0,
                                                     socket_connect_timeout=5.0)  # fmt: skip
@@ -67,6 +73,9 @@ class RedisCoordination:
         self._wait_s = wait_s
         self._rate_script: Any = self._client.register_script(_RATE_SCRIPT)
         self._queue = LocalCoordination()  # this process's waiters, in arrival order, before Redis' lock
+        self._roles: set[str] = set()  # held now
+        self._campaigns: set[str] = set()  # held or waited for
+        self._role_lease_s = role_lease_s
 
     @asynccontextmanager
     async def conversation_lock(self, conversation_id: str) -> AsyncIterator[None]:
@@ -139,6 +148,18 @@ class RedisCoordination:
         finally:
             with suppress(RedisError):
                 await pubsub.aclose()
+
+    async def lead(self, role: str, work: Callable[[], Awaitable[None]]) -> None:
+        if role in self._campaigns:
+            raise RuntimeError(f"role {role}: already held in this process (or campaigned for)")
+        self._campaigns.add(role)
+        try:
+            await Role(self._client, f"{PREFIX}role:{role}", self._role_lease_s, self._roles, role).lead(work)
+        finally:
+            self._campaigns.discard(role)
+
+    def roles(self) -> list[str]:
+        return sorted(self._roles)
 
     async def ping(self) -> float:
         started = time.perf_counter()
