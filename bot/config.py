@@ -38,6 +38,9 @@ class KnowledgeSettings(_Section):
 
 class IndexSettings(_Section):
     path: Path = Path(".data/chroma")  # embedded Chroma (PersistentClient) folder
+    # A Chroma server (`chroma run`) several bot processes share, instead of `path`: http://host:8000.
+    # One process (elected through coordination.redis_url) syncs the knowledge folder; the others follow.
+    server_url: str | None = None
     # Chroma's rule for collection names: 3-63 letters, digits, dots, dashes or underscores, starting and
     # ending with a letter or digit.
     collection: str = Field(default="knowledge", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
@@ -55,6 +58,14 @@ class IndexSettings(_Section):
     # Messages encoded at once, each on its own thread (up to one per core pays on a busy server); also the
     # threads that embed the knowledge base when it changes.
     query_workers: int = Field(default=2, ge=1, le=64)
+
+    @field_validator("server_url")
+    @classmethod
+    def _plain_chroma_url(cls, url: str | None) -> str | None:
+        checked = _server_url(url, ("http", "https"), "http://host:8000", "server_url", "(Chroma takes none)")
+        if checked is not None and urlsplit(checked).path.strip("/"):
+            raise ValueError(f"{checked!r} is not a URL like http://host:8000 (a Chroma server has no path)")
+        return checked
 
 
 class AnsweringSettings(_Section):

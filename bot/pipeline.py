@@ -31,6 +31,7 @@ from bot.conversation.state import Owner, Ownership, Staffing
 from bot.storage.coordination import Coordination, LocalCoordination
 from bot.storage.store import ConversationStore
 from bot.storage.turns import Turn
+from bot.storage.unavailable import Unavailable
 from bot.types import AnsweredBy, Message, MessageKind, Reply
 
 log = logging.getLogger(__name__)
@@ -282,6 +283,8 @@ class Pipeline:
                 reply = notice_reply(message, self._messages)
             else:
                 reply = await self._respond(message, user_turn_id, ownership, on_delta, timings)
+        except Unavailable:  # the index (or another shared part) is away: stored, not answered (a 503; sent again)
+            raise
         except Exception:
             log.exception("answering failed for conversation %s", message.conversation_id)
             reply = error_reply(self._messages)

@@ -13,6 +13,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -134,7 +136,10 @@ def create_app(
         channels: RunningChannels = app.state.channels
         coordination = await _dependency_status(bot.pipeline.coordination.kind, bot.pipeline.coordination.ping)
         database = await _dependency_status(bot.store.kind, bot.store.ping)
-        ok = bool(coordination["ok"]) and bool(database["ok"])
+        index = await _dependency_status(
+            "chroma-server" if bot.engine.index.shared else "embedded", _off_loop(bot.engine.index.ping)
+        )
+        ok = bool(coordination["ok"]) and bool(database["ok"]) and bool(index["ok"])
         body = {
             "status": "ok" if ok else "unavailable",
             "knowledge_records": len(bot.engine.index),
@@ -152,6 +157,8 @@ def create_app(
             "actions": None if bot.actions is None else await _actions_status(bot.actions),
             "coordination": coordination,
             "database": database,
+            "index": index,
+            "roles": bot.pipeline.coordination.roles(),
         }
         return JSONResponse(body, status_code=200 if ok else 503)
 
@@ -242,9 +249,18 @@ async def _resume_web(bot: Bot) -> None:
         log.exception("web: answering the messages stored before the restart failed")
 
 
+def _off_loop(call: Callable[[], float]) -> Callable[[], Awaitable[float]]:
+    async def run() -> float:
+        result: float = await anyio.to_thread.run_sync(call)
+        return result
+
+    return run
+
+
 def _knowledge_status(bot: Bot) -> dict[str, object]:
     status = bot.engine.sync.status
     return {
+        "generation": bot.engine.index.generation,
         "syncs": status.syncs,
         "last_sync_at": status.last_at,
         "rejected": list(status.rejected),

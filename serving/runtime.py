@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ from bot.llm.client import ChatModel
 from bot.llm.prompts import PromptLibrary
 from bot.llm.responder import ModelResponder
 from bot.pipeline import KnowledgeResponder, Pipeline, Responder
+from bot.retrieval.chroma import IndexUnavailable
 from bot.retrieval.embedding import Embedder, EncoderKind
 from bot.retrieval.index import KnowledgeIndex, SyncReport
 from bot.storage.coordination import Coordination, CoordinationUnavailable, LocalCoordination
@@ -57,7 +58,10 @@ def build_engine(
         cache_dir=config.index.encoder_cache,
         workers=config.index.query_workers,
     )
-    index = KnowledgeIndex.open(index_path or config.index.path, config.index.collection, embedder)
+    if config.index.server_url is not None and index_path is None:
+        index = KnowledgeIndex.connect(config.index.server_url, config.index.collection, embedder)
+    else:
+        index = KnowledgeIndex.open(index_path or config.index.path, config.index.collection, embedder)
     policy = ResponsePolicy(
         index, config.answering, config.messages.talk_to_human_button, query_workers=config.index.query_workers
     )
@@ -94,9 +98,20 @@ async def running_bot(
     """A ready bot: index synced with the knowledge directory, store open, and (optionally) live reload."""
     environ = os.environ if environ is None else environ
     coordination = await open_coordination(config.coordination, environ)
-    engine = build_engine(config, embedder)
+    try:
+        engine = build_engine(config, embedder)
+    except IndexUnavailable as err:
+        await coordination.close()
+        raise RuntimeError(f"index.server_url: {err}") from err
     await anyio.to_thread.run_sync(engine.index.embedder.load)
-    report = await anyio.to_thread.run_sync(engine.sync.run)
+    if engine.index.shared:  # the process elected to sync does it; until then, what the server holds serves
+        await anyio.to_thread.run_sync(lambda: engine.sync.load_shared(forms=True))
+        report = SyncReport(unchanged=len(engine.index.answerable()))
+        if coordination.kind == LocalCoordination.kind:
+            log.warning("index.server_url without coordination.redis_url: this process syncs the shared index "
+                        "itself; run only one such process")  # fmt: skip
+    else:
+        report = await anyio.to_thread.run_sync(engine.sync.run)
     store = await ConversationStore.from_settings(config.store, environ)
     model = None
     if responder is None and config.llm is not None:
@@ -120,11 +135,14 @@ async def running_bot(
             await _check_action_names(actions, engine)
         async with anyio.create_task_group() as tasks:
             stop = anyio.Event()
-            if watch:
+            if engine.index.shared:
+                tasks.start_soon(engine.sync.follow, stop)
+                tasks.start_soon(_lead, coordination, stop, _knowledge_work(engine, watch, config))
+            elif watch:
                 tasks.start_soon(engine.sync.watch, stop, config.knowledge.watch_debounce_ms)
                 log.info("watching %s for edits", engine.sync.directory)
-                if model is not None:
-                    tasks.start_soon(model.prompts.watch, stop, config.knowledge.watch_debounce_ms)
+            if watch and model is not None:
+                tasks.start_soon(model.prompts.watch, stop, config.knowledge.watch_debounce_ms)
             try:
                 yield Bot(engine, store, pipeline, report, model, actions)
             finally:
@@ -138,6 +156,35 @@ async def running_bot(
             await server.stop()
         await store.close()
         await anyio.to_thread.run_sync(engine.index.close)
+
+
+KNOWLEDGE_ROLE = "knowledge-sync"
+
+
+def _knowledge_work(engine: Engine, watch: bool, config: Config) -> Callable[[anyio.Event], Awaitable[None]]:
+    """What the process elected to sync a shared index does: sync the folder, then watch it (if `watch`)."""
+
+    async def work(stop: anyio.Event) -> None:
+        # First what changed while no process was syncing (calibrated before anything else), then each edit.
+        report = await anyio.to_thread.run_sync(engine.sync.run)
+        log.info("this process syncs the shared index at %s: %s", engine.index.where, report.summary())
+        if watch:
+            log.info("watching %s for edits", engine.sync.directory)
+            await engine.sync.watch(stop, config.knowledge.watch_debounce_ms)
+
+    return work
+
+
+async def _lead(coordination: Coordination, stop: anyio.Event, work: Callable[[anyio.Event], Awaitable[None]]) -> None:
+    """Campaign for the knowledge role and do its work when elected, until `stop`."""
+    async with anyio.create_task_group() as tasks:
+
+        async def campaign() -> None:
+            await coordination.lead(KNOWLEDGE_ROLE, lambda: work(stop))
+
+        tasks.start_soon(campaign)
+        await stop.wait()
+        tasks.cancel_scope.cancel()
 
 
 async def _check_action_names(actions: ActionClient, engine: Engine) -> None:

@@ -26,6 +26,7 @@ from bot.retrieval.embedding import Embedder
 from bot.retrieval.index import KnowledgeIndex
 from bot.storage.store import ConversationStore
 from serving.app import create_app
+from tests.chroma_server import CHROMA, ChromaServer
 from tests.model_server import ModelServer, RecordingProxy
 from tests.postgres_server import NEEDS_POSTGRES, PostgresServer
 from tests.redis_server import REDIS_SERVER, RedisServer
@@ -283,6 +284,19 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     if not Path(REDIS_SERVER).exists():
         pytest.skip("redis-server is missing")  # reached only without the mark; the mark says how to install
     server = RedisServer(free_port(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChromaServer]:
+    """One real Chroma server for the session (tests mark themselves NEEDS_CHROMA); a collection per test."""
+    if not CHROMA.exists():
+        pytest.skip("the chroma command is missing")  # reached only without the mark; the mark says how
+    server = ChromaServer(free_port(), tmp_path_factory.mktemp("chroma-server"))
     server.start()
     try:
         yield server

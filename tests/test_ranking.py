@@ -144,7 +144,7 @@ def test_calibration_and_classifier_are_stored_with_the_index_and_reused_after_a
 def test_calibration_does_not_depend_on_the_order_chroma_returns_texts_in(demo_index: KnowledgeIndex) -> None:
     # The stored calibration was computed right after indexing; a reopened index reads its texts back
     # from Chroma in another order. Same knowledge, same result.
-    again = calibrate(demo_index._calibration_texts(), lambda: demo_index._answer_texts(demo_index._ranking.catalog))
+    again = calibrate(demo_index._calibration_texts(), lambda: demo_index._answers.texts(demo_index._ranking.catalog))
     assert (again.threshold, again.weights) == (demo_index.calibration.threshold, demo_index.calibration.weights)
 
 

@@ -19,7 +19,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 from chromadb.api.models.Collection import Collection
 
-from bot.knowledge.loader import Vetting, vet
-from bot.knowledge.model import OUT_OF_SCOPE_KIND, KnowledgeFile, answer_as_passage, normalised
+from bot.knowledge.loader import vet
+from bot.knowledge.model import OUT_OF_SCOPE_KIND, KnowledgeFile, normalised
 from bot.knowledge.names import NameMatch, NameTable
 from bot.retrieval import records
+from bot.retrieval.answers import AnswerVectors
 from bot.retrieval.chroma import ChromaHome, metadata_of
 from bot.retrieval.embedding import Embedder, Progress
 from bot.retrieval.hit import Hit
@@ -38,43 +39,16 @@ from bot.retrieval.ranking import calibration
 from bot.retrieval.ranking.calibration import Calibration, calibrate
 from bot.retrieval.ranking.overlaps import OverlapReport, find_overlaps
 from bot.retrieval.ranking.scorer import IndexedText, ItemScorer
-from bot.retrieval.records import Plan
+from bot.retrieval.writing import SyncReport, plan_sync, write_plan
 
 __all__ = ["Hit", "KnowledgeIndex", "SyncReport"]
 
 log = logging.getLogger(__name__)
 
-_WRITE_BATCH = 1000
-# FAQ answers are embedded for calibration this many at a time, so a superseded calibration stops between.
-_ANSWER_BATCH = 64
 _CALIBRATION_KEY = "calibration_key"
 _CALIBRATION = "calibration"
 # Changed by the process that syncs each time it writes: the others reload when they see it change.
 _GENERATION = "generation"
-
-
-@dataclass(frozen=True)
-class SyncReport:
-    added: tuple[str, ...] = ()
-    updated: tuple[str, ...] = ()
-    removed: tuple[str, ...] = ()
-    unchanged: int = 0
-    texts_embedded: int = 0
-    seconds: float = 0.0
-    rejected: tuple[KnowledgeFile, ...] = ()  # files not applied; their last good version stays
-    files: int = 0
-    calibration: Calibration | None = None  # None: being recalibrated in the background
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.added or self.updated or self.removed)
-
-    def summary(self) -> str:
-        return (
-            f"{len(self.added)} added, {len(self.updated)} updated, {len(self.removed)} removed, "
-            f"{self.unchanged} unchanged; {self.texts_embedded} texts embedded; "
-            f"{self.files} files, {len(self.rejected)} rejected; {self.seconds:.2f}s"
-        )
 
 
 @dataclass(frozen=True)
@@ -103,7 +77,7 @@ class KnowledgeIndex:
         self._generation = 0
         self._closing = threading.Event()
         self._background: list[threading.Thread] = []  # calibrations started by live edits
-        self._answer_vectors: dict[str, np.ndarray] = {}  # FAQ answer sentences, by text digest
+        self._answers = AnswerVectors(embedder)
         self._metadata: dict[str, dict[str, Any]] = {}
         self._texts: dict[str, IndexedText] = {}
         self._seen: object = None  # the shared generation this process last loaded
@@ -164,6 +138,11 @@ class KnowledgeIndex:
 
     def ping(self) -> float:
         return self._home.ping()
+
+    @property
+    def generation(self) -> str | None:
+        """The shared index's content this process serves (changed by each sync that wrote); None embedded."""
+        return None if self._seen is None or not self.shared else str(self._seen)
 
     def refresh(self) -> bool:
         """Load what another process synced into the shared index since this one last looked (its records,
@@ -228,9 +207,10 @@ class KnowledgeIndex:
                     self._load(collection, keep_classifier=True)
             existing = self._metadata
             vetting = vet(files, {m["item_id"]: m["file"] for m in existing.values()})
-            plan, added, updated, removed, unchanged = self._plan(vetting, existing)
+            plan, changes = plan_sync(vetting, existing)
             embedded_before = self._embedder.texts_embedded
-            vectors = self._write(plan, progress)
+            collection = self._collection
+            vectors = self._home.guard(lambda: write_plan(collection, self._embedder, plan, progress))
             texts_embedded = self._embedder.texts_embedded - embedded_before
             self._metadata = records.after(existing, plan)  # what was written, without reading it back
             for rid in plan.to_delete:
@@ -260,10 +240,10 @@ class KnowledgeIndex:
                 else:
                     self._recalibrate(*job)
             return SyncReport(
-                added=tuple(sorted(added)),
-                updated=tuple(sorted(updated)),
-                removed=tuple(sorted(removed)),
-                unchanged=unchanged,
+                added=tuple(sorted(changes.added)),
+                updated=tuple(sorted(changes.updated)),
+                removed=tuple(sorted(changes.removed)),
+                unchanged=changes.unchanged,
                 texts_embedded=texts_embedded,
                 seconds=time.perf_counter() - started,
                 rejected=vetting.rejected,
@@ -288,8 +268,11 @@ class KnowledgeIndex:
             return [[] for _ in query_vectors]
         # Items have several texts each; ask for enough texts to see 2k distinct items.
         n_results = min(len(self), max(k * 8, 40))
-        result = self._collection.query(
-            query_embeddings=[v.tolist() for v in query_vectors], n_results=n_results, include=[]
+        collection = self._collection
+        result = self._home.guard(
+            lambda: collection.query(
+                query_embeddings=[v.tolist() for v in query_vectors], n_results=n_results, include=[]
+            )
         )
         weights = ranking.calibration.weights
         ranked = []
@@ -401,7 +384,7 @@ class KnowledgeIndex:
                 return self._closing.is_set() or generation != self._generation
 
             try:
-                result = calibrate(texts, lambda: self._answer_texts(catalog, cancelled), cancelled=cancelled)
+                result = calibrate(texts, lambda: self._answers.texts(catalog, cancelled), cancelled=cancelled)
             except calibration.Cancelled:
                 if self._closing.is_set():
                     log.info("calibration stopped: shutting down (the next start calibrates again)")
@@ -416,85 +399,3 @@ class KnowledgeIndex:
                 self._ranking = replace(self._ranking, calibration=result)
             log.info("answer selection calibrated: %s", result.summary())
             self._mark(**{_CALIBRATION_KEY: key, _CALIBRATION: json.dumps(result.to_dict())})
-
-    def _answer_texts(
-        self, catalog: dict[str, Hit], cancelled: Callable[[], bool] = lambda: False
-    ) -> list[IndexedText]:
-        """FAQ answers split as passages are: how the knowledge base words its answers rather than its questions.
-
-        Embedded in batches; raises calibration.Cancelled between them once `cancelled()` says so (what was
-        embedded is kept for the next calibration).
-        """
-        pending: list[tuple[str, str, str]] = []  # (item id, text, digest)
-        for hit in catalog.values():
-            if hit.kind == "faq":
-                as_passage = answer_as_passage(hit.item_id, hit.title, hit.body, hit.file, hit.line)
-                pending.extend((hit.item_id, text, records.digest(text)) for text in as_passage.utterances())
-        # By length, so each batch pads to texts of about its own length.
-        missing = sorted(
-            {text for _, text, digest in pending if digest not in self._answer_vectors}, key=lambda t: (len(t), t)
-        )
-        for start in range(0, len(missing), _ANSWER_BATCH):
-            if cancelled():
-                raise calibration.Cancelled
-            batch = missing[start : start + _ANSWER_BATCH]
-            for text, vector in zip(batch, self._embedder.embed(batch), strict=True):
-                self._answer_vectors[records.digest(text)] = vector
-        wanted = {digest for _, _, digest in pending}
-        self._answer_vectors = {d: v for d, v in self._answer_vectors.items() if d in wanted}
-        return [IndexedText(item_id, "passage", text, self._answer_vectors[d]) for item_id, text, d in pending]
-
-    # -- internals -----------------------------------------------------------------------------
-
-    def _plan(
-        self, vetting: Vetting, existing: dict[str, dict[str, Any]]
-    ) -> tuple[Plan, set[str], set[str], set[str], int]:
-        kept_files = {f.path for f in vetting.rejected}
-        desired = {r.id: r for r in records.records(item for f in vetting.accepted for item in f.items)}
-        plan = Plan()
-        for rid, record in desired.items():
-            if rid not in existing:
-                plan.to_embed.append(record)
-            elif existing[rid].get("fingerprint") != record.metadata["fingerprint"]:
-                plan.to_relabel.append(record)
-        plan.to_delete = [
-            rid for rid, meta in existing.items() if rid not in desired and meta.get("file") not in kept_files
-        ]
-
-        old_items = {m["item_id"]: m["fingerprint"] for m in existing.values()}
-        new_items = {str(r.metadata["item_id"]): r.metadata["fingerprint"] for r in desired.values()}
-        kept_items = {m["item_id"] for m in existing.values() if m.get("file") in kept_files}
-        added = set(new_items) - set(old_items)
-        removed = set(old_items) - set(new_items) - kept_items
-        touched = {str(r.metadata["item_id"]) for r in plan.to_embed + plan.to_relabel}
-        touched |= {existing[rid]["item_id"] for rid in plan.to_delete}
-        updated = (touched & set(new_items)) - added
-        unchanged = len(set(new_items) - added - updated)
-        return plan, added, updated, removed, unchanged
-
-    def _write(self, plan: Plan, progress: Progress | None) -> dict[str, np.ndarray]:
-        """Apply the plan; returns the vectors of the texts it embedded, by record id."""
-        # Add first, delete last: a search running meanwhile sees the old or the new text, never neither.
-        embedded: dict[str, np.ndarray] = {}
-        for start in range(0, len(plan.to_embed), _WRITE_BATCH):
-            batch = plan.to_embed[start : start + _WRITE_BATCH]
-            done = start
-
-            def report(n: int, _total: int, done: int = done) -> None:
-                if progress is not None:
-                    progress(done + n, len(plan.to_embed))
-
-            vectors = self._embedder.embed([r.text for r in batch], report)
-            embedded.update(zip((r.id for r in batch), vectors, strict=True))
-            self._collection.upsert(
-                ids=[r.id for r in batch],
-                embeddings=vectors,
-                documents=[r.text for r in batch],
-                metadatas=[r.metadata for r in batch],
-            )
-        for start in range(0, len(plan.to_relabel), _WRITE_BATCH):
-            batch = plan.to_relabel[start : start + _WRITE_BATCH]
-            self._collection.update(ids=[r.id for r in batch], metadatas=[r.metadata for r in batch])
-        for start in range(0, len(plan.to_delete), _WRITE_BATCH):
-            self._collection.delete(ids=plan.to_delete[start : start + _WRITE_BATCH])
-        return embedded

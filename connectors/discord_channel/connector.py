@@ -10,12 +10,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 
 import discord
 from discord import app_commands
 
 from bot.config import DiscordSettings
 from bot.pipeline import RESUME_WINDOW_S, Exchange, Pipeline
+from bot.storage.coordination import LocalCoordination
 from bot.storage.turns import Turn
 from bot.types import Message
 from connectors.base import ChannelError
@@ -30,6 +32,7 @@ from connectors.inflight import InFlight
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "DISCORD_BOT_TOKEN"
+GATEWAY_ROLE = "discord-gateway"  # Discord allows one session per bot account (unsharded)
 STOP_GRACE_SECONDS = 10.0  # answers in progress at shutdown get this long to be sent
 
 
@@ -77,9 +80,12 @@ class DiscordConnector:
             log.warning("discord: could not publish the /ask command (HTTP %s): %s", err.status, err.text)
 
     async def start(self) -> None:
-        """Log in (token checked here), then run the gateway in the background (gateway.Gateway.open)."""
+        """Log in (token checked here), then run the gateway in the background (gateway.Gateway.open): in
+        this process, or in the one elected for GATEWAY_ROLE when several share a coordination service."""
+        coordination = self._pipeline().coordination
+        elect = None if coordination.kind == LocalCoordination.kind else partial(coordination.lead, GATEWAY_ROLE)
         try:
-            await self._gateway.open()
+            await self._gateway.open(elect)
         except BaseException:
             await self.stop()
             raise

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import Any
 
 import aiohttp
 import discord
@@ -19,6 +20,9 @@ log = logging.getLogger(__name__)
 
 LOGIN_TIMEOUT_SECONDS = 60.0
 READY_TIMEOUT_SECONDS = 15.0
+
+# Runs the gateway connection while this process is the one elected for it (Coordination.lead, bound to a role).
+Elect = Callable[[Callable[[], Awaitable[None]]], Coroutine[Any, Any, None]]
 
 
 @contextlib.contextmanager
@@ -46,9 +50,12 @@ class Gateway:
         self._closing = False
         self.failure: str | None = None  # why Discord stopped after starting (the gateway gave up), if it did
 
-    async def open(self) -> None:
+    async def open(self, elect: Elect | None = None) -> None:
         """Returns once the gateway has accepted the session, or after READY_TIMEOUT_SECONDS while it keeps
-        trying; ChannelError when the token is refused or Discord cannot be reached."""
+        trying; ChannelError when the token is refused or Discord cannot be reached.
+
+        With `elect` (several processes on one bot account), every process logs in and can post over REST,
+        and only the one elected connects the gateway: open returns after the login."""
         # discord.py builds every REST URL (interaction callbacks and webhooks included) from the class
         # attribute Route.BASE, and opens the gateway at DiscordWebSocket.DEFAULT_GATEWAY: there is no
         # per-client setting. They are set for this connector's lifetime only and restored by close(), so
@@ -60,7 +67,23 @@ class Gateway:
                 _class_attribute(DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(self._gateway_url))
             )
         await self._login()
-        await self._connect()
+        if elect is None:
+            await self._connect()
+            return
+        self._task = asyncio.create_task(elect(self._hold), name="discord-gateway")
+        self._task.add_done_callback(self._ended)
+        log.info("discord: logged in; the gateway connects from the process elected for it")
+
+    async def _hold(self) -> None:
+        """The gateway, while this process is elected for it. Lost election: closed, so the next one connects."""
+        log.info("discord: this process holds the gateway connection")
+        try:
+            await self._client.connect(reconnect=True)
+        finally:
+            ws = self._client.ws
+            if ws is not None and not self._closing:
+                with contextlib.suppress(Exception):
+                    await ws.close(code=1000)
 
     async def _login(self) -> None:
         try:

@@ -42,6 +42,7 @@ SECRET_ENV = "TELEGRAM_WEBHOOK_SECRET"
 TYPING_REFRESH_SECONDS = 4.0  # Telegram shows "typing…" for about 5 seconds per chat action
 STOP_GRACE_SECONDS = 10.0  # answers in progress at shutdown get this long to go out
 POLL_RETRY_MAX_SECONDS = 30.0
+POLLING_ROLE = "telegram-polling"
 EXPIRED_BUTTON = "This button no longer works. Please type your question."
 
 
@@ -87,7 +88,10 @@ class TelegramConnector:
         self.running = True
         await self._resume()
         if self._settings.mode == "polling":
-            self._polling = asyncio.create_task(self._poll(), name="telegram polling")
+            # One process polls (getUpdates from two would be refused as a conflict): the one elected for
+            # the role, at once when this is the only process. A webhook may reach any process.
+            coordination = self._pipeline().coordination
+            self._polling = asyncio.create_task(coordination.lead(POLLING_ROLE, self._poll), name="telegram polling")
         log.info("telegram: running as @%s (%s)", self.bot.username, self._settings.mode)
 
     async def stop(self) -> None:
@@ -156,7 +160,9 @@ class TelegramConnector:
             await self.bot.answer_callback_query(query_id, text=notice)
 
     async def _poll(self) -> None:
-        """Long polling. The offset moves past an update only once it is stored."""
+        """Long polling, while this process holds POLLING_ROLE. The offset moves past an update only once it
+        is stored (a process elected after another died fetches what that one had not confirmed)."""
+        log.info("telegram: this process polls for updates")
         offset: int | None = None
         delay = 1.0
         while True:
