@@ -141,6 +141,9 @@ class ServerSettings(_Section):
     port: int = Field(default=8000, ge=0, le=65535)
     # Requests larger than this are refused before they are read (HTTP 413).
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Proxies (a load balancer: nginx) whose X-Forwarded-For names the customer's address, which the
+    # per-address rate limit counts. Others' headers are ignored: a customer cannot pick an address.
+    forwarded_allow_ips: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
 
 
 _ORIGIN = re.compile(r"https?://[a-z0-9.-]+(?::\d{1,5})?|https?://\[[0-9a-f:.]+\](?::\d{1,5})?")

@@ -4,10 +4,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
 # Real parts the tests start on loopback: Debian's Chromium for the browser tests (Playwright downloads no
-# browser here) and redis-server for coordination across processes. Installed when missing and run as root.
+# browser here), redis-server for coordination across processes and nginx to balance several of them. Installed
+# when missing and run as root.
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${missing[*]} for the tests..." >&2

@@ -80,7 +80,10 @@ def serve(
         )
 
     application = create_app(settings, watch=watch, on_ready=announce)
-    uvicorn.run(application, host=bind_host, port=bind_port, log_level="warning")
+    uvicorn.run(
+        application, host=bind_host, port=bind_port, log_level="warning", proxy_headers=True,
+        forwarded_allow_ips=settings.server.forwarded_allow_ips,
+    )  # fmt: skip
 
 
 @app.command()
