@@ -8,13 +8,11 @@ import hmac
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import anyio
-import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -23,7 +21,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bot.actions.client import ActionClient
 from bot.config import Config
 from bot.conversation.desk import AgentDesk
 from bot.conversation.state import Staffing
@@ -37,6 +34,7 @@ from connectors.web import WebChannel, resume_web
 from serving.agent_api import AgentApi
 from serving.agents import AgentDirectory, AgentPresence, AgentTokenError, InboxFeed
 from serving.channels import RunningChannels, start_channels
+from serving.health import health_report
 from serving.inbox_relay import InboxRelay
 from serving.metrics import SupportMetrics
 from serving.ownership_webhook import SECRET_ENV as WEBHOOK_SECRET_ENV
@@ -134,32 +132,9 @@ def create_app(
         """200 while this process can serve; 503 (for the load balancer) when a shared part it needs is down."""
         bot: Bot = app.state.bot
         channels: RunningChannels = app.state.channels
-        coordination = await _dependency_status(bot.pipeline.coordination.kind, bot.pipeline.coordination.ping)
-        database = await _dependency_status(bot.store.kind, bot.store.ping)
-        index = await _dependency_status(
-            "chroma-server" if bot.engine.index.shared else "embedded", _off_loop(bot.engine.index.ping)
+        body, ok = await health_report(
+            bot, channels.status(), {"configured": len(agents.tokens), "online": presence.online()}
         )
-        ok = bool(coordination["ok"]) and bool(database["ok"]) and bool(index["ok"])
-        body = {
-            "status": "ok" if ok else "unavailable",
-            "knowledge_records": len(bot.engine.index),
-            "encoder": bot.engine.index.embedder.identity,  # model / runtime / content hash
-            "knowledge": _knowledge_status(bot),
-            "channels": channels.status(),
-            "agents": {"configured": len(agents.tokens), "online": presence.online()},
-            "model": None
-            if bot.model is None
-            else {
-                "name": bot.model.model.settings.model,
-                "circuit": str(bot.model.breaker.state),
-                "prompt_problems": [str(p) for p in bot.model.prompts.problems],
-            },
-            "actions": None if bot.actions is None else await _actions_status(bot.actions),
-            "coordination": coordination,
-            "database": database,
-            "index": index,
-            "roles": bot.pipeline.coordination.roles(),
-        }
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics", include_in_schema=False)
@@ -247,33 +222,6 @@ async def _resume_web(bot: Bot) -> None:
         await resume_web(bot.pipeline)
     except Exception:
         log.exception("web: answering the messages stored before the restart failed")
-
-
-def _off_loop(call: Callable[[], float]) -> Callable[[], Awaitable[float]]:
-    async def run() -> float:
-        result: float = await anyio.to_thread.run_sync(call)
-        return result
-
-    return run
-
-
-def _knowledge_status(bot: Bot) -> dict[str, object]:
-    status = bot.engine.sync.status
-    return {
-        "generation": bot.engine.index.generation,
-        "syncs": status.syncs,
-        "last_sync_at": status.last_at,
-        "rejected": list(status.rejected),
-        "calibrating": bot.engine.index.calibrating,
-    }
-
-
-async def _dependency_status(kind: str, ping: Callable[[], Awaitable[float]]) -> dict[str, object]:
-    """A shared part for /health: its round trip in milliseconds, or why it cannot be reached."""
-    try:
-        return {"kind": kind, "ok": True, "latency_ms": round(await ping(), 2)}
-    except Unavailable as err:
-        return {"kind": kind, "ok": False, "problem": str(err)}
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -398,8 +346,3 @@ class BodySizeLimit:
                 )
                 return
         await self.app(scope, receive, send)
-
-
-async def _actions_status(actions: ActionClient) -> dict[str, object]:
-    problem = await actions.health()
-    return {"url": actions.settings.url, "ok": problem is None, "problem": problem}

@@ -98,13 +98,22 @@ class RecordingProxy:
         self._headers = headers or {}  # e.g. the API key the upstream wants
         self.url = f"http://127.0.0.1:{port}"
         self.behaviour = ProxyBehaviour()
-        app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
+        app = Starlette(routes=[
+            Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            Route("/v1/models", self._models, methods=["GET"]),
+        ])  # fmt: skip
         self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     @property
     def requests(self) -> list[dict[str, Any]]:
         return self.behaviour.requests
+
+    async def _models(self, request: Request) -> Response:
+        """The model list, as the upstream has it (what /health asks for)."""
+        async with httpx.AsyncClient(timeout=30) as client:
+            upstream = await client.get(f"{self.upstream}/v1/models", headers=self._headers)
+        return Response(upstream.content, status_code=upstream.status_code, media_type="application/json")
 
     async def _chat(self, request: Request) -> Response:
         body = await request.json()

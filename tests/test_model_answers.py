@@ -223,7 +223,8 @@ def test_circuit_opens_after_repeated_failures_and_closes_when_the_model_recover
         assert chat(server, RETURNS_QUESTION, conversation)["answered_by"] == "llm"
         assert len(model_proxy.requests) == 3
         with server.client() as client:
-            assert client.get("/health").json()["model"]["circuit"] == "closed"
+            model = client.get("/health").json()["model"]
+        assert model["circuit"] == "closed" and model["ok"] and model["latency_ms"] >= 0, str(model)
 
 
 def test_model_server_killed_mid_conversation_then_restarted(

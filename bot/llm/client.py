@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 
+import httpx
 from langchain_core.messages import BaseMessage
 from langchain_openai import ChatOpenAI
 
@@ -30,6 +31,7 @@ class ChatModel:
     def __init__(self, settings: LLMSettings, environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         self.settings = settings
+        self._api_key = env.get(settings.api_key_env)
         self._chat = ChatOpenAI(
             base_url=settings.base_url,
             model=settings.model,
@@ -73,6 +75,21 @@ class ChatModel:
                     yield text
         finally:
             await pieces.aclose()  # type: ignore[attr-defined]
+
+    async def ping(self) -> float:
+        """Round trip of the server's model list (GET /models) in milliseconds, for /health; ModelUnavailable
+        when it cannot be reached or answers 502-504 (a proxy with nothing behind it). Another error code
+        still counts as reachable: some servers (`transformers serve`) answer the list itself with 500."""
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        started = time.perf_counter()
+        try:
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                response = await client.get(f"{self.settings.base_url.rstrip('/')}/models", headers=headers)
+        except httpx.HTTPError as err:
+            raise ModelUnavailable(f"cannot reach the model server at {self.settings.base_url}: {err!r}") from err
+        if response.status_code in (502, 503, 504):
+            raise ModelUnavailable(f"the model server's GET /models answered HTTP {response.status_code}")
+        return (time.perf_counter() - started) * 1000.0
 
     async def complete(self, messages: Sequence[BaseMessage]) -> str:
         """The whole answer, under the same deadlines."""
