@@ -17,6 +17,7 @@ import anyio
 import httpx
 import pytest
 import yaml
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from bot.storage.store import ConversationStore
@@ -85,6 +86,36 @@ def cluster(
             bot.__exit__()
 
 
+class Widget:
+    """The chat widget's side of /api/ws: reconnects (to its conversation) when the connection drops."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"ws://127.0.0.1:{port}/api/ws"
+        self.reconnects = 0
+        self._ws = connect(self.url, open_timeout=30)
+        self.conversation_id = json.loads(self._ws.recv(timeout=30))["conversation_id"]
+        self.ask("hello", "w-0")  # stored: from now on the conversation exists and can be reconnected to
+
+    def close(self) -> None:
+        self._ws.close()
+
+    def ask(self, text: str, client_message_id: str, timeout: float = 120.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._ws.send(json.dumps({"type": "message", "text": text, "client_message_id": client_message_id}))
+                while True:
+                    frame = json.loads(self._ws.recv(timeout=60))
+                    if frame["type"] == "reply" and frame.get("client_message_id") == client_message_id:
+                        return str(frame["reply"])
+            except (ConnectionClosed, OSError, TimeoutError):
+                assert time.monotonic() < deadline, f"{self.conversation_id}: no reply to {client_message_id}"
+                self.reconnects += 1
+                self._ws = connect(f"{self.url}?conversation_id={self.conversation_id}", open_timeout=30)
+                ready = json.loads(self._ws.recv(timeout=30))
+                assert ready["conversation_id"] == self.conversation_id, ready
+
+
 def post_until_acknowledged(url: str, body: dict[str, str], timeout: float = 180.0) -> dict[str, Any]:
     """As a client does: send again (the same client_message_id) until the bot answers."""
     deadline = time.monotonic() + timeout
@@ -111,9 +142,8 @@ def test_three_processes_behind_nginx(cluster: Cluster, knowledge_dir: Path, pos
                "all three on one generation of the shared index")  # fmt: skip
     knowledge_leader = cluster.leader("knowledge-sync")
 
-    # The widget's WebSocket, through nginx.
-    with connect(f"ws://127.0.0.1:{nginx.port}/api/ws", open_timeout=30) as ws:
-        assert json.loads(ws.recv(timeout=30))["type"] == "ready"
+    # Three widgets on WebSockets through nginx: one on each process (round robin).
+    widgets = [Widget(nginx.port) for _ in range(3)]
 
     # 50 conversations, each opened first, then three messages each, from 10 clients at once.
     conversations = [post_until_acknowledged(nginx.url, {"text": "hello", "client_message_id": f"c{n}-0"})
@@ -133,6 +163,12 @@ def test_three_processes_behind_nginx(cluster: Cluster, knowledge_dir: Path, pos
         for future in running:
             future.result()
     assert len(acknowledged) == CONVERSATIONS * len(QUESTIONS)
+    # The widget whose process died reconnects through nginx to its conversation; each is answered.
+    for widget in widgets:
+        assert "shipping" in widget.ask("How much does shipping cost?", "w-1").lower()
+    assert sum(widget.reconnects for widget in widgets) >= 1, "no widget was on the killed process"
+    for widget in widgets:
+        widget.close()
     assert {bot.url.removeprefix("http://") for bot in cluster.bots} <= nginx.upstreams_used()
 
     async def stored() -> dict[str, list[tuple[str, str, int, int | None]]]:
