@@ -75,6 +75,37 @@ def test_one_process_holds_a_role_and_another_takes_over_when_it_stops(redis_ser
 
 
 @NEEDS_REDIS
+def test_a_campaign_stopped_while_its_work_winds_down_stops(redis_server: RedisServer) -> None:
+    """A stop that arrives while a lost role's work is still finishing ends the campaign (it was swallowed)."""
+
+    async def scenario() -> None:
+        role = uuid.uuid4().hex
+        coordination = RedisCoordination(redis_server.url, role_lease_s=1.5)
+        started, winding_down, may_finish = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+        async def work() -> None:
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                winding_down.set()
+                await asyncio.shield(may_finish.wait())  # its cleanup takes a while
+
+        with anyio.fail_after(60):
+            campaign = asyncio.create_task(coordination.lead(role, work))
+            await started.wait()
+            await coordination._client.set(f"supportbot:role:{role}", "someone else", px=60_000)
+            await winding_down.wait()  # the campaign waits for the work to finish now
+            campaign.cancel()
+            may_finish.set()
+            await asyncio.gather(campaign, return_exceptions=True)
+            assert campaign.cancelled()
+        await coordination.close()
+
+    anyio.run(scenario)
+
+
+@NEEDS_REDIS
 def test_a_holder_whose_role_is_taken_stops_its_work(redis_server: RedisServer) -> None:
     async def scenario() -> None:
         role = uuid.uuid4().hex

@@ -83,9 +83,9 @@ class Role:
             self._held.discard(self._name)
             for task in (working, keeping):
                 task.cancel()
-            for task in (working, keeping):
-                with suppress(asyncio.CancelledError):
-                    await task
+            # Waited for, not awaited: awaiting a cancelled child here and suppressing its CancelledError
+            # would also swallow this task's own cancellation (a stop arriving now), and it would campaign on.
+            await asyncio.wait({working, keeping})
             with suppress(RedisError):
                 await self._release(keys=[self._key], args=[self._token])
 
