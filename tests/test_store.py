@@ -66,7 +66,8 @@ def test_turns_record_source_confidence_and_timings(config: Config, embedder: Em
         await pipeline.handle(Message("conv-2", "web", "u2", "I want to talk to a human"))
         user, bot, _, handoff = await store.turns("conv-2")
         assert user.role == "user" and bot.role == "bot"
-        assert bot.answered_by == "knowledge" and bot.source_id and bot.confidence and bot.confidence > 0.5
+        why = f"{bot.answered_by} {bot.reason} {bot.confidence} {bot.text[:120]!r}"
+        assert bot.answered_by == "knowledge" and bot.source_id and bot.confidence and bot.confidence > 0.5, why
         assert bot.citations[0]["id"] == bot.source_id
         assert bot.timings["total_ms"] > 0 and "retrieval_ms" in bot.timings
         assert handoff.reason == "handoff"
