@@ -150,18 +150,25 @@ class KnowledgeIndex:
         if not self.shared:
             return False
         with self._sync_lock:
-            collection = self._home.collection()
-            self._collection = collection
-            if (collection.metadata or {}).get(_GENERATION) != self._seen:
-                self._load(collection, keep_classifier=False)
+            if self._reload_if_changed(keep_classifier=False):
                 return True
             with self._swap_lock:
-                cached = self._cached_calibration(self._calibration_key(), collection)
+                cached = self._cached_calibration(self._calibration_key(), self._collection)
                 if cached is None or cached == self._ranking.calibration:
                     return False
                 self._ranking = replace(self._ranking, calibration=cached)
             log.info("answer selection calibrated by another process: %s", cached.summary())
             return True
+
+    def _reload_if_changed(self, keep_classifier: bool) -> bool:
+        """Fetch the shared collection (its metadata as the server has it now) and load it again if another
+        process wrote a new generation since this one loaded. True when it did. Under `_sync_lock`."""
+        collection = self._home.collection()
+        self._collection = collection
+        if (collection.metadata or {}).get(_GENERATION) == self._seen:
+            return False
+        self._load(collection, keep_classifier)
+        return True
 
     def _mark(self, **updates: str) -> None:
         """Record `updates` in the collection's metadata, keeping the rest (Chroma replaces it as a whole)."""
@@ -201,10 +208,7 @@ class KnowledgeIndex:
         with self._sync_lock:
             started = time.perf_counter()
             if self.shared:  # plan against what the server holds now, whoever wrote it
-                collection = self._home.collection()
-                self._collection = collection
-                if (collection.metadata or {}).get(_GENERATION) != self._seen:
-                    self._load(collection, keep_classifier=True)
+                self._reload_if_changed(keep_classifier=True)
             existing = self._metadata
             vetting = vet(files, {m["item_id"]: m["file"] for m in existing.values()})
             plan, changes = plan_sync(vetting, existing)
