@@ -138,3 +138,20 @@ def test_without_the_chroma_server_a_process_says_so_and_serves_again_when_it_is
     assert again.status_code == 200 and again.json()["answered_by"] == "knowledge", again.text
     twice = httpx.post(f"{first.url}/api/chat", json=message, timeout=60).json()
     assert twice["turn_id"] == again.json()["turn_id"]  # answered once
+
+
+def test_an_embedded_index_opened_after_a_server_one_stays_in_its_own_folder(
+    chroma_server: ChromaServer, embedder: Embedder, knowledge_dir: Path, tmp_path: Path
+) -> None:
+    # chromadb's client constructors write the server's address (or the folder) into the settings they are
+    # given: with one settings object for every client, this embedded index opened the server's collection.
+    name = collection_name()
+    served = KnowledgeIndex.connect(chroma_server.url, name, embedder)
+    served.sync(read_knowledge_dir(knowledge_dir))
+    assert len(served) > 0
+
+    embedded = KnowledgeIndex.open(tmp_path / "chroma", name, embedder)
+    assert not embedded.shared and len(embedded) == 0 and embedded.generation is None
+    embedded.sync(read_knowledge_dir(knowledge_dir))
+    assert (tmp_path / "chroma" / "chroma.sqlite3").exists()
+    assert KnowledgeIndex.connect(chroma_server.url, name, embedder).generation == served.generation

@@ -31,9 +31,14 @@ log = logging.getLogger(__name__)
 
 ENCODER = "encoder"  # collection metadata: the Embedder.identity the vectors came from
 _CLASSIFIER = "classifier"
-_SETTINGS = Settings(anonymized_telemetry=False, allow_reset=False)
 
 T = TypeVar("T")
+
+
+def _settings() -> Settings:
+    """New settings for each client: chromadb's client constructors write the path or the server's address
+    into the settings they are given, so one shared object would send a later embedded client to a server."""
+    return Settings(anonymized_telemetry=False, allow_reset=False)
 
 
 class IndexUnavailable(Unavailable):
@@ -100,7 +105,7 @@ class ChromaHome:
     @classmethod
     def embedded(cls, path: Path, name: str, embedder: Embedder) -> ChromaHome:
         path.mkdir(parents=True, exist_ok=True)
-        return cls(chromadb.PersistentClient(path=str(path), settings=_SETTINGS), name, embedder, str(path), False)
+        return cls(chromadb.PersistentClient(path=str(path), settings=_settings()), name, embedder, str(path), False)
 
     @classmethod
     def server(cls, url: str, name: str, embedder: Embedder) -> ChromaHome:
@@ -108,7 +113,8 @@ class ChromaHome:
         secure = parts.scheme == "https"
         port = parts.port or (443 if secure else 8000)
         try:
-            client = chromadb.HttpClient(host=parts.hostname or "localhost", port=port, ssl=secure, settings=_SETTINGS)
+            host = parts.hostname or "localhost"
+            client = chromadb.HttpClient(host=host, port=port, ssl=secure, settings=_settings())
         except (httpx.HTTPError, InternalError, ValueError) as err:  # it checks the server's version at once
             raise IndexUnavailable(f"the Chroma server at {url} cannot be reached: {err}") from err
         return cls(client, name, embedder, url, True)
