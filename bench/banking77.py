@@ -57,6 +57,8 @@ FIGURES = (
     "n_cases",
     "top1_accuracy",
     "top3_accuracy",
+    "clarified",
+    "top1_or_clarified",
     "in_scope_accuracy",
     "oos_precision",
     "oos_recall",
@@ -267,6 +269,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         "n_cases",
         "top-1",
         "top-3",
+        "asked back",
+        "top-1 or asked with it",
         "in-scope",
         "closed-set",
         "OOS R",
@@ -286,6 +290,8 @@ def table(rows: list[dict[str, Any]]) -> str:
                 str(r["n_cases"]),
                 f"{r['top1_accuracy']:.2%}",
                 f"{r['top3_accuracy']:.2%}",
+                f"{r['clarified']:.2%}",
+                f"{r['top1_or_clarified']:.2%}",
                 f"{r['in_scope_accuracy']:.2%}",
                 f"{r['closed_set_accuracy']:.2%}",
                 f"{r['oos_recall']:.2%}",
@@ -369,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(
                 f"  top-1 {row['top1_accuracy']:.2%}  top-3 {row['top3_accuracy']:.2%}  "
+                f"asked back {row['clarified']:.2%} (top-1 or asked with it {row['top1_or_clarified']:.2%})  "
                 f"in-scope {row['in_scope_accuracy']:.2%} (closed-set {row['closed_set_accuracy']:.2%})  "
                 f"OOS recall {row['oos_recall']:.2%}  abstained {row['abstained']:.2%}  "
                 f"{row['seconds']:.1f}s (index sync {sync_seconds}s)",

@@ -74,6 +74,10 @@ class AnsweringSettings(_Section):
     threshold: Annotated[float, Field(ge=0, le=2)] | Literal["auto"] = "auto"
     # The best candidate must lead the runner-up (a different item) by this much, or the bot asks.
     min_margin: Probability = 0.0
+    # When the best topic does not lead the next ones by the margin calibrated from the knowledge base
+    # (short messages have their own), the bot asks "Do you mean: A, B or C?" with them as quick replies.
+    # "off": it answers with the best.
+    clarify: Literal["auto", "off"] = "auto"
     suggestions: int = Field(default=3, ge=0, le=10)
     suggestion_min_score: Probability = 0.3
     # With an answer, up to this many other topics whose scores also cleared the threshold, offered as
@@ -337,6 +341,8 @@ class MessagesSettings(_Section):
     # Declining a message like the knowledge base's out-of-scope examples (unless their group has a reply).
     out_of_scope: str = "Sorry, that's not something I can help with here."
     suggestions_intro: str = "Were you asking about one of these?"
+    # Asking back when a message fits several topics about equally well; the topics follow as buttons.
+    clarify: str = "Do you mean one of these?"
     offer_human: str = "I can also connect you with a person from our team."
     talk_to_human_button: str = "Talk to a person"
     handoff: str = "I'm passing this conversation to a person from our team. They will reply here."

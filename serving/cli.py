@@ -133,6 +133,10 @@ def eval_command(
     typer.echo(f"answer selection: {engine.index.calibration.summary()}")
     typer.echo(f"top-1 accuracy:       {figures['top1_accuracy']:.2%}")
     typer.echo(f"top-3 accuracy:       {figures['top3_accuracy']:.2%}")
+    typer.echo(
+        f"asked back:           {figures['clarified']:.2%} ({figures['clarified_with_expected']:.2%} with the "
+        f"expected topic among the choices; top-1 or asked with it {figures['top1_or_clarified']:.2%})"
+    )
     typer.echo(f"in-scope accuracy:    {figures['in_scope_accuracy']:.2%}")
     typer.echo(f"out-of-scope prec.:   {figures['oos_precision']:.2%}")
     typer.echo(f"out-of-scope recall:  {figures['oos_recall']:.2%}")

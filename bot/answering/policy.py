@@ -17,11 +17,13 @@ from bot.config import AnsweringSettings
 from bot.knowledge.model import OUT_OF_SCOPE_KIND
 from bot.retrieval.batching import QueryBatcher
 from bot.retrieval.index import Hit, KnowledgeIndex
+from bot.retrieval.ranking.clarify import CLARIFY_CHOICES, TERSE_WORDS, content_words
 
 
 class DecisionKind(StrEnum):
     ANSWER = "answer"  # a knowledge item is confidently the answer
     NOT_SURE = "not_sure"  # nothing matched well enough: say so, suggest, offer a person
+    CLARIFY = "clarify"  # several topics fit about equally well: ask which one is meant
     OUT_OF_SCOPE = "out_of_scope"  # most like what the operator listed as not to be answered: decline
     SMALLTALK = "smalltalk"
     HANDOFF = "handoff"  # the customer asked for a person
@@ -35,6 +37,7 @@ class Decision:
     answer: Hit | None = None
     candidates: tuple[Hit, ...] = ()  # answerable items, best first, whatever the decision
     related: tuple[Hit, ...] = ()  # with an answer: other candidates that cleared the threshold too
+    choices: tuple[Hit, ...] = ()  # asking back: the topics it may be about, best first
     declined_by: Hit | None = None  # the out-of-scope group that declined the message
     declined_name: str | None = None  # the name it lists that the message mentions, when that declined it
     smalltalk: SmallTalk | None = None
@@ -100,6 +103,11 @@ class ResponsePolicy:
             )
         best = candidates[0] if candidates else None
         if best is not None and self._confident(best, candidates[1:2]):
+            choices = self._choices(text, candidates)
+            if len(choices) > 1:
+                return Decision(
+                    DecisionKind.CLARIFY, text, None, candidates, choices=choices, retrieval_ms=retrieval_ms
+                )
             return self._answer(text, best, candidates, retrieval_ms)
         return Decision(DecisionKind.NOT_SURE, text, None, candidates, retrieval_ms=retrieval_ms)
 
@@ -114,6 +122,23 @@ class ResponsePolicy:
                 related.append(hit)
                 shown.add(hit.title)
         return Decision(DecisionKind.ANSWER, text, best, candidates, related=tuple(related), retrieval_ms=retrieval_ms)
+
+    def _choices(self, text: str, candidates: tuple[Hit, ...]) -> tuple[Hit, ...]:
+        """The topics to ask about when the best does not lead the others by the calibrated margin (for its
+        length: `clarify`), each title once; fewer than two: answer."""
+        if self._settings.clarify == "off" or len(candidates) < 2:
+            return ()
+        calibrated = self._index.calibration
+        short = content_words(text) <= TERSE_WORDS
+        margin = calibrated.clarify_short if short else calibrated.clarify_long
+        best = candidates[0]
+        if best.score - candidates[1].score >= margin:
+            return ()
+        chosen: dict[str, Hit] = {}
+        for hit in candidates:
+            if best.score - hit.score < margin and hit.title not in chosen and len(chosen) < CLARIFY_CHOICES:
+                chosen[hit.title] = hit
+        return tuple(chosen.values())
 
     @property
     def _candidates(self) -> int:

@@ -48,6 +48,8 @@ def compose_reply(decision: Decision, messages: MessagesSettings, settings: Answ
         return Reply(text=text, answered_by=AnsweredBy.FALLBACK, reason=str(problem))
     if kind is DecisionKind.OUT_OF_SCOPE:
         return _out_of_scope(decision, messages)
+    if kind is DecisionKind.CLARIFY and decision.choices:
+        return _clarify(decision, messages)
     return _not_sure(decision, messages, settings)
 
 
@@ -60,6 +62,18 @@ def _out_of_scope(decision: Decision, messages: MessagesSettings) -> Reply:
         quick_replies=(messages.talk_to_human_button,),
         source_id=group.item_id if group else None,
         reason="out_of_scope",
+    )
+
+
+def _clarify(decision: Decision, messages: MessagesSettings) -> Reply:
+    """ "Do you mean: A, B or C?" with each topic a tap away (a tapped title is answered from its topic)."""
+    titles = tuple(hit.title for hit in decision.choices)
+    return Reply(
+        text="\n".join((messages.clarify, *(f"- {title}" for title in titles))),
+        answered_by=AnsweredBy.FALLBACK,
+        confidence=round(decision.confidence, 4),
+        quick_replies=(*titles, messages.talk_to_human_button),
+        reason="clarify",
     )
 
 

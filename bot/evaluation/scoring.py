@@ -15,6 +15,7 @@ from typing import Any
 from bot.answering.policy import Decision, DecisionKind
 
 OUT_OF_SCOPE = "out_of_scope"
+CLARIFY = "clarify"  # predicted when the bot asked which of several topics was meant
 
 
 class CaseFileError(ValueError):
@@ -39,6 +40,12 @@ class CaseResult:
     declined_by: str | None = None  # the out-of-scope group that declined it, if one did
     declined_name: str | None = None  # the name that group lists which the message mentions, if that declined it
     related: tuple[str, ...] = ()  # the other topics offered with the answer
+    choices: tuple[str, ...] = ()  # asked back: the topics offered
+
+    @property
+    def clarified_with_expected(self) -> bool:
+        """Asked back, with the expected item among the choices: one tap from the right answer."""
+        return self.predicted == CLARIFY and self.expected in self.choices
 
     @property
     def correct(self) -> bool:
@@ -47,7 +54,7 @@ class CaseResult:
     @property
     def wrong_answer(self) -> bool:
         """Answered, but with another item than the one expected."""
-        return self.expected != OUT_OF_SCOPE and self.predicted not in (OUT_OF_SCOPE, self.expected)
+        return self.expected != OUT_OF_SCOPE and self.predicted not in (OUT_OF_SCOPE, CLARIFY, self.expected)
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,21 @@ class EvalReport:
     def in_scope_accuracy(self) -> float:
         in_scope = [c for c in self.cases if c.expected != OUT_OF_SCOPE]
         return _share(sum(c.correct for c in in_scope), len(in_scope))
+
+    @property
+    def clarified(self) -> float:
+        """Share of cases asked back (counted as not correct in top-1)."""
+        return _share(sum(c.predicted == CLARIFY for c in self.cases), len(self.cases))
+
+    @property
+    def clarified_with_expected(self) -> float:
+        """Share of cases asked back with the expected item among the choices."""
+        return _share(sum(c.clarified_with_expected for c in self.cases), len(self.cases))
+
+    @property
+    def top1_or_clarified(self) -> float:
+        """Answered right, or asked back with the right item a tap away."""
+        return _share(sum(c.correct or c.clarified_with_expected for c in self.cases), len(self.cases))
 
     @property
     def oos_precision(self) -> float:
@@ -111,6 +133,9 @@ class EvalReport:
             "n_cases": self.n_cases,
             "top1_accuracy": round(self.top1_accuracy, 4),
             "top3_accuracy": round(self.top3_accuracy, 4),
+            "clarified": round(self.clarified, 4),
+            "clarified_with_expected": round(self.clarified_with_expected, 4),
+            "top1_or_clarified": round(self.top1_or_clarified, 4),
             "in_scope_accuracy": round(self.in_scope_accuracy, 4),
             "oos_precision": round(self.oos_precision, 4),
             "oos_recall": round(self.oos_recall, 4),
@@ -136,6 +161,7 @@ class EvalReport:
                     "declined_by": c.declined_by,
                     "declined_name": c.declined_name,
                     "related": list(c.related),
+                    "choices": list(c.choices),
                 }
                 for c in self.cases
             ],
@@ -174,6 +200,8 @@ def predicted_label(decision: Decision, expected: str = "") -> str:
         if expected.startswith(ACTION_PREFIX) and decision.answer.action:
             return ACTION_PREFIX + decision.answer.action
         return decision.answer.item_id
+    if decision.kind is DecisionKind.CLARIFY:
+        return CLARIFY
     return OUT_OF_SCOPE
 
 
@@ -201,6 +229,10 @@ def evaluate(
                 declined_by=decision.declined_by.item_id if decision.declined_by else None,
                 declined_name=decision.declined_name,
                 related=tuple(h.item_id for h in decision.related),
+                choices=tuple(
+                    ACTION_PREFIX + h.action if case.expected.startswith(ACTION_PREFIX) and h.action else h.item_id
+                    for h in decision.choices
+                ),
             )
         )
     known = known_ids | {ACTION_PREFIX + action for action in known_actions}

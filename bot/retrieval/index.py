@@ -388,7 +388,8 @@ class KnowledgeIndex:
                 return self._closing.is_set() or generation != self._generation
 
             try:
-                result = calibrate(texts, lambda: self._answers.texts(catalog, cancelled), cancelled=cancelled)
+                answers, embed = (lambda: self._answers.texts(catalog, cancelled)), self.embedder.embed
+                result = calibrate(texts, answers, cancelled=cancelled, embed=embed)
             except calibration.Cancelled:
                 if self._closing.is_set():
                     log.info("calibration stopped: shutting down (the next start calibrates again)")

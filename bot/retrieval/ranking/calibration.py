@@ -29,6 +29,14 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from bot.knowledge.model import OUT_OF_SCOPE_KIND
+from bot.retrieval.ranking.clarify import (
+    TERSE_WORDS,
+    Ranked,
+    choose_margins,
+    content_words,
+    mass_at_or_above,
+    terse_versions,
+)
 from bot.retrieval.ranking.dense import DenseScores
 from bot.retrieval.ranking.lexical import LexicalScores, Tokenizer
 from bot.retrieval.ranking.scorer import IndexedText, ItemScorer, Signals, Weights
@@ -60,7 +68,7 @@ MIN_STYLE_PROBES = 20
 # When there is too little to learn from.
 DEFAULT_WEIGHTS = Weights(0.4, 0.1, passage_bonus=0.1)
 DEFAULT_THRESHOLD = 0.6
-VERSION = 6  # part of the cache key: bump when the procedure changes
+VERSION = 9  # part of the cache key: bump when the procedure changes
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,13 @@ class Calibration:
     declined: float = 0.0  # share of unanswerable phrasings declined (hidden items', out-of-scope examples)
     held_out: int = 0
     seconds: float = 0.0
+    # An answer must lead the runner-up by this much, or the bot asks which of the close topics is meant.
+    # An answer must lead the runner-up by this much, or the bot asks which of the close topics is meant
+    # (`clarify`): one margin for messages of at most two content words, one for longer ones.
+    clarify_short: float = 0.0
+    clarify_long: float = 0.0
+    clarified_short: float = 0.0  # share of short hidden messages (terse versions included) asked back
+    clarified_long: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -93,7 +108,9 @@ class Calibration:
             f"{' (coverage)' if w.absolute_lexical else ''}, classifier {w.classifier}, "
             f"passage bonus {w.passage_bonus:.3f}; "
             f"hidden phrasings answered correctly {self.answered_correctly:.1%}, "
-            f"unanswerable phrasings declined {self.declined:.1%} "
+            f"unanswerable phrasings declined {self.declined:.1%}; "
+            f"asks back below a lead of {self.clarify_short:.3f} when short ({self.clarified_short:.1%} of short "
+            f"hidden messages), {self.clarify_long:.3f} otherwise ({self.clarified_long:.1%}) "
             f"({self.held_out} phrasings held out, {self.seconds:.1f}s)"
         )
 
@@ -110,6 +127,7 @@ class _Probe:
     expected: np.ndarray  # (messages,) position of the message's own item, -1 if removed
     owners: list[str]
     declines: np.ndarray  # (items,) bool, which columns are out-of-scope groups
+    texts: tuple[str, ...] = ()  # the messages
 
     def fuse(self, weights: Weights) -> np.ndarray:
         return weights.fuse(self.signals, self.policy_worded)
@@ -139,6 +157,7 @@ class _Probe:
             self.expected[keep],
             [o for o, k in zip(self.owners, keep, strict=True) if k],
             self.declines,
+            tuple(t for t, k in zip(self.texts, keep, strict=True) if k),
         )
 
 
@@ -151,11 +170,13 @@ def calibrate(
     answer_texts: Callable[[], Sequence[IndexedText]] = tuple,
     seed: int = 0,
     cancelled: Callable[[], bool] = lambda: False,
+    embed: Callable[[Sequence[str]], np.ndarray] | None = None,
 ) -> Calibration:
     """Weights and threshold for `texts`, given in a fixed order (each item's lead text first).
 
     `answer_texts` gives FAQ answers split like passages (kind "passage", item id of their entry);
     it is called only when there is enough knowledge to calibrate, since it may have to embed them.
+    `embed` gives vectors for the terse versions of the phrasings (`clarify`); without it, no question back.
     `cancelled` is asked before each scorer a fold builds and each weighting tried; when it says so,
     `Cancelled` is raised.
     """
@@ -176,7 +197,9 @@ def calibrate(
     tokenizer = Tokenizer()
     answers = answer_texts()
     answered_by = {t.item_id for t in answers}
+    shortened = _terse_texts(texts, groups, tokenizer, embed) if embed is not None else {}
     answerable: list[_Probe] = []
+    terse: list[_Probe] = []  # hidden phrasings cut to their most widespread words
     unanswerable: list[_Probe] = []
     style: list[tuple[_Probe, _Probe]] = []  # FAQ phrasings vs. question wording, and vs. answer wording
     for repeat in range(REPEATS):
@@ -191,10 +214,14 @@ def calibrate(
                 for i, t in enumerate(texts)
                 if text_fold.get(i) != fold and not (t.item_id in leaking and i == by_item[t.item_id][0])
             ]
-            probe = _probe(ItemScorer(kept, tokenizer), hidden)
+            scorer = ItemScorer(kept, tokenizer)
+            probe = _probe(scorer, hidden)
             # A hidden example of an out-of-scope group is a message to decline, not to answer.
             from_group = np.array([t.item_id in groups for t in hidden], dtype=bool)
             answerable.append(probe.rows(~from_group))
+            cut = [shortened[i] for i, _ in enumerate(texts) if text_fold.get(i) == fold and i in shortened]
+            if cut:
+                terse.append(_probe(scorer, cut))
             if from_group.any():
                 unanswerable.append(probe.rows(from_group))
             # A hidden item is asked about with its phrasings (its only text when it has just one).
@@ -230,8 +257,8 @@ def calibrate(
             continue
         # At threshold t: answered correctly = weight of correctly ranked messages scoring >= t;
         # declined = weight of unanswerable messages scoring < t.
-        answered = _mass_at_or_above(correct_top, correct_weight, candidates)
-        declined = 1 - _mass_at_or_above(declined_top, declined_weight, candidates)
+        answered = mass_at_or_above(correct_top, correct_weight, candidates)
+        declined = 1 - mass_at_or_above(declined_top, declined_weight, candidates)
         objective = (1 - UNANSWERABLE_SHARE) * answered + UNANSWERABLE_SHARE * declined
         # Thresholds are ascending, so answered[0] is what the ranking alone gets right.
         objective = np.where(answered >= answered[0] - MAX_ANSWERED_DROP, objective, -1.0)
@@ -248,7 +275,42 @@ def calibrate(
             )
     if best is None:  # no hidden phrasing found any item: nothing to place a threshold by
         return replace(DEFAULT, seconds=time.perf_counter() - started)
-    return replace(best, seconds=time.perf_counter() - started)
+    margins = choose_margins(
+        _ranked_for_clarifying(answerable, best, tokenizer), _ranked_for_clarifying(terse, best, tokenizer)
+    )
+    return replace(
+        best,
+        clarify_short=margins.short,
+        clarify_long=margins.long,
+        clarified_short=margins.asked_short,
+        clarified_long=margins.asked_long,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _ranked_for_clarifying(probes: list[_Probe], chosen: Calibration, tokenizer: Tokenizer) -> Ranked:
+    weight = _item_weights([o for p in probes for o in p.owners])
+    parts, start = [], 0
+    for probe in probes:
+        end = start + len(probe.owners)
+        short = np.array([content_words(t) <= TERSE_WORDS for t in probe.texts], dtype=bool)
+        fused = probe.fuse(chosen.weights)
+        parts.append(Ranked.of(fused, probe.expected, probe.declines, chosen.threshold, weight[start:end], short))
+        start = end
+    return Ranked.joined(parts)
+
+
+def _terse_texts(
+    texts: Sequence[IndexedText], groups: set[str], tokenizer: Tokenizer, embed: Callable[[Sequence[str]], np.ndarray]
+) -> dict[int, IndexedText]:
+    """Position -> the terse version of each answerable FAQ phrasing that has one, embedded."""
+    faq = [i for i, t in enumerate(texts) if t.kind == "faq" and t.item_id not in groups]
+    cut = terse_versions([(texts[i].item_id, texts[i].text) for i in faq], tokenizer)
+    chosen = [(i, c) for i, c in zip(faq, cut, strict=True) if c is not None]
+    if not chosen:
+        return {}
+    vectors = embed([c for _, c in chosen])
+    return {i: replace(texts[i], text=c, vector=v) for (i, c), v in zip(chosen, vectors, strict=True)}
 
 
 def text_positions(texts: Sequence[IndexedText]) -> dict[str, list[int]]:
@@ -280,11 +342,12 @@ def _probe(scorer: ItemScorer, queries: Sequence[IndexedText]) -> _Probe:
     if not queries or len(scorer) == 0:
         empty = np.zeros((len(queries), len(scorer)), dtype=np.float32)
         signals = Signals(DenseScores(empty, empty), LexicalScores(empty, empty), empty)
-        return _Probe(signals, scorer.policy_worded, np.full(len(queries), -1), owners, scorer.out_of_scope)
+        texts = tuple(q.text for q in queries)
+        return _Probe(signals, scorer.policy_worded, np.full(len(queries), -1), owners, scorer.out_of_scope, texts)
     expected = np.array([scorer.position.get(o, -1) for o in owners])
     vectors = np.array([q.vector for q in queries], dtype=np.float32)
     signals = scorer.signals(vectors, [q.text for q in queries])
-    return _Probe(signals, scorer.policy_worded, expected, owners, scorer.out_of_scope)
+    return _Probe(signals, scorer.policy_worded, expected, owners, scorer.out_of_scope, tuple(q.text for q in queries))
 
 
 def _style_gap(style: list[tuple[_Probe, _Probe]], weights: Weights) -> float:
@@ -309,11 +372,3 @@ def _ranked(probes: list[_Probe], weights: Weights) -> tuple[np.ndarray, np.ndar
     top = np.concatenate([r[0] for r in ranked])
     correct = np.concatenate([r[1] for r in ranked])
     return top, correct, _item_weights([o for p in probes for o in p.owners])
-
-
-def _mass_at_or_above(values: np.ndarray, weights: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    order = np.argsort(values)
-    sorted_values, sorted_weights = values[order], weights[order]
-    tail = np.concatenate((np.cumsum(sorted_weights[::-1])[::-1], [0.0]))
-    result: np.ndarray = tail[np.searchsorted(sorted_values, thresholds, side="left")]
-    return result
