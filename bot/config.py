@@ -74,10 +74,10 @@ class AnsweringSettings(_Section):
     threshold: Annotated[float, Field(ge=0, le=2)] | Literal["auto"] = "auto"
     # The best candidate must lead the runner-up (a different item) by this much, or the bot asks.
     min_margin: Probability = 0.0
-    # When the best topic does not lead the next ones by the margin calibrated from the knowledge base
-    # (short messages have their own), the bot asks "Do you mean: A, B or C?" with them as quick replies.
-    # "off": it answers with the best.
-    clarify: Literal["auto", "off"] = "auto"
+    # "auto": when the best topic does not lead the next ones by the margin calibrated from the knowledge
+    # base (short messages have their own), the bot asks "Do you mean: A, B or C?" with them as quick
+    # replies. "off" (the default): it answers with the best. README, "Asking back".
+    clarify: Literal["auto", "off"] = "off"
     suggestions: int = Field(default=3, ge=0, le=10)
     suggestion_min_score: Probability = 0.3
     # With an answer, up to this many other topics whose scores also cleared the threshold, offered as

@@ -19,8 +19,8 @@ from tests.conftest import ConfigFactory
 
 
 @pytest.fixture
-def engine(config: Config, embedder: Embedder) -> Engine:
-    return build_engine(config, embedder)
+def engine(write_config: ConfigFactory, embedder: Embedder) -> Engine:
+    return build_engine(load_config(write_config(answering={"clarify": "auto"})), embedder)
 
 
 def test_a_phrasing_is_cut_to_its_most_widespread_words() -> None:
@@ -88,8 +88,9 @@ def test_clear_messages_short_or_long_are_answered(engine: Engine) -> None:
         assert decision.answer.item_id == item
 
 
-def test_asking_back_can_be_turned_off(write_config: ConfigFactory, embedder: Embedder) -> None:
-    engine = build_engine(load_config(write_config(answering={"clarify": "off"})), embedder)
+def test_asking_back_is_off_unless_configured(config: Config, embedder: Embedder) -> None:
+    assert config.answering.clarify == "off"
+    engine = build_engine(config, embedder)
     decision = engine.policy.decide("my order")
     assert decision.kind is DecisionKind.ANSWER and decision.choices == ()
 

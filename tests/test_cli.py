@@ -14,6 +14,9 @@ from tests.conftest import ConfigFactory
 EXPECTED_KEYS = {
     "top1_accuracy",
     "top3_accuracy",
+    "clarified",
+    "clarified_with_expected",
+    "top1_or_clarified",
     "oos_precision",
     "oos_recall",
     "wrong_answers",

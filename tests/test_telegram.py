@@ -14,7 +14,7 @@ import httpx
 import pytest
 from telegram.error import BadRequest
 
-from bot.config import Config
+from bot.config import Config, load_config
 from bot.retrieval.embedding import Embedder
 from connectors.telegram import SECRET_HEADER, telegram_connector
 from tests.conftest import ConfigFactory, LiveServer
@@ -151,6 +151,37 @@ def test_a_suggestion_longer_than_its_button_is_asked_in_full(polling_bot: tuple
     assert source is not None  # answered from the very item the button named, not a near one:
     assert f"<i>Sources: {html.escape(asked)} (" in second.params["text"]
     assert second.params["text"]
+
+
+def test_a_vague_message_is_asked_back_with_buttons_and_a_press_is_answered_from_that_topic(
+    write_config: ConfigFactory, api: FakeBotApi, embedder: Embedder
+) -> None:
+    config = load_config(
+        write_config(
+            answering={"clarify": "auto"},
+            channels={"telegram": {"enabled": True, "base_url": api.base_url, "poll_timeout": 1.0}},
+        )
+    )
+    with LiveServer(config, embedder, environ=env(api)):
+        asked_back_and_tapped(api, config)
+
+
+def asked_back_and_tapped(api: FakeBotApi, config: Config) -> None:
+    api.push_update({"message": api.user_message("my order")})
+    (sent,) = api.wait_for("sendMessage", 1)
+    assert sent.params["text"].startswith(config.messages.clarify)
+    keyboard = sent.params["reply_markup"]["inline_keyboard"]
+    *topics, person = [row[0]["text"] for row in keyboard]
+    assert person == "Talk to a person" and 2 <= len(topics) <= 3
+    press_button(api, sent, keyboard[0][0]["callback_data"], "cbq-3")
+    second = api.wait_for("sendMessage", 2)[1]
+    assert user_turns(config)[-1] == ("telegram:555", topics[0])
+    with sqlite3.connect(config.store.path) as db:
+        reasons = db.execute(
+            "SELECT reason, answered_by FROM turns WHERE conversation_id = 'telegram:555' AND role = 'bot' ORDER BY id"
+        ).fetchall()
+    assert reasons == [("clarify", "fallback"), ("faq", "knowledge")]
+    assert f"<i>Sources: {html.escape(topics[0])} (" in second.params["text"]
 
 
 def test_long_replies_are_split_at_telegrams_limit(
