@@ -85,6 +85,12 @@ class AnsweringSettings(_Section):
     related: int = Field(default=2, ge=0, le=10)
     max_message_chars: int = Field(default=2000, ge=10, le=100_000)
 
+    @field_validator("clarify", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        """YAML reads an unquoted `off` as false (and `on` as true)."""
+        return {False: "off", True: "auto"}.get(value, value) if isinstance(value, bool) else value
+
 
 class StoreSettings(_Section):
     """Conversations: a SQLite file (embedded, the default), or PostgreSQL with `url` for several processes.

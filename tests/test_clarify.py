@@ -3,6 +3,8 @@ short one keeps its answer. The margin comes from the knowledge base itself (bot
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -109,3 +111,10 @@ def test_eval_counts_a_question_back_with_the_expected_topic_as_its_own_outcome(
     figures = report.figures()
     assert figures["top1_accuracy"] == 0.5 and figures["clarified"] == 0.5
     assert figures["clarified_with_expected"] == 0.5 and figures["top1_or_clarified"] == 1.0
+
+
+def test_an_unquoted_off_or_on_in_yaml_means_off_or_auto(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    for written, meant in (("off", "off"), ("on", "auto"), ("auto", "auto"), ('"off"', "off")):
+        path.write_text(f"answering:\n  clarify: {written}\n")
+        assert load_config(path).answering.clarify == meant, written
