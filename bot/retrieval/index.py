@@ -388,8 +388,12 @@ class KnowledgeIndex:
                 return self._closing.is_set() or generation != self._generation
 
             try:
-                answers, embed = (lambda: self._answers.texts(catalog, cancelled)), self.embedder.embed
-                result = calibrate(texts, answers, cancelled=cancelled, embed=embed)
+                result = calibrate(
+                    texts,
+                    lambda: self._answers.texts(catalog, cancelled),
+                    cancelled=cancelled,
+                    embed=self.embedder.embed,
+                )
             except calibration.Cancelled:
                 if self._closing.is_set():
                     log.info("calibration stopped: shutting down (the next start calibrates again)")

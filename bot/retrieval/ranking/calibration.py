@@ -81,7 +81,6 @@ class Calibration:
     declined: float = 0.0  # share of unanswerable phrasings declined (hidden items', out-of-scope examples)
     held_out: int = 0
     seconds: float = 0.0
-    # An answer must lead the runner-up by this much, or the bot asks which of the close topics is meant.
     # An answer must lead the runner-up by this much, or the bot asks which of the close topics is meant
     # (`clarify`): one margin for messages of at most two content words, one for longer ones.
     clarify_short: float = 0.0
@@ -176,7 +175,8 @@ def calibrate(
 
     `answer_texts` gives FAQ answers split like passages (kind "passage", item id of their entry);
     it is called only when there is enough knowledge to calibrate, since it may have to embed them.
-    `embed` gives vectors for the terse versions of the phrasings (`clarify`); without it, no question back.
+    `embed` gives vectors for the terse versions of the phrasings (`clarify`); without it, the margins for
+    asking back come from the hidden phrasings alone.
     `cancelled` is asked before each scorer a fold builds and each weighting tried; when it says so,
     `Cancelled` is raised.
     """
@@ -219,7 +219,7 @@ def calibrate(
             # A hidden example of an out-of-scope group is a message to decline, not to answer.
             from_group = np.array([t.item_id in groups for t in hidden], dtype=bool)
             answerable.append(probe.rows(~from_group))
-            cut = [shortened[i] for i, _ in enumerate(texts) if text_fold.get(i) == fold and i in shortened]
+            cut = [t for i, t in shortened.items() if text_fold.get(i) == fold]
             if cut:
                 terse.append(_probe(scorer, cut))
             if from_group.any():
@@ -275,9 +275,7 @@ def calibrate(
             )
     if best is None:  # no hidden phrasing found any item: nothing to place a threshold by
         return replace(DEFAULT, seconds=time.perf_counter() - started)
-    margins = choose_margins(
-        _ranked_for_clarifying(answerable, best, tokenizer), _ranked_for_clarifying(terse, best, tokenizer)
-    )
+    margins = choose_margins(_ranked_for_clarifying(answerable, best), _ranked_for_clarifying(terse, best))
     return replace(
         best,
         clarify_short=margins.short,
@@ -288,7 +286,7 @@ def calibrate(
     )
 
 
-def _ranked_for_clarifying(probes: list[_Probe], chosen: Calibration, tokenizer: Tokenizer) -> Ranked:
+def _ranked_for_clarifying(probes: list[_Probe], chosen: Calibration) -> Ranked:
     weight = _item_weights([o for p in probes for o in p.owners])
     parts, start = [], 0
     for probe in probes:
@@ -339,15 +337,15 @@ def assign_folds(
 
 def _probe(scorer: ItemScorer, queries: Sequence[IndexedText]) -> _Probe:
     owners = [q.item_id for q in queries]
+    texts = tuple(q.text for q in queries)
     if not queries or len(scorer) == 0:
         empty = np.zeros((len(queries), len(scorer)), dtype=np.float32)
         signals = Signals(DenseScores(empty, empty), LexicalScores(empty, empty), empty)
-        texts = tuple(q.text for q in queries)
         return _Probe(signals, scorer.policy_worded, np.full(len(queries), -1), owners, scorer.out_of_scope, texts)
     expected = np.array([scorer.position.get(o, -1) for o in owners])
     vectors = np.array([q.vector for q in queries], dtype=np.float32)
-    signals = scorer.signals(vectors, [q.text for q in queries])
-    return _Probe(signals, scorer.policy_worded, expected, owners, scorer.out_of_scope, tuple(q.text for q in queries))
+    signals = scorer.signals(vectors, texts)
+    return _Probe(signals, scorer.policy_worded, expected, owners, scorer.out_of_scope, texts)
 
 
 def _style_gap(style: list[tuple[_Probe, _Probe]], weights: Weights) -> float:

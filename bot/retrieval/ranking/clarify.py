@@ -15,8 +15,9 @@ that would be answered:
 
 Messages of at most TERSE_WORDS content words (the terse versions, and hidden phrasings that short) get
 the margin that does best on them; longer ones the margin that does best on them while costing at most
-MAX_CLARIFIED (one point) of their correct answers. Fixed in advance, not tuned: nothing here looks at evaluation cases
-or customer traffic.
+MAX_CLARIFIED (one point) of their correct answers. Nothing here looks at evaluation cases or customer
+traffic, but the rule itself (-1 for a wrong answer, the two margins, the cap) was chosen after looking at
+some: docs/BENCHMARKS.md, "Which case files informed which choices".
 """
 
 from __future__ import annotations
@@ -98,8 +99,7 @@ class Ranked:
         own = fused[rows, np.maximum(expected, 0)]
         own_lead = np.where(is_own.any(axis=1), top - own, np.inf)
         lead = top - fused[rows, order[:, 1]]
-        keep = answered
-        return cls(lead[keep], is_own[:, 0][keep], own_lead[keep], weight[keep], short[keep])
+        return cls(lead[answered], is_own[:, 0][answered], own_lead[answered], weight[answered], short[answered])
 
     @classmethod
     def joined(cls, parts: Sequence[Ranked]) -> Ranked:
