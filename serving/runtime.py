@@ -58,10 +58,11 @@ def build_engine(
         cache_dir=config.index.encoder_cache,
         workers=config.index.query_workers,
     )
+    clarify = config.answering.clarify == "auto"  # calibrate when to ask back only when the bot does
     if config.index.server_url is not None and index_path is None:
-        index = KnowledgeIndex.connect(config.index.server_url, config.index.collection, embedder)
+        index = KnowledgeIndex.connect(config.index.server_url, config.index.collection, embedder, clarify)
     else:
-        index = KnowledgeIndex.open(index_path or config.index.path, config.index.collection, embedder)
+        index = KnowledgeIndex.open(index_path or config.index.path, config.index.collection, embedder, clarify)
     policy = ResponsePolicy(
         index, config.answering, config.messages.talk_to_human_button, query_workers=config.index.query_workers
     )

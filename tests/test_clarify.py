@@ -3,6 +3,7 @@ short one keeps its answer. The margin comes from the knowledge base itself (bot
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,17 +13,22 @@ from bot.answering.policy import DecisionKind
 from bot.answering.replies import compose_reply
 from bot.config import Config, load_config
 from bot.evaluation.scoring import CLARIFY, EvalCase, evaluate
+from bot.knowledge.loader import read_knowledge_dir
 from bot.retrieval.embedding import Embedder
+from bot.retrieval.index import KnowledgeIndex
 from bot.retrieval.ranking.clarify import Ranked, choose_margins, content_words, terse_versions
 from bot.retrieval.ranking.lexical import Tokenizer
 from bot.types import AnsweredBy
 from serving.runtime import Engine, build_engine
-from tests.conftest import ConfigFactory
+from tests.conftest import DEMO_KNOWLEDGE, ConfigFactory
 
 
 @pytest.fixture
 def engine(write_config: ConfigFactory, embedder: Embedder) -> Engine:
-    return build_engine(load_config(write_config(answering={"clarify": "auto"})), embedder)
+    """Asking back on: the start-up sync calibrates its margins (the demo template was indexed with it off)."""
+    engine = build_engine(load_config(write_config(answering={"clarify": "auto"})), embedder)
+    assert engine.sync.run().calibration is not None
+    return engine
 
 
 def test_a_phrasing_is_cut_to_its_most_widespread_words() -> None:
@@ -118,3 +124,21 @@ def test_an_unquoted_off_or_on_in_yaml_means_off_or_auto(tmp_path: Path) -> None
     for written, meant in (("off", "off"), ("on", "auto"), ("auto", "auto"), ('"off"', "off")):
         path.write_text(f"answering:\n  clarify: {written}\n")
         assert load_config(path).answering.clarify == meant, written
+
+
+def test_the_margins_for_asking_back_cost_extra_work_only_when_the_bot_asks_back(
+    tmp_path: Path, demo_index_template: Path, embedder: Embedder
+) -> None:
+    embedded = {}
+    for clarify in (False, True):  # the same edit, with asking back off and on
+        home = tmp_path / str(clarify)
+        shutil.copytree(demo_index_template, home / "chroma")
+        shutil.copytree(DEMO_KNOWLEDGE, home / "kb")
+        index = KnowledgeIndex.open(home / "chroma", "knowledge", embedder, clarify=clarify)
+        (home / "kb" / "faq" / "shipping.yml").unlink()
+        before = embedder.texts_embedded
+        report = index.sync(read_knowledge_dir(home / "kb"))
+        assert report.texts_embedded == 0 and report.calibration is not None and report.calibration.calibrated
+        embedded[clarify] = embedder.texts_embedded - before  # the answers calibration reads, and terse versions
+    # Off: the phrasings cut to their two most widespread words are neither embedded nor probed.
+    assert embedded[True] > embedded[False]

@@ -64,8 +64,9 @@ class _Ranking:
 
 
 class KnowledgeIndex:
-    def __init__(self, home: ChromaHome, collection: Collection, embedder: Embedder) -> None:
+    def __init__(self, home: ChromaHome, collection: Collection, embedder: Embedder, clarify: bool = False) -> None:
         self._home = home
+        self._clarify = clarify  # calibrate the margins for asking back (answering.clarify: auto)
         self._collection = collection
         self._embedder = embedder
         self._sync_lock = threading.Lock()
@@ -116,16 +117,16 @@ class KnowledgeIndex:
         )
 
     @classmethod
-    def open(cls, path: Path, collection_name: str, embedder: Embedder) -> KnowledgeIndex:
-        """Open (or create) the embedded, persistent index at `path`."""
+    def open(cls, path: Path, collection_name: str, embedder: Embedder, clarify: bool = False) -> KnowledgeIndex:
+        """Open (or create) the embedded, persistent index at `path`. `clarify`: also calibrate when to ask back."""
         home = ChromaHome.embedded(path, collection_name, embedder)
-        return cls(home, home.open(embedder.identity), embedder)
+        return cls(home, home.open(embedder.identity), embedder, clarify)
 
     @classmethod
-    def connect(cls, url: str, collection_name: str, embedder: Embedder) -> KnowledgeIndex:
+    def connect(cls, url: str, collection_name: str, embedder: Embedder, clarify: bool = False) -> KnowledgeIndex:
         """The index on a Chroma server several processes share (IndexUnavailable when it cannot be reached)."""
         home = ChromaHome.server(url, collection_name, embedder)
-        return cls(home, home.open(embedder.identity), embedder)
+        return cls(home, home.open(embedder.identity), embedder, clarify)
 
     @property
     def shared(self) -> bool:
@@ -334,8 +335,10 @@ class KnowledgeIndex:
     # -- calibration ---------------------------------------------------------------------------
 
     def _calibration_key(self) -> str:
-        """Changes when anything calibration reads changes: the texts, the FAQ answers, the procedure."""
-        digest = hashlib.sha256(f"v{calibration.VERSION}|{self._embedder.identity}".encode())
+        """Changes when anything calibration reads changes: the texts, the FAQ answers, the procedure (with or
+        without the margins for asking back)."""
+        asks = "|clarify" if self._clarify else ""
+        digest = hashlib.sha256(f"v{calibration.VERSION}|{self._embedder.identity}{asks}".encode())
         for rid in sorted(self._metadata):
             digest.update(rid.encode())
         for meta in sorted(self._metadata.values(), key=lambda m: str(m["item_id"])):
@@ -392,7 +395,7 @@ class KnowledgeIndex:
                     texts,
                     lambda: self._answers.texts(catalog, cancelled),
                     cancelled=cancelled,
-                    embed=self.embedder.embed,
+                    embed=self.embedder.embed if self._clarify else None,
                 )
             except calibration.Cancelled:
                 if self._closing.is_set():
