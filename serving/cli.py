@@ -52,13 +52,14 @@ def serve(
     import uvicorn
 
     from serving.app import create_app
-    from serving.runtime import Bot
+    from serving.runtime import Bot, encoder_model
 
     setup_logging("info")
     settings = load_settings(config)
     with operator_errors():  # here, as one line, rather than as a traceback from inside the server
         require_knowledge_dir(settings.knowledge.path)
         anyio.run(_store_opens, settings.store)
+        encoder_model(settings)  # installed (and, when it comes in parts, unpacked)
     bind_host = host or settings.server.host
     bind_port = settings.server.port if port is None else port
 

@@ -15,6 +15,7 @@ import typer
 
 from bot.config import Config, ConfigError, load_config
 from bot.knowledge.loader import KnowledgeDirMissing
+from bot.retrieval.models import ModelNotInstalled
 from bot.storage.store import StoreError
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def operator_errors() -> Iterator[None]:
     """What an operator fixes in their set-up (a missing folder, a file that is not a store): one line, exit 2."""
     try:
         yield
-    except (KnowledgeDirMissing, StoreError) as err:
+    except (KnowledgeDirMissing, StoreError, ModelNotInstalled) as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from err
 
@@ -79,8 +80,8 @@ def synced_engine(settings: Config, knowledge: Path | None) -> tuple[Engine, Syn
     from serving.runtime import build_engine, eval_index_path
 
     index_path = eval_index_path(settings, knowledge) if knowledge is not None else None
-    engine = build_engine(settings, knowledge_dir=knowledge, index_path=index_path)
     with operator_errors():
+        engine = build_engine(settings, knowledge_dir=knowledge, index_path=index_path)
         sync = engine.sync.run(ProgressPrinter())
     for file in sync.rejected:
         for problem in file.problems:

@@ -131,8 +131,8 @@ def kb_index(config: ConfigOption = Path("config.yml"), knowledge: KnowledgeOpti
 
     setup_logging("warning")
     settings = load_settings(config)
-    engine = build_engine(settings, knowledge_dir=knowledge)
     with operator_errors():
+        engine = build_engine(settings, knowledge_dir=knowledge)
         report = engine.sync.run(ProgressPrinter())
     typer.echo(
         f"added {len(report.added)}, updated {len(report.updated)}, removed {len(report.removed)}, "

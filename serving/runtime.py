@@ -26,6 +26,8 @@ from bot.pipeline import KnowledgeResponder, Pipeline, Responder
 from bot.retrieval.chroma import IndexUnavailable
 from bot.retrieval.embedding import Embedder, EncoderKind
 from bot.retrieval.index import KnowledgeIndex, SyncReport
+from bot.retrieval.models import BundledModel, model_folder
+from bot.retrieval.onnx_encoder import default_cache_dir
 from bot.storage.coordination import Coordination, CoordinationUnavailable, LocalCoordination
 from bot.storage.store import ConversationStore
 from bot.types import Message, Reply
@@ -52,7 +54,7 @@ def build_engine(
 ) -> Engine:
     """Open the index (not yet synced). Defaults come from config; overrides serve `bot eval --knowledge`."""
     embedder = embedder or Embedder(
-        config.index.embedding_model,
+        encoder_model(config),
         threads=config.index.threads,
         encoder=EncoderKind(config.index.encoder),
         cache_dir=config.index.encoder_cache,
@@ -67,6 +69,14 @@ def build_engine(
         index, config.answering, config.messages.talk_to_human_button, query_workers=config.index.query_workers
     )
     return Engine(config, index, KnowledgeSync(knowledge_dir or config.knowledge.path, index), policy)
+
+
+def encoder_model(config: Config) -> Path:
+    """The encoder's sentence-transformers folder: the configured one, or the bundled model chosen (unpacked
+    into the encoder cache the first time, when it comes in parts). ModelNotInstalled says what to install."""
+    if config.index.embedding_model is not None:
+        return config.index.embedding_model
+    return model_folder(BundledModel(config.index.model), config.index.encoder_cache or default_cache_dir())
 
 
 def eval_index_path(config: Config, knowledge_dir: Path) -> Path:
