@@ -43,6 +43,7 @@ from typing import Any
 
 import yaml
 from machine import machine, machine_line  # bench/machine.py (scripts run from bench/)
+from tuned import tuned_config
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "banking77"
@@ -88,6 +89,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--embedding-model",
         type=Path,
         help="index.embedding_model for the run: a sentence-transformers folder (default: the product's default)",
+    )
+    parser.add_argument(
+        "--tune",
+        type=int,
+        metavar="THREADS",
+        help="tune the encoder on each run's knowledge first (`bot kb tune --threads THREADS`) and evaluate with it",
     )
     parser.add_argument(
         "--keep-index",
@@ -362,9 +369,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"running {label}: {len(categories)} intents, {utterances} training utterances, {len(test)} cases ...",
                 flush=True,
             )
+            run_config, tune_seconds = config, None
+            if args.tune:
+                run_config, tune_seconds = tuned_config(bot, config, run_dir / "knowledge", run_dir, args.tune)
+                print(f"  encoder tuned in {tune_seconds:.1f}s", flush=True)
             report, seconds, sync_seconds = run_eval(
                 bot,
-                config,
+                run_config,
                 run_dir / "knowledge",
                 oos_cases if setting == "oos" else cases,
                 run_dir / "eval.json",
@@ -377,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                 **summarise(report),
                 "seconds": round(seconds, 2),
                 "index_sync_seconds": sync_seconds,
+                "tune_seconds": tune_seconds,
                 "eval_json": str(run_dir / "eval.json"),
             }
             rows.append(row)

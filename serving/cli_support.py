@@ -58,16 +58,17 @@ def operator_errors() -> Iterator[None]:
 
 
 class ProgressPrinter:
-    """Prints embedding progress at most every two seconds, and at the end."""
+    """Prints progress (embedding, by default) at most every two seconds, and at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, verb: str = "embedded", unit: str = "texts") -> None:
         self._last = 0.0
+        self._verb, self._unit = verb, unit
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
         if done == total or now - self._last >= 2.0:
             self._last = now
-            typer.echo(f"  embedded {done}/{total} texts ({done * 100 // max(total, 1)}%)", err=True)
+            typer.echo(f"  {self._verb} {done}/{total} {self._unit} ({done * 100 // max(total, 1)}%)", err=True)
 
 
 def write_json(path: Path, data: object) -> None:

@@ -1,4 +1,4 @@
-"""`bot kb check | index | overlaps` and `bot prompts check`: the operator's checks of what they edit."""
+"""`bot kb check | index | overlaps | tune` and `bot prompts check`: the operator's checks of what they edit."""
 
 from __future__ import annotations
 
@@ -186,3 +186,52 @@ def kb_overlaps(
         typer.echo(f"… and {len(overlaps) - limit} more pairs (--limit, or --json for all)")
     if json_out is not None:
         write_json(json_out, report.to_json())
+
+
+@kb_app.command("tune")
+def kb_tune(
+    config: ConfigOption = Path("config.yml"),
+    knowledge: KnowledgeOption = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Training threads (default: index.threads).")] = None,
+) -> None:
+    """Tune the encoder (index.model) on the knowledge base's own phrasings; prints the folder to use."""
+    from bot.knowledge.loader import read_knowledge_dir, vet
+    from bot.knowledge.model import FaqEntry, OutOfScopeGroup, Passage
+    from bot.retrieval.models import BundledModel, model_folder
+    from bot.retrieval.onnx_encoder import default_cache_dir
+    from bot.retrieval.tuning import NothingToTune, tune
+
+    setup_logging("warning")
+    settings = load_settings(config)
+    directory = knowledge or settings.knowledge.path
+    cache = settings.index.encoder_cache or default_cache_dir()
+    with operator_errors():
+        vetting = vet(read_knowledge_dir(directory))
+        base = model_folder(BundledModel(settings.index.model), cache)
+    for problem in vetting.problems:
+        typer.echo(f"not used: {directory / problem.file}:{problem.line}: {problem.message}", err=True)
+    items = {
+        item.id: item.utterances()
+        for file in vetting.accepted
+        for item in file.items
+        if isinstance(item, FaqEntry | Passage | OutOfScopeGroup)
+    }
+    typer.echo(f"tuning {settings.index.model} on the phrasings of {len(items)} items (once per knowledge version)")
+    try:
+        result = tune(
+            base,
+            settings.index.model,
+            items,
+            cache,
+            threads or settings.index.threads,
+            ProgressPrinter("trained", "batches"),
+        )
+    except NothingToTune as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from err
+    done = "already tuned for these phrasings" if result.reused else f"tuned in {result.seconds:.0f}s"
+    typer.echo(f"{done} ({result.pairs} pairs): {result.model}")
+    typer.echo(
+        f"to use it, set in {config}:\n  index:\n    embedding_model: {result.model}\n"
+        "the next start embeds the knowledge base again with it (once)"
+    )

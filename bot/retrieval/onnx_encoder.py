@@ -39,11 +39,17 @@ RECIPE_VERSION = 1
 # GELU) have the widest range. Quantising them too is ~40% faster again but moved answers on near ties in
 # the demo cases (docs/BENCHMARKS.md); for all-mpnet-base-v2 it is what breaks plain int8 (cosine 0.72).
 INT8_KEEP_FP32 = r"layer\.\d+/output/dense/MatMul$"
-_SUPPORTED_MODULES = {
-    "sentence_transformers.models.Transformer",
-    "sentence_transformers.models.Pooling",
-    "sentence_transformers.models.Normalize",
-}
+# The modules a folder may list, by class name: sentence-transformers 6 records them under new module
+# paths (sentence_transformers.base.modules.transformer.Transformer) where older folders have
+# sentence_transformers.models.Transformer.
+_TRANSFORMER, _POOLING, _NORMALIZE = "Transformer", "Pooling", "Normalize"
+_SUPPORTED_MODULES = {_TRANSFORMER, _POOLING, _NORMALIZE}
+
+
+def _module_kind(type_name: str) -> str:
+    """`Transformer` for any sentence-transformers spelling of it; the whole name for anything else."""
+    package, _, name = type_name.rpartition(".")
+    return name if package.startswith("sentence_transformers") else type_name
 
 
 class UnsupportedModel(ValueError):
@@ -64,23 +70,27 @@ class ModelLayout:
         if not modules_file.is_file():
             raise UnsupportedModel(f"{model_path}: no modules.json (not a sentence-transformers folder)")
         modules: list[dict[str, Any]] = json.loads(modules_file.read_text())
-        kinds = {str(m["type"]): model_path / str(m.get("path", "")) for m in modules}
+        kinds = {_module_kind(str(m["type"])): model_path / str(m.get("path", "")) for m in modules}
         unknown = set(kinds) - _SUPPORTED_MODULES
-        if unknown or "sentence_transformers.models.Transformer" not in kinds:
+        if unknown or _TRANSFORMER not in kinds:
             raise UnsupportedModel(f"{model_path}: modules {sorted(unknown) or 'without a Transformer'}")
-        pooling_dir = kinds.get("sentence_transformers.models.Pooling")
+        pooling_dir = kinds.get(_POOLING)
         if pooling_dir is not None:
             pooling = json.loads((pooling_dir / "config.json").read_text())
+            # Older folders flag each mode (pooling_mode_mean_tokens: true); sentence-transformers 6 writes
+            # pooling_mode: mean.
             modes = {k for k, v in pooling.items() if k.startswith("pooling_mode_") and v is True}
+            if isinstance(pooling.get("pooling_mode"), str):
+                modes = {f"pooling_mode_{pooling['pooling_mode']}_tokens"}
             if modes != {"pooling_mode_mean_tokens"}:
                 raise UnsupportedModel(f"{model_path}: pooling {sorted(modes)}; only mean pooling is exported")
-        transformer = kinds["sentence_transformers.models.Transformer"]
+        transformer = kinds[_TRANSFORMER]
         settings_file = transformer / "sentence_bert_config.json"
         settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
         return cls(
             transformer=transformer,
             max_seq_length=int(settings.get("max_seq_length") or 512),
-            normalise="sentence_transformers.models.Normalize" in kinds,
+            normalise=_NORMALIZE in kinds,
         )
 
 
