@@ -140,5 +140,7 @@ def test_the_margins_for_asking_back_cost_extra_work_only_when_the_bot_asks_back
         report = index.sync(read_knowledge_dir(home / "kb"))
         assert report.texts_embedded == 0 and report.calibration is not None and report.calibration.calibrated
         embedded[clarify] = embedder.texts_embedded - before  # the answers calibration reads, and terse versions
+        assert report.calibration.asks_back is clarify
+        assert ("asking back off" in report.calibration.summary()) is not clarify
     # Off: the phrasings cut to their two most widespread words are neither embedded nor probed.
     assert embedded[True] > embedded[False]

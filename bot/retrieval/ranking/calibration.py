@@ -68,7 +68,7 @@ MIN_STYLE_PROBES = 20
 # When there is too little to learn from.
 DEFAULT_WEIGHTS = Weights(0.4, 0.1, passage_bonus=0.1)
 DEFAULT_THRESHOLD = 0.6
-VERSION = 9  # part of the cache key: bump when the procedure changes
+VERSION = 10  # part of the cache key: bump when the procedure changes
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,7 @@ class Calibration:
     clarify_long: float = 0.0
     clarified_short: float = 0.0  # share of short hidden messages (terse versions included) asked back
     clarified_long: float = 0.0
+    asks_back: bool = False  # whether the margins were calibrated (answering.clarify: auto)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -108,9 +109,15 @@ class Calibration:
             f"passage bonus {w.passage_bonus:.3f}; "
             f"hidden phrasings answered correctly {self.answered_correctly:.1%}, "
             f"unanswerable phrasings declined {self.declined:.1%}; "
+            f"{self._asking_back()} ({self.held_out} phrasings held out, {self.seconds:.1f}s)"
+        )
+
+    def _asking_back(self) -> str:
+        if not self.asks_back:
+            return "asking back off"
+        return (
             f"asks back below a lead of {self.clarify_short:.3f} when short ({self.clarified_short:.1%} of short "
-            f"hidden messages), {self.clarify_long:.3f} otherwise ({self.clarified_long:.1%}) "
-            f"({self.held_out} phrasings held out, {self.seconds:.1f}s)"
+            f"hidden messages), {self.clarify_long:.3f} otherwise ({self.clarified_long:.1%})"
         )
 
 
@@ -175,8 +182,9 @@ def calibrate(
 
     `answer_texts` gives FAQ answers split like passages (kind "passage", item id of their entry);
     it is called only when there is enough knowledge to calibrate, since it may have to embed them.
-    `embed` gives vectors for the terse versions of the phrasings (`clarify`); without it, the margins for
-    asking back come from the hidden phrasings alone.
+    `embed` gives vectors for the terse versions of the phrasings, from which (and from the hidden
+    phrasings) the margins for asking back are learnt (`clarify`); without it, asking back is off and
+    there are no margins.
     `cancelled` is asked before each scorer a fold builds and each weighting tried; when it says so,
     `Cancelled` is raised.
     """
@@ -275,9 +283,12 @@ def calibrate(
             )
     if best is None:  # no hidden phrasing found any item: nothing to place a threshold by
         return replace(DEFAULT, seconds=time.perf_counter() - started)
+    if embed is None:  # asking back is off: no margins to learn
+        return replace(best, seconds=time.perf_counter() - started)
     margins = choose_margins(_ranked_for_clarifying(answerable, best), _ranked_for_clarifying(terse, best))
     return replace(
         best,
+        asks_back=True,
         clarify_short=margins.short,
         clarify_long=margins.long,
         clarified_short=margins.asked_short,
