@@ -86,6 +86,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="index.encoder for the run (default: the product's default)",
     )
     parser.add_argument(
+        "--model",
+        choices=("all-MiniLM-L6-v2", "all-mpnet-base-v2"),
+        help="index.model for the run: the bundled encoder (default: the product's default)",
+    )
+    parser.add_argument(
         "--embedding-model",
         type=Path,
         help="index.embedding_model for the run: a sentence-transformers folder (default: the product's default)",
@@ -197,7 +202,7 @@ def write_cases(
         writer.writerows((text, OUT_OF_SCOPE if category in held_out else ids[category]) for text, category in test)
 
 
-def write_config(work: Path, encoder: str | None, model: Path | None = None) -> Path:
+def write_config(work: Path, encoder: str | None, model: Path | None = None, bundled: str | None = None) -> Path:
     (work / "dummy.csv").write_text("text,expected\nhello,out_of_scope\n", encoding="utf-8")
     config = work / "config.yml"
     index: dict[str, str] = {"path": str(work / "chroma")}
@@ -205,6 +210,8 @@ def write_config(work: Path, encoder: str | None, model: Path | None = None) -> 
         index["encoder"] = encoder
     if model:
         index["embedding_model"] = str(model.resolve())
+    if bundled:
+        index["model"] = bundled
     config.write_text(
         "# Written by bench/banking77.py; every other section takes its defaults.\n"
         + yaml.safe_dump({"index": index, "eval": {"cases": str(work / "dummy.csv")}}, sort_keys=False),
@@ -341,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
 
     categories, train, test = load_data(data)
     work.mkdir(parents=True, exist_ok=True)
-    config = write_config(work, args.encoder, args.embedding_model)
+    config = write_config(work, args.encoder, args.embedding_model, args.model)
     cases = work / "cases.csv"
     ids = faq_ids(categories)
     renamed = {c: i for c, i in ids.items() if c != i}
