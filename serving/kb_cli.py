@@ -196,33 +196,25 @@ def kb_tune(
 ) -> None:
     """Tune the encoder (index.model) on the knowledge base's own phrasings; prints the folder to use."""
     from bot.knowledge.loader import read_knowledge_dir, vet
-    from bot.knowledge.model import FaqEntry, OutOfScopeGroup, Passage
-    from bot.retrieval.models import BundledModel, model_folder
-    from bot.retrieval.onnx_encoder import default_cache_dir
     from bot.retrieval.tuning import NothingToTune, tune
+    from serving.runtime import bundled_encoder, encoder_cache
 
     setup_logging("warning")
     settings = load_settings(config)
     directory = knowledge or settings.knowledge.path
-    cache = settings.index.encoder_cache or default_cache_dir()
     with operator_errors():
         vetting = vet(read_knowledge_dir(directory))
-        base = model_folder(BundledModel(settings.index.model), cache)
+        base = bundled_encoder(settings)
     for problem in vetting.problems:
         typer.echo(f"not used: {directory / problem.file}:{problem.line}: {problem.message}", err=True)
-    items = {
-        item.id: item.utterances()
-        for file in vetting.accepted
-        for item in file.items
-        if isinstance(item, FaqEntry | Passage | OutOfScopeGroup)
-    }
+    items = {item.id: item.utterances() for file in vetting.accepted for item in file.items if item.utterances()}
     typer.echo(f"tuning {settings.index.model} on the phrasings of {len(items)} items (once per knowledge version)")
     try:
         result = tune(
             base,
             settings.index.model,
             items,
-            cache,
+            encoder_cache(settings),
             threads or settings.index.threads,
             ProgressPrinter("trained", "batches"),
         )

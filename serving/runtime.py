@@ -72,11 +72,19 @@ def build_engine(
 
 
 def encoder_model(config: Config) -> Path:
-    """The encoder's sentence-transformers folder: the configured one, or the bundled model chosen (unpacked
-    into the encoder cache the first time, when it comes in parts). ModelNotInstalled says what to install."""
-    if config.index.embedding_model is not None:
-        return config.index.embedding_model
-    return model_folder(BundledModel(config.index.model), config.index.encoder_cache or default_cache_dir())
+    """The encoder's sentence-transformers folder: the configured one, or else the bundled model chosen."""
+    return config.index.embedding_model or bundled_encoder(config)
+
+
+def bundled_encoder(config: Config) -> Path:
+    """The folder of the bundled model `index.model` names (unpacked into the encoder cache the first time,
+    when it comes in parts). ModelNotInstalled says what to install."""
+    return model_folder(BundledModel(config.index.model), encoder_cache(config))
+
+
+def encoder_cache(config: Config) -> Path:
+    """Where exported encoders, models unpacked from parts and tuned encoders are kept."""
+    return config.index.encoder_cache or default_cache_dir()
 
 
 def eval_index_path(config: Config, knowledge_dir: Path) -> Path:

@@ -3,7 +3,6 @@ missing or broken part is a one-line error that says what to install (bot/retrie
 
 from __future__ import annotations
 
-import importlib.metadata
 import io
 import json
 import zipfile
@@ -63,8 +62,8 @@ def test_missing_packages_are_named_with_the_command_that_installs_them() -> Non
 
 def mpnet_installed() -> bool:
     try:
-        importlib.metadata.distribution(MPNET_PARTS.distributions[0])
-    except importlib.metadata.PackageNotFoundError:
+        installed_parts(MPNET_PARTS)
+    except ModelNotInstalled:
         return False
     return True
 
