@@ -23,8 +23,12 @@ as little as possible. It prints the machine, a markdown table (n, p50, p95, max
 share within 2 s) and writes live-edit-results.json into the work directory. Exits 1 if an edit was
 not served within --timeout seconds.
 
+With --tune, the bot runs with `index.tune: auto`: `bot kb index` tunes the encoder first (not
+measured), and each round's new phrasings start another tuning in the background, so the edits are timed
+while the tuner trains and switches (the table then counts the edits written while it was busy).
+
 Usage:
-  python bench/live_edit.py [--rounds 10] [--timeout 60] [--work DIR]
+  python bench/live_edit.py [--rounds 10] [--timeout 60] [--work DIR] [--tune]
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ class Bot:
     def __init__(self, base_url: str, timeout: float) -> None:
         self.client = httpx.Client(base_url=base_url, trust_env=False, timeout=30)
         self.timeout = timeout
+        self.tuning_busy = 0  # edits written while the encoder's tuner was training or switching
 
     def knowledge(self) -> dict[str, Any]:
         return dict(self.client.get("/health").json()["knowledge"])
@@ -98,7 +103,9 @@ class Bot:
     def time_until(self, write: Callable[[], None], served: Callable[[dict[str, Any]], bool], question: str) -> float:
         """Seconds from `write()` to the first reply to `question` that `served` accepts."""
         self.wait_quiet()
-        before = self.syncs()
+        knowledge = self.knowledge()
+        before = int(knowledge["syncs"])
+        self.tuning_busy += bool(knowledge.get("tuning") and knowledge["tuning"]["state"] != "idle")
         started = time.perf_counter()
         write()
         deadline = started + self.timeout
@@ -159,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds an edit may take to be served")
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--bot", type=Path, default=Path(sys.executable).parent / "bot")
+    parser.add_argument("--tune", action="store_true", help="index.tune: auto (edits timed while tuning runs)")
     args = parser.parse_args(argv)
     work = args.work.resolve() if args.work else Path(tempfile.mkdtemp(prefix="supportbot-live-edit-"))
     knowledge = work / "knowledge"
@@ -169,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     config.write_text(
         "# Written by bench/live_edit.py.\n"
         f"knowledge: {{path: {json.dumps(str(knowledge))}, watch: true}}\n"
-        f"index: {{path: {json.dumps(str(work / 'chroma'))}}}\n"
+        f"index: {{path: {json.dumps(str(work / 'chroma'))}, tune: {'auto' if args.tune else 'off'}}}\n"
         f"store: {{path: {json.dumps(str(work / 'conversations.sqlite3'))}}}\n"
         "web: {messages_per_minute_per_conversation: 100000, messages_per_minute_per_ip: 1000000}\n",
         encoding="utf-8",
@@ -223,7 +231,10 @@ def main(argv: list[str] | None = None) -> int:
             f"| {edit} | {len(values)} | {statistics.median(values):.2f} s | {percentile(values, 95):.2f} s "
             f"| {max(values):.2f} s | {within}/{len(values)} |"
         )
-    results = {"machine": m, "rounds": args.rounds, "samples_s": samples, "failure": failure}
+    if args.tune:
+        print(f"\nedits written while the tuner was training or switching: {bot.tuning_busy}")
+    results = {"machine": m, "rounds": args.rounds, "samples_s": samples, "failure": failure,
+               "tune": args.tune, "edits_while_tuning": bot.tuning_busy}  # fmt: skip
     (work / "live-edit-results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     print(f"\nresults: {work / 'live-edit-results.json'}")
     return 1 if failure else 0

@@ -338,9 +338,9 @@ def run(
         ours.ranked_first.append(decision.candidates[0].item_id if decision.candidates else OUT_OF_SCOPE)
         if decision.kind in (DecisionKind.SMALLTALK, DecisionKind.HANDOFF, DecisionKind.INVALID):
             decided["before retrieval"] += 1
-        elif index.out_of_scope_example(decision.text) is not None:
+        elif index.ranking.out_of_scope_example(decision.text) is not None:
             decided["exact out-of-scope example"] += 1
-        elif index.item_titled(decision.text) is not None:
+        elif index.ranking.item_titled(decision.text) is not None:
             decided["exact title"] += 1
 
         started = time.perf_counter()

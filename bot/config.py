@@ -26,6 +26,11 @@ class ConfigError(ValueError):
     """Raised with every problem in a config file, each naming the file, line and key."""
 
 
+def _auto_or_off(value: object) -> object:
+    """YAML reads an unquoted `off` as false (and `on` as true): for settings that are "auto" or "off"."""
+    return {False: "off", True: "auto"}.get(value, value) if isinstance(value, bool) else value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -62,6 +67,15 @@ class IndexSettings(_Section):
     # Messages encoded at once, each on its own thread (up to one per core pays on a busy server); also the
     # threads that embed the knowledge base when it changes.
     query_workers: int = Field(default=2, ge=1, le=64)
+    # "auto": after each change to the knowledge base's phrasings, tune the encoder on them in the
+    # background (one thread; minutes), then re-embed the knowledge with it and switch over, the last good
+    # encoder serving meanwhile (README, "Tuning the encoder"). Embedded index only. "off": the encoder as is.
+    tune: Literal["auto", "off"] = "off"
+
+    @field_validator("tune", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        return _auto_or_off(value)
 
     @field_validator("server_url")
     @classmethod
@@ -92,8 +106,7 @@ class AnsweringSettings(_Section):
     @field_validator("clarify", mode="before")
     @classmethod
     def _yaml_off(cls, value: object) -> object:
-        """YAML reads an unquoted `off` as false (and `on` as true)."""
-        return {False: "off", True: "auto"}.get(value, value) if isinstance(value, bool) else value
+        return _auto_or_off(value)
 
 
 class StoreSettings(_Section):

@@ -87,4 +87,21 @@ def synced_engine(settings: Config, knowledge: Path | None) -> tuple[Engine, Syn
     for file in sync.rejected:
         for problem in file.problems:
             typer.echo(f"not applied: {problem}", err=True)
+    tune_now(engine)
     return engine, sync
+
+
+def tune_now(engine: Engine) -> None:
+    """With `index.tune: auto`, tune the encoder for the knowledge now, as the bot would in the background
+    (once per version of the phrasings: cached), so what is measured is what the bot serves."""
+    from bot.retrieval.tuning import NothingToTune
+
+    if engine.tuner is None:
+        return
+    typer.echo("tuning the encoder on the knowledge base's phrasings (index.tune: auto)", err=True)
+    try:
+        engine.tuner.run_once(ProgressPrinter("trained", "batches"))
+    except NothingToTune as err:
+        typer.echo(f"encoder not tuned: {err}", err=True)
+        return
+    typer.echo(f"encoder: {engine.tuner.status.last}", err=True)

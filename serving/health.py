@@ -60,7 +60,14 @@ def _knowledge_status(bot: Bot) -> dict[str, object]:
         "last_sync_at": status.last_at,
         "rejected": list(status.rejected),
         "calibrating": bot.engine.index.calibrating,
+        "tuning": None if bot.engine.tuner is None else _tuning_status(bot),
     }
+
+
+def _tuning_status(bot: Bot) -> dict[str, object]:
+    assert bot.engine.tuner is not None
+    status = bot.engine.tuner.status
+    return {"state": status.state, "switches": status.switches, "last": status.last, "last_at": status.last_at}
 
 
 async def _dependency_status(kind: str, ping: Callable[[], Awaitable[float]]) -> dict[str, object]:

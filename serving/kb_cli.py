@@ -20,6 +20,7 @@ from serving.cli_support import (
     operator_errors,
     setup_logging,
     synced_engine,
+    tune_now,
     write_json,
 )
 
@@ -134,6 +135,7 @@ def kb_index(config: ConfigOption = Path("config.yml"), knowledge: KnowledgeOpti
     with operator_errors():
         engine = build_engine(settings, knowledge_dir=knowledge)
         report = engine.sync.run(ProgressPrinter())
+        tune_now(engine)
     typer.echo(
         f"added {len(report.added)}, updated {len(report.updated)}, removed {len(report.removed)}, "
         f"unchanged {report.unchanged}; embedded {report.texts_embedded} texts in {report.seconds:.2f}s"

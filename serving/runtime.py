@@ -23,6 +23,7 @@ from bot.llm.client import ChatModel
 from bot.llm.prompts import PromptLibrary
 from bot.llm.responder import ModelResponder
 from bot.pipeline import KnowledgeResponder, Pipeline, Responder
+from bot.retrieval.autotune import EncoderTuner, active_encoder, record_active
 from bot.retrieval.chroma import IndexUnavailable
 from bot.retrieval.embedding import Embedder, EncoderKind
 from bot.retrieval.index import KnowledgeIndex, SyncReport
@@ -44,6 +45,7 @@ class Engine:
     index: KnowledgeIndex
     sync: KnowledgeSync
     policy: ResponsePolicy
+    tuner: EncoderTuner | None = None  # index.tune: auto, on the embedded index
 
 
 def build_engine(
@@ -53,22 +55,45 @@ def build_engine(
     index_path: Path | None = None,
 ) -> Engine:
     """Open the index (not yet synced). Defaults come from config; overrides serve `bot eval --knowledge`."""
+    base = embedder.model_path if embedder is not None else encoder_model(config)
     embedder = embedder or Embedder(
-        encoder_model(config),
+        base,
         threads=config.index.threads,
         encoder=EncoderKind(config.index.encoder),
         cache_dir=config.index.encoder_cache,
         workers=config.index.query_workers,
     )
     clarify = config.answering.clarify == "auto"  # calibrate when to ask back only when the bot does
+    name = config.index.collection
     if config.index.server_url is not None and index_path is None:
-        index = KnowledgeIndex.connect(config.index.server_url, config.index.collection, embedder, clarify)
+        index = KnowledgeIndex.connect(config.index.server_url, name, embedder, clarify)
+        tuner = None
+        if config.index.tune == "auto":
+            log.warning("index.tune: auto tunes the embedded index only; the shared index keeps its encoder "
+                        "(README, 'Tuning the encoder')")  # fmt: skip
     else:
-        index = KnowledgeIndex.open(index_path or config.index.path, config.index.collection, embedder, clarify)
+        path = index_path or config.index.path
+        tuned = active_encoder(path, name, base) if config.index.tune == "auto" else None
+        index = KnowledgeIndex.open(path, name, embedder.with_model(tuned) if tuned else embedder, clarify, bool(tuned))
+        tuner = None if config.index.tune == "off" else encoder_tuner(config, index, path, base)
     policy = ResponsePolicy(
         index, config.answering, config.messages.talk_to_human_button, query_workers=config.index.query_workers
     )
-    return Engine(config, index, KnowledgeSync(knowledge_dir or config.knowledge.path, index), policy)
+    return Engine(config, index, KnowledgeSync(knowledge_dir or config.knowledge.path, index), policy, tuner)
+
+
+def encoder_tuner(config: Config, index: KnowledgeIndex, index_path: Path, base: Path) -> EncoderTuner:
+    """Tunes `base` on the knowledge of the embedded index at `index_path` and switches it over (tune: auto)."""
+    name = config.index.embedding_model.name if config.index.embedding_model else config.index.model
+    return EncoderTuner(
+        index,
+        base,
+        name,
+        encoder_cache(config),
+        index.embedder.with_model,
+        lambda model: record_active(index_path, config.index.collection, base, model),
+        threads=config.index.threads,
+    )
 
 
 def encoder_model(config: Config) -> Path:
@@ -158,8 +183,11 @@ async def running_bot(
                 tasks.start_soon(engine.sync.follow, stop)
                 tasks.start_soon(_lead, coordination, stop, _knowledge_work(engine, watch, config))
             elif watch:
-                tasks.start_soon(engine.sync.watch, stop, config.knowledge.watch_debounce_ms)
+                tuned = engine.tuner.request if engine.tuner is not None else lambda: None
+                tasks.start_soon(engine.sync.watch, stop, config.knowledge.watch_debounce_ms, tuned)
                 log.info("watching %s for edits", engine.sync.directory)
+            if engine.tuner is not None:
+                engine.tuner.request()  # tunes for the knowledge as synced, unless that is what serves already
             if watch and model is not None:
                 tasks.start_soon(model.prompts.watch, stop, config.knowledge.watch_debounce_ms)
             try:
@@ -174,6 +202,8 @@ async def running_bot(
         if server is not None:
             await server.stop()
         await store.close()
+        if engine.tuner is not None:
+            await anyio.to_thread.run_sync(engine.tuner.close)
         await anyio.to_thread.run_sync(engine.index.close)
 
 

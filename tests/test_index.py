@@ -143,32 +143,32 @@ def test_out_of_scope_names_follow_edits_survive_a_restart_and_a_broken_file(
     tmp_path: Path, embedder: Embedder
 ) -> None:
     kb, index = synced_index(tmp_path, embedder, {"hours.yml": FAQ, "out_of_scope.yml": OTHER_SHOPS})
-    named = index.out_of_scope_name("is acme mart's support open on sundays?")
+    named = index.ranking.out_of_scope_name("is acme mart's support open on sundays?")
     assert named is not None and (named[0].item_id, named[1].name) == ("other-shops", "Acme Mart")
     assert named[0].body == "I can only see orders placed with us."
-    assert index.out_of_scope_name("is your support open on sundays?") is None
+    assert index.ranking.out_of_scope_name("is your support open on sundays?") is None
 
     # The store starts gift wrapping with Gift Co: a name the knowledge mentions declines nothing.
     (kb / "gifts.yml").write_text(OTHER.replace("3 euros per order", "3 euros per order, wrapped by Gift Co"))
     report = index.sync(read_knowledge_dir(kb))
     assert report.added == ("gift-wrap",)
-    assert index.out_of_scope_name("does gift co wrap my order?") is None
+    assert index.ranking.out_of_scope_name("does gift co wrap my order?") is None
     assert [(n.group, n.name) for n in index.names.ignored] == [("other-shops", "Gift Co")]
 
     # An edit to the names alone relabels the group without embedding anything.
     (kb / "out_of_scope.yml").write_text(OTHER_SHOPS.replace("- Acme Mart", "- Bolt Outlet"))
     report = index.sync(read_knowledge_dir(kb))
     assert report.updated == ("other-shops",) and report.texts_embedded == 0
-    assert index.out_of_scope_name("acme mart hours?") is None
-    assert index.out_of_scope_name("bolt outlet hours?") is not None
+    assert index.ranking.out_of_scope_name("acme mart hours?") is None
+    assert index.ranking.out_of_scope_name("bolt outlet hours?") is not None
 
     # A broken file keeps its last good names; a restart reads them from the index alone.
     (kb / "out_of_scope.yml").write_text(OTHER_SHOPS.replace("  names:\n", "  names: oops\n"))
     assert [f.path for f in index.sync(read_knowledge_dir(kb)).rejected] == ["out_of_scope.yml"]
-    assert index.out_of_scope_name("bolt outlet hours?") is not None
+    assert index.ranking.out_of_scope_name("bolt outlet hours?") is not None
     shutil.copytree(tmp_path / "chroma", tmp_path / "restarted")
     reopened = open_index(tmp_path / "restarted", embedder)
-    match = reopened.out_of_scope_name("Where are the Bolt Outlets?")  # a plural still names it
+    match = reopened.ranking.out_of_scope_name("Where are the Bolt Outlets?")  # a plural still names it
     assert match is not None and match[1].name == "Bolt Outlet"
 
 
@@ -185,7 +185,7 @@ def test_a_mark_or_names_taken_away_stay_away_after_a_restart(tmp_path: Path, em
     index.close()
     reopened = open_index(tmp_path / "chroma", embedder)
     assert reopened.search(embedder.embed_one("support hours"), "support hours", 1)[0].handoff is False
-    assert reopened.out_of_scope_name("is acme mart's support open on sundays?") is None
+    assert reopened.ranking.out_of_scope_name("is acme mart's support open on sundays?") is None
 
 
 RETURNS_FAQ = """\

@@ -85,11 +85,12 @@ class ResponsePolicy:
         # An operator's explicit out-of-scope listing wins; then a topic's exact title (a tapped suggestion,
         # or a question typed exactly as the knowledge base asks it), answered as surely as a listing declines;
         # then a company or product an out-of-scope group names and the knowledge never mentions.
-        listed = self._index.out_of_scope_example(text)
-        titled = self._index.item_titled(text) if listed is None else None
+        lookup = self._index.ranking
+        listed = lookup.out_of_scope_example(text)
+        titled = lookup.item_titled(text) if listed is None else None
         if titled is not None:
             return self._answer(text, replace(titled, score=1.0), candidates, retrieval_ms)
-        named = self._index.out_of_scope_name(text) if listed is None else None
+        named = lookup.out_of_scope_name(text) if listed is None else None
         group = listed or (named[0] if named else None) or self._group_ranked_first(ranked)
         if group is not None:
             return Decision(
@@ -145,7 +146,7 @@ class ResponsePolicy:
         return max(self._settings.suggestions, self._settings.related + 1, 3)
 
     def _retrieve_many(self, texts: Sequence[str]) -> list[list[Hit]]:
-        return self._index.search_many(self._index.embedder.embed(texts), texts, self._candidates * 2)
+        return self._index.find(texts, self._candidates * 2)
 
     @property
     def threshold(self) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,11 +90,16 @@ class KnowledgeSync:
             with anyio.move_on_after(FOLLOW_INTERVAL_S):
                 await stop.wait()
 
-    async def watch(self, stop: anyio.Event, debounce_ms: int = 200) -> None:
-        """Re-sync after each burst of edits until `stop` is set; a failed sync keeps the index as it was."""
+    async def watch(
+        self, stop: anyio.Event, debounce_ms: int = 200, on_change: Callable[[], None] = lambda: None
+    ) -> None:
+        """Re-sync after each burst of edits until `stop` is set; a failed sync keeps the index as it was.
+        `on_change` is called after each sync that changed what the index serves (the encoder's tuner)."""
 
         async def resync() -> None:
             # New content answers at once; the answer threshold catches up when recalibrated.
-            await anyio.to_thread.run_sync(lambda: self.run(calibrate_in_background=True))
+            report = await anyio.to_thread.run_sync(lambda: self.run(calibrate_in_background=True))
+            if report.changed:
+                on_change()
 
         await watch_directory(self.directory, resync, stop, debounce_ms, relevant=is_knowledge_path)

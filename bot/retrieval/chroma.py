@@ -8,7 +8,9 @@ index can read it: a file beside embedded Chroma, or a one-record side collectio
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 
 ENCODER = "encoder"  # collection metadata: the Embedder.identity the vectors came from
 _CLASSIFIER = "classifier"
+_MAX_NAME = 63  # Chroma's limit for a collection's name
+_VARIANT = 16  # hex digits naming a collection of the family for another encoder
 
 T = TypeVar("T")
 
@@ -86,11 +90,18 @@ class CollectionShelf:
 
 
 class ChromaHome:
-    """A Chroma client, the knowledge collection's name, and where the classifier is kept."""
+    """A Chroma client, the knowledge collection's name, and where the classifier is kept.
 
-    def __init__(self, client: ClientAPI, name: str, embedder: Embedder, where: str, shared: bool) -> None:
+    `family` is the configured collection name; `name` the collection in use, which is another one of the
+    family (`family.<hash>`) while the records are served through a tuned encoder.
+    """
+
+    def __init__(
+        self, client: ClientAPI, name: str, embedder: Embedder, where: str, shared: bool, family: str | None = None
+    ) -> None:
         self._client = client
         self._name = name
+        self.family = family or name
         self._function = KnowledgeEmbeddingFunction(embedder)
         self.where = where  # the folder, or the server's URL, for messages
         self.shared = shared  # a server other processes use too: one syncs, the others follow
@@ -103,9 +114,29 @@ class ChromaHome:
         )
 
     @classmethod
-    def embedded(cls, path: Path, name: str, embedder: Embedder) -> ChromaHome:
+    def embedded(cls, path: Path, name: str, embedder: Embedder, collection: str | None = None) -> ChromaHome:
+        """Embedded Chroma in `path`; the collection `name`, or `collection` of its family."""
         path.mkdir(parents=True, exist_ok=True)
-        return cls(chromadb.PersistentClient(path=str(path), settings=_settings()), name, embedder, str(path), False)
+        client = chromadb.PersistentClient(path=str(path), settings=_settings())
+        return cls(client, collection or name, embedder, str(path), False, family=name)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def sibling(self, embedder: Embedder) -> ChromaHome:
+        """The family's collection for vectors from `embedder`, on the same client."""
+        return ChromaHome(self._client, variant(self.family, embedder.identity), embedder, self.where, self.shared,
+                          self.family)  # fmt: skip
+
+    def drop_siblings(self, keep: set[str]) -> list[str]:
+        """Delete the family's other collections (`family.<hash>`), but `keep` and the family's own; their names."""
+        pattern = re.compile(re.escape(self.family[: _MAX_NAME - _VARIANT - 1]) + rf"\.[0-9a-f]{{{_VARIANT}}}")
+        names = [c.name for c in self.guard(self._client.list_collections)]
+        dropped = [n for n in names if pattern.fullmatch(n) and n not in keep and n != self._name]
+        for name in dropped:
+            self.guard(lambda name=name: self._client.delete_collection(name))  # type: ignore[misc]
+        return dropped
 
     @classmethod
     def server(cls, url: str, name: str, embedder: Embedder) -> ChromaHome:
@@ -158,6 +189,12 @@ class ChromaHome:
         if self.shared:
             self.guard(self._client.heartbeat)
         return (time.perf_counter() - started) * 1000.0
+
+
+def variant(family: str, encoder: str) -> str:
+    """The name of the family's collection for vectors from the encoder whose identity is `encoder`."""
+    digest = hashlib.sha256(f"{family}|{encoder}".encode()).hexdigest()[:_VARIANT]
+    return f"{family[: _MAX_NAME - _VARIANT - 1]}.{digest}"
 
 
 def metadata_of(collection: Collection) -> dict[str, Any]:

@@ -107,6 +107,10 @@ class Embedder:
         self._digest = ""
         self._lock = threading.Lock()
 
+    def with_model(self, model_path: Path) -> Embedder:
+        """An embedder like this one (runtime, threads, cache) for another model folder (a tuned encoder)."""
+        return Embedder(model_path, self.threads, self.batch_size, self.requested, self.cache_dir, self.workers)
+
     @property
     def model_name(self) -> str:
         return self.model_path.name if self.model_path.name != "model" else "all-MiniLM-L6-v2"

@@ -13,14 +13,13 @@ trained on the texts at each change, is stored beside Chroma so a restart does n
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import secrets
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,39 +27,27 @@ import numpy as np
 from chromadb.api.models.Collection import Collection
 
 from bot.knowledge.loader import vet
-from bot.knowledge.model import OUT_OF_SCOPE_KIND, KnowledgeFile, normalised
-from bot.knowledge.names import NameMatch, NameTable
-from bot.retrieval import records
+from bot.knowledge.model import KnowledgeFile
+from bot.knowledge.names import NameTable
+from bot.retrieval import records, reencoding, snapshot
 from bot.retrieval.answers import AnswerVectors
-from bot.retrieval.chroma import ChromaHome, metadata_of
+from bot.retrieval.chroma import ChromaHome, metadata_of, variant
 from bot.retrieval.embedding import Embedder, Progress
 from bot.retrieval.hit import Hit
 from bot.retrieval.ranking import calibration
 from bot.retrieval.ranking.calibration import Calibration, calibrate
 from bot.retrieval.ranking.overlaps import OverlapReport, find_overlaps
 from bot.retrieval.ranking.scorer import IndexedText, ItemScorer
+from bot.retrieval.records import Record
+from bot.retrieval.snapshot import Ranking
 from bot.retrieval.writing import SyncReport, plan_sync, write_plan
 
 __all__ = ["Hit", "KnowledgeIndex", "SyncReport"]
 
 log = logging.getLogger(__name__)
 
-_CALIBRATION_KEY = "calibration_key"
-_CALIBRATION = "calibration"
 # Changed by the process that syncs each time it writes: the others reload when they see it change.
 _GENERATION = "generation"
-
-
-@dataclass(frozen=True)
-class _Ranking:
-    """What a search needs, replaced as a whole after each sync so a search never sees half of one."""
-
-    catalog: dict[str, Hit]  # what each item shows when found
-    scorer: ItemScorer
-    calibration: Calibration
-    examples: dict[str, str]  # out-of-scope example (normalised) -> its group
-    titles: dict[str, str]  # answerable item's title (normalised) -> the item, for titles only one item has
-    names: NameTable  # companies and products out-of-scope groups list, that the knowledge never mentions
 
 
 class KnowledgeIndex:
@@ -87,15 +74,8 @@ class KnowledgeIndex:
     def _load(self, collection: Collection, keep_classifier: bool) -> None:
         """Read every record and build the ranking from them (at start, and when another process synced)."""
         self._seen = (collection.metadata or {}).get(_GENERATION)
-        stored = self._home.guard(lambda: collection.get(include=["metadatas", "documents", "embeddings"]))
-        metadata = {rid: dict(meta or {}) for rid, meta in zip(stored["ids"], stored["metadatas"] or [], strict=True)}
-        texts = {
-            rid: records.indexed(metadata[rid], doc or "", np.asarray(vector, dtype=np.float32))
-            for rid, doc, vector in zip(
-                stored["ids"], stored["documents"] or [], records.rows(stored.get("embeddings")), strict=True
-            )
-        }
-        self._metadata, self._texts = metadata, texts
+        held = self._home.guard(lambda: reencoding.read(collection))
+        self._metadata, self._texts = held.metadata, held.texts
         key = self._calibration_key()
         scorer = self._scorer(key, keep_classifier)
         cached = self._cached_calibration(key, collection)
@@ -103,23 +83,17 @@ class KnowledgeIndex:
             previous = getattr(self, "_ranking", None)
             fallback = previous.calibration if previous is not None else calibration.DEFAULT
             self._generation += 1
-            self._ranking = self._ranking_of(scorer, cached or fallback)
-
-    def _ranking_of(self, scorer: ItemScorer, calibrated: Calibration) -> _Ranking:
-        catalog = records.catalog(self._metadata)
-        return _Ranking(
-            catalog,
-            scorer,
-            calibrated,
-            records.examples(self._texts.values()),
-            records.titles(catalog),
-            records.names(self._metadata, self._texts.values(), catalog),
-        )
+            self._ranking = Ranking.of(self._metadata, self._texts, scorer, cached or fallback)
 
     @classmethod
-    def open(cls, path: Path, collection_name: str, embedder: Embedder, clarify: bool = False) -> KnowledgeIndex:
-        """Open (or create) the embedded, persistent index at `path`. `clarify`: also calibrate when to ask back."""
+    def open(
+        cls, path: Path, collection_name: str, embedder: Embedder, clarify: bool = False, tuned: bool = False
+    ) -> KnowledgeIndex:
+        """Open (or create) the embedded, persistent index at `path`. `clarify`: also calibrate when to ask
+        back. `tuned`: `embedder` is one that `adopt` switched to, whose records have a collection of their own."""
         home = ChromaHome.embedded(path, collection_name, embedder)
+        if tuned:
+            home = home.sibling(embedder)
         return cls(home, home.open(embedder.identity), embedder, clarify)
 
     @classmethod
@@ -231,19 +205,12 @@ class KnowledgeIndex:
             scorer = self._ranking.scorer if unchanged_texts else self._scorer(key, keep=True)
             with self._swap_lock:
                 self._generation += 1
-                self._ranking = self._ranking_of(scorer, cached or self._ranking.calibration)
+                self._ranking = Ranking.of(self._metadata, self._texts, scorer, cached or self._ranking.calibration)
             if not unchanged_texts:  # the classifier is stored by now: the others may load it all
                 self._seen = secrets.token_hex(8)
                 self._mark(**{_GENERATION: str(self._seen)})
             if cached is None:
-                job = (key, self._generation, self._calibration_texts(), self._ranking.catalog)
-                if calibrate_in_background:
-                    # Not a daemon: the interpreter would stop it mid-computation at exit (and abort in torch).
-                    thread = threading.Thread(target=self._recalibrate, args=job, name="calibration")
-                    self._background = [t for t in self._background if t.is_alive()] + [thread]
-                    thread.start()
-                else:
-                    self._recalibrate(*job)
+                self._calibrate_for(key, calibrate_in_background)
             return SyncReport(
                 added=tuple(sorted(changes.added)),
                 updated=tuple(sorted(changes.updated)),
@@ -255,6 +222,61 @@ class KnowledgeIndex:
                 files=len(files),
                 calibration=self._ranking.calibration if not calibrate_in_background or cached else None,
             )
+
+    def _calibrate_for(self, key: str, in_background: bool) -> None:
+        """Calibrate for the texts now served (`key`), at once or in the background. Under `_sync_lock`."""
+        job = (key, self._generation, self._calibration_texts(), self._ranking.catalog)
+        if in_background:
+            # Not a daemon: the interpreter would stop it mid-computation at exit (and abort in torch).
+            thread = threading.Thread(target=self._recalibrate, args=job, name="calibration")
+            self._background = [t for t in self._background if t.is_alive()] + [thread]
+            thread.start()
+        else:
+            self._recalibrate(*job)
+
+    def adopt(self, embedder: Embedder, cancelled: Callable[[], bool] = lambda: False) -> None:
+        """Serve the same knowledge through `embedder` (a tuned encoder) from now on.
+
+        The records are embedded again into a collection of the family's own for `embedder`, and the
+        classifier and calibration are worked out for the new vectors, while the current encoder goes on
+        serving; edits synced meanwhile are then caught up, and everything switches at once. Collections of
+        tuned encoders used before are deleted first. Raises calibration.Cancelled, changing nothing, once
+        `cancelled()` says stop or the index is closing.
+        """
+        if self.shared:
+            raise ValueError("switching encoders is for the embedded index only")
+
+        def stop() -> bool:
+            return cancelled() or self._closing.is_set()
+
+        with self._sync_lock:
+            wanted = self._records()
+            self._home.drop_siblings(keep={self._home.name, variant(self._home.family, embedder.identity)})
+        encoding = reencoding.encode(self._home, embedder, wanted, self._clarify, stop)
+        answers = AnswerVectors(embedder)
+        calibrated = reencoding.calibrated(encoding, answers, self._clarify, stop)
+        with self._sync_lock:
+            if stop():
+                raise calibration.Cancelled
+            caught_up = self._records()
+            if caught_up != wanted:  # a live edit was synced meanwhile: a few texts to embed, a classifier
+                encoding = reencoding.catch_up(encoding, caught_up, self._clarify)
+            with self._swap_lock:
+                self._home, self._collection, self._embedder = encoding.home, encoding.collection, embedder
+                self._answers, self._metadata, self._texts = answers, encoding.held.metadata, encoding.held.texts
+                self._generation += 1
+                self._ranking = Ranking.of(self._metadata, self._texts, encoding.scorer, calibrated)
+            if caught_up == wanted:
+                self._mark(
+                    **{snapshot.CALIBRATION_KEY: encoding.key, snapshot.CALIBRATION: json.dumps(calibrated.to_dict())}
+                )
+            else:  # what was calibrated is for the knowledge of a moment ago: it serves until this is done
+                self._calibrate_for(encoding.key, in_background=True)
+        log.info("now serving through encoder %s (collection %s)", embedder.identity, encoding.home.name)
+
+    def _records(self) -> dict[str, Record]:
+        """The records served now, as they would be written again."""
+        return {rid: Record(rid, self._texts[rid].text, dict(meta)) for rid, meta in self._metadata.items()}
 
     def close(self) -> None:
         """Stop a calibration still running in the background (at its next step) and wait for it."""
@@ -268,54 +290,45 @@ class KnowledgeIndex:
 
     def search_many(self, query_vectors: np.ndarray, query_texts: Sequence[str], k: int) -> list[list[Hit]]:
         """`search` for several messages with one Chroma call (much cheaper per message)."""
-        ranking = self._ranking
+        return self._search(self._ranking, self._collection, query_vectors, query_texts, k)
+
+    def find(self, texts: Sequence[str], k: int) -> list[list[Hit]]:
+        """`search_many` for messages not yet embedded: by the encoder whose vectors are searched, also while
+        `adopt` switches encoders."""
+        with self._swap_lock:
+            embedder, ranking, collection = self._embedder, self._ranking, self._collection
+        return self._search(ranking, collection, embedder.embed(texts), texts, k)
+
+    def _search(
+        self, ranking: Ranking, collection: Collection, vectors: np.ndarray, texts: Sequence[str], k: int
+    ) -> list[list[Hit]]:
         if k <= 0 or not ranking.catalog:
-            return [[] for _ in query_vectors]
+            return [[] for _ in vectors]
         # Items have several texts each; ask for enough texts to see 2k distinct items.
         n_results = min(len(self), max(k * 8, 40))
-        collection = self._collection
         result = self._home.guard(
-            lambda: collection.query(
-                query_embeddings=[v.tolist() for v in query_vectors], n_results=n_results, include=[]
-            )
+            lambda: collection.query(query_embeddings=[v.tolist() for v in vectors], n_results=n_results, include=[])
         )
         weights = ranking.calibration.weights
         ranked = []
-        for vector, text, record_ids in zip(query_vectors, query_texts, result["ids"], strict=True):
+        for vector, text, record_ids in zip(vectors, texts, result["ids"], strict=True):
             nearest = list(dict.fromkeys(rid.rpartition("::")[0] for rid in record_ids))[: 2 * k]
             scored = ranking.scorer.score_candidates(vector, text, nearest, weights, extra=k)
             ranked.append([replace(ranking.catalog[i], score=score) for i, score in scored[:k]])
         return ranked
 
-    def out_of_scope_example(self, text: str) -> Hit | None:
-        """The out-of-scope group that lists `text` itself as an example (case and spacing aside), if any."""
-        ranking = self._ranking
-        group = ranking.examples.get(normalised(text))
-        return None if group is None else replace(ranking.catalog[group], score=1.0)
-
-    def out_of_scope_name(self, text: str) -> tuple[Hit, NameMatch] | None:
-        """The out-of-scope group listing a name that `text` mentions (and the knowledge never does), if any."""
-        ranking = self._ranking
-        match = ranking.names.find(text)
-        return None if match is None else (replace(ranking.catalog[match.group], score=1.0), match)
+    @property
+    def ranking(self) -> Ranking:
+        """What searches read now (lookups by title, example or name among it); take it once per message."""
+        return self._ranking
 
     @property
     def names(self) -> NameTable:
         """The out-of-scope names in use, and those ignored because the knowledge mentions them."""
         return self._ranking.names
 
-    def item_titled(self, text: str) -> Hit | None:
-        """The answerable item whose title is `text` (case and spacing aside), if exactly one has it.
-
-        Suggestions are shown as item titles; a customer who taps one sends its title and means that item.
-        """
-        ranking = self._ranking
-        item_id = ranking.titles.get(normalised(text))
-        return None if item_id is None else ranking.catalog[item_id]
-
     def answerable(self) -> dict[str, Hit]:
-        """The items a message can be answered with (out-of-scope groups left out), as a search shows them."""
-        return {item_id: hit for item_id, hit in self._ranking.catalog.items() if hit.kind != OUT_OF_SCOPE_KIND}
+        return self._ranking.answerable()
 
     def answerable_ids(self) -> set[str]:
         return set(self.answerable())
@@ -335,50 +348,19 @@ class KnowledgeIndex:
     # -- calibration ---------------------------------------------------------------------------
 
     def _calibration_key(self) -> str:
-        """Changes when anything calibration reads changes: the texts, the FAQ answers, the procedure (with or
-        without the margins for asking back)."""
-        asks = "|clarify" if self._clarify else ""
-        digest = hashlib.sha256(f"v{calibration.VERSION}|{self._embedder.identity}{asks}".encode())
-        for rid in sorted(self._metadata):
-            digest.update(rid.encode())
-        for meta in sorted(self._metadata.values(), key=lambda m: str(m["item_id"])):
-            if meta["kind"] == "faq":
-                digest.update(hashlib.sha256(str(meta["body"]).encode()).digest())
-        return digest.hexdigest()
+        return snapshot.calibration_key(self._embedder.identity, self._metadata, self._clarify)
 
     def _calibration_texts(self) -> list[IndexedText]:
-        """Every text in a fixed order, so calibrating the same knowledge always gives the same result.
-
-        Per item, its lead text comes first (an FAQ's question, a passage's whole section: calibration
-        never hides it), then the others alphabetically.
-        """
-        catalog = self._ranking.catalog
-
-        def order(text: IndexedText) -> tuple[str, bool, str]:
-            title = catalog[text.item_id].title if text.item_id in catalog else ""
-            lead = text.text == title or text.text.startswith(title + "\n")
-            return (text.item_id, not lead, text.text)
-
-        return sorted(self._texts.values(), key=order)
+        return snapshot.calibration_order(self._texts, self._ranking.catalog)
 
     def _scorer(self, key: str, keep: bool) -> ItemScorer:
-        """A scorer for the current texts, with the classifier stored for them (`key`) or a newly trained one
-        (stored when `keep`: by the process that syncs, not by those that follow it)."""
-        shelf = self._home.shelf
-        stored = self._home.guard(lambda: shelf.load(key))
-        scorer = ItemScorer(list(self._texts.values()), classifier=stored)
-        if keep and scorer.classifier is not stored:
-            self._home.guard(lambda: shelf.save(scorer.classifier, key))
-        return scorer
+        return snapshot.scorer_for(self._home, key, self._texts, keep)
+
+    def _store_calibration(self, key: str, calibrated: Calibration) -> None:
+        self._mark(**{snapshot.CALIBRATION_KEY: key, snapshot.CALIBRATION: json.dumps(calibrated.to_dict())})
 
     def _cached_calibration(self, key: str, collection: Collection) -> Calibration | None:
-        stored = collection.metadata or {}
-        if stored.get(_CALIBRATION_KEY) != key:
-            return None
-        try:
-            return Calibration.from_dict(json.loads(str(stored[_CALIBRATION])))
-        except (KeyError, TypeError, ValueError):
-            return None
+        return snapshot.stored_calibration(collection.metadata, key)
 
     def _recalibrate(self, key: str, generation: int, texts: list[IndexedText], catalog: dict[str, Hit]) -> None:
         with self._calibration_lock:
@@ -410,4 +392,4 @@ class KnowledgeIndex:
                     return
                 self._ranking = replace(self._ranking, calibration=result)
             log.info("answer selection calibrated: %s", result.summary())
-            self._mark(**{_CALIBRATION_KEY: key, _CALIBRATION: json.dumps(result.to_dict())})
+            self._store_calibration(key, result)
