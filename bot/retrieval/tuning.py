@@ -133,6 +133,7 @@ def tune(
     if not batches:
         raise NothingToTune("no item has two different phrasings, so there is nothing to tune the encoder on")
     started = time.perf_counter()
+    log.info("tuning %s on %d pairs of phrasings (%d batches, %d threads)", name, pairs, len(batches), threads)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".tuning-") as work:
         _train(base, batches, Path(work) / "model", threads, progress, cancelled)
