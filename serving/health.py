@@ -67,7 +67,8 @@ def _knowledge_status(bot: Bot) -> dict[str, object]:
 def _tuning_status(bot: Bot) -> dict[str, object]:
     assert bot.engine.tuner is not None
     status = bot.engine.tuner.status
-    return {"state": status.state, "switches": status.switches, "last": status.last, "last_at": status.last_at}
+    return {"state": status.state, "batches_done": status.batches[0], "batches": status.batches[1],
+            "switches": status.switches, "last": status.last, "last_at": status.last_at}  # fmt: skip
 
 
 async def _dependency_status(kind: str, ping: Callable[[], Awaitable[float]]) -> dict[str, object]:

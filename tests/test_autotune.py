@@ -95,6 +95,7 @@ def test_the_bot_tunes_in_the_background_switches_over_and_a_restart_serves_the_
         status = health(server)
         assert status["encoder"].startswith("all-MiniLM-L6-v2-tuned-"), status["encoder"]
         assert status["knowledge"]["tuning"]["state"] == "idle"
+        assert status["knowledge"]["tuning"]["batches_done"] == status["knowledge"]["tuning"]["batches"] > 0
         assert status["knowledge"]["tuning"]["last"].startswith("serving all-MiniLM-L6-v2-tuned-")
         assert status["knowledge_records"] == sum(len(texts) for texts in ITEMS.values())
         first = status["encoder"]

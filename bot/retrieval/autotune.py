@@ -10,6 +10,7 @@ Which tuned encoder serves is kept in a small file beside the index, so a restar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,12 +28,15 @@ from bot.retrieval.tuning import NothingToTune, TuningCancelled, tune
 
 log = logging.getLogger(__name__)
 
+NICER = 10  # the tuning thread's niceness above the process's
+
 
 @dataclass(frozen=True)
 class TuningStatus:
     """For /health: what the tuner is doing, the encoder it last switched to, what the last attempt did."""
 
     state: str  # "idle", "tuning" (training), or "switching" (re-embedding the knowledge with the result)
+    batches: tuple[int, int]  # training batches done and in all, of the tuning under way or the last one
     switches: int  # switches to a newly tuned encoder since start-up
     last: str  # what the last attempt ended with ("" before the first)
     last_at: float | None  # when (Unix time)
@@ -88,7 +92,7 @@ class EncoderTuner:
         self._wanted = False
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
-        self._status = TuningStatus("idle", 0, "", None)
+        self._status = TuningStatus("idle", (0, 0), 0, "", None)
 
     @property
     def status(self) -> TuningStatus:
@@ -112,6 +116,11 @@ class EncoderTuner:
             thread.join()
 
     def _work(self) -> None:
+        # Below the threads that answer (Linux: niceness is per thread, and threads started here inherit it):
+        # on a busy machine customers' messages come first, tuning takes longer.
+        with contextlib.suppress(OSError, AttributeError):
+            thread = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + NICER))
         while True:
             with self._lock:
                 if not self._wanted or self._closing.is_set():
@@ -132,10 +141,16 @@ class EncoderTuner:
         """Tune for the phrasings served now and switch the index to the result (False: it serves already).
         `progress` hears of training batches. Raises TuningCancelled or Cancelled once `close` is called."""
         items = {item: texts for item, texts in self._index.items().items() if texts}
-        self._status = replace(self._status, state="tuning")
+        self._status = replace(self._status, state="tuning", batches=(0, 0))
         if self._base_digest is None:
             self._base_digest = model_digest(self._base)
-        result = tune(self._base, self._name, items, self._cache_dir, self._threads, progress,
+
+        def trained(done: int, total: int) -> None:
+            self._status = replace(self._status, batches=(done, total))
+            if progress is not None:
+                progress(done, total)
+
+        result = tune(self._base, self._name, items, self._cache_dir, self._threads, trained,
                       self._closing.is_set, base_digest=self._base_digest)  # fmt: skip
         if result.model == self._index.embedder.model_path:
             self._finish(f"already serving the encoder tuned for these phrasings ({result.model.name})")
