@@ -8,6 +8,7 @@ tuning takes is measured in docs/BENCHMARKS.md, not here.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from typer.testing import CliRunner
 
 from bot.config import Config, load_config
 from bot.knowledge.loader import read_knowledge_dir
+from bot.retrieval.autotune import EncoderTuner
 from bot.retrieval.embedding import Embedder, bundled_model_path
 from bot.retrieval.index import KnowledgeIndex
 from bot.retrieval.ranking.calibration import Cancelled
@@ -204,3 +206,21 @@ def test_kb_index_tunes_first_with_tune_auto_so_eval_measures_what_the_bot_serve
     assert "encoder: serving all-MiniLM-L6-v2-tuned-" in result.output
     again = CliRunner().invoke(app, ["kb", "index", "--config", config])
     assert again.exit_code == 0 and "encoder: already serving" in again.output, again.output
+
+
+def test_training_runs_below_the_threads_that_answer_and_the_switch_is_recorded(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    index = synced_index(tmp_path, embedder)
+    recorded: list[Path] = []
+    tuner = EncoderTuner(index, bundled_model_path(), "all-MiniLM-L6-v2", tmp_path / "cache",
+                         index.embedder.with_model, recorded.append)  # fmt: skip
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen: list[int] = []
+    assert tuner.run_once(lambda done, total: seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+    assert seen and set(seen) == {min(19, own + 10)}  # every batch trained at the lower priority
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own  # the caller's is untouched
+    assert recorded == [index.embedder.model_path] and tuner.status.switches == 1
+    assert tuner.status.batches[0] == tuner.status.batches[1] == len(seen)
+    assert not tuner.run_once() and tuner.status.last.startswith("already serving")
+    index.close()

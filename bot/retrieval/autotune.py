@@ -17,6 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -116,11 +117,6 @@ class EncoderTuner:
             thread.join()
 
     def _work(self) -> None:
-        # Below the threads that answer (Linux: niceness is per thread, and threads started here inherit it):
-        # on a busy machine customers' messages come first, tuning takes longer.
-        with contextlib.suppress(OSError, AttributeError):
-            thread = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + NICER))
         while True:
             with self._lock:
                 if not self._wanted or self._closing.is_set():
@@ -150,8 +146,12 @@ class EncoderTuner:
             if progress is not None:
                 progress(done, total)
 
-        result = tune(self._base, self._name, items, self._cache_dir, self._threads, trained,
-                      self._closing.is_set, base_digest=self._base_digest)  # fmt: skip
+        # Training on a thread of its own, below the ones that answer: on a busy machine customers' messages
+        # come first and tuning takes longer. The thread ends with the training, and its niceness with it
+        # (going back up would need a privilege), so what the switch starts runs at the usual priority.
+        with ThreadPoolExecutor(1, thread_name_prefix="encoder-training", initializer=_nicer) as training:
+            result = training.submit(tune, self._base, self._name, items, self._cache_dir, self._threads, trained,
+                                     self._closing.is_set, base_digest=self._base_digest).result()  # fmt: skip
         if result.model == self._index.embedder.model_path:
             self._finish(f"already serving the encoder tuned for these phrasings ({result.model.name})")
             return False
@@ -170,3 +170,10 @@ class EncoderTuner:
     def _finish(self, outcome: str) -> None:
         log.info("encoder tuning: %s", outcome)
         self._status = replace(self._status, state="idle", last=outcome, last_at=time.time())
+
+
+def _nicer() -> None:
+    """Put this thread below the ones that answer (Linux keeps a niceness per thread)."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the usual priority
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + NICER))
