@@ -102,6 +102,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="tune the encoder on each run's knowledge first (`bot kb tune --threads THREADS`) and evaluate with it",
     )
     parser.add_argument(
+        "--auto-tune",
+        action="store_true",
+        help="index.tune: auto for the run: `bot eval` tunes the encoder and switches the index over first, "
+        "as the bot does in the background",
+    )
+    parser.add_argument(
         "--keep-index",
         action="store_true",
         help="reuse private indexes from an earlier run (default: delete them, so timings include indexing)",
@@ -202,10 +208,12 @@ def write_cases(
         writer.writerows((text, OUT_OF_SCOPE if category in held_out else ids[category]) for text, category in test)
 
 
-def write_config(work: Path, encoder: str | None, model: Path | None = None, bundled: str | None = None) -> Path:
+def write_config(
+    work: Path, encoder: str | None, model: Path | None = None, bundled: str | None = None, tune: bool = False
+) -> Path:
     (work / "dummy.csv").write_text("text,expected\nhello,out_of_scope\n", encoding="utf-8")
     config = work / "config.yml"
-    index: dict[str, str] = {"path": str(work / "chroma")}
+    index: dict[str, str] = {"path": str(work / "chroma"), "tune": "auto" if tune else "off"}
     if encoder:
         index["encoder"] = encoder
     if model:
@@ -348,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
 
     categories, train, test = load_data(data)
     work.mkdir(parents=True, exist_ok=True)
-    config = write_config(work, args.encoder, args.embedding_model, args.model)
+    config = write_config(work, args.encoder, args.embedding_model, args.model, args.auto_tune)
     cases = work / "cases.csv"
     ids = faq_ids(categories)
     renamed = {c: i for c, i in ids.items() if c != i}
