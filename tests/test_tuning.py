@@ -4,6 +4,7 @@ the tuned encoder on ONNX Runtime like with the bundled one."""
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 
 from bot.config import load_config
 from bot.retrieval.embedding import Embedder, EncoderKind, bundled_model_path
-from bot.retrieval.tuning import batches_of, pairs_of, tune
+from bot.retrieval.tuning import batches_of, pairs_of, prune, tune, used
 from serving.cli import app
 from serving.runtime import build_engine
 
@@ -113,3 +114,19 @@ def test_knowledge_with_nothing_to_pull_together_is_one_line_and_exit_2(tmp_path
     result = CliRunner().invoke(app, ["kb", "tune", "--config", str(config)])
     assert result.exit_code == 2
     assert "nothing to tune the encoder on" in result.output
+
+
+def test_only_the_tuned_encoders_used_last_are_kept_with_their_exports(tmp_path: Path) -> None:
+    folders = []
+    for age in range(5):  # 0 is the newest
+        folder = tmp_path / "tuned" / f"all-MiniLM-L6-v2-tuned-{age:016x}"
+        folder.mkdir(parents=True)
+        (folder / "modules.json").write_text("[]", encoding="utf-8")
+        (tmp_path / f"export-{age}.onnx").write_bytes(b"onnx")
+        os.utime(folder, (1_000_000 - age * 60, 1_000_000 - age * 60))
+        folders.append(folder)
+    used(folders[4])  # the oldest is used again: it is kept, the next oldest goes instead
+    deleted = prune(tmp_path, 3, lambda folder: [tmp_path / f"export-{int(folder.name[-16:], 16)}.onnx"])
+    assert sorted(deleted) == sorted([folders[2], folders[3]])
+    assert [f.exists() for f in folders] == [True, True, False, False, True]
+    assert sorted(p.name for p in tmp_path.glob("export-*")) == ["export-0.onnx", "export-1.onnx", "export-4.onnx"]

@@ -25,11 +25,12 @@ from bot.retrieval.embedding import Embedder, Progress
 from bot.retrieval.index import KnowledgeIndex
 from bot.retrieval.onnx_encoder import model_digest
 from bot.retrieval.ranking.calibration import Cancelled
-from bot.retrieval.tuning import NothingToTune, TuningCancelled, tune
+from bot.retrieval.tuning import NothingToTune, TuningCancelled, prune, tune, used
 
 log = logging.getLogger(__name__)
 
 NICER = 10  # the tuning thread's niceness above the process's
+KEEP_TUNED = 3  # tuned encoders kept in the cache: the one serving and the two used before it
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,10 @@ def active_encoder(index_path: Path, collection: str, base: Path) -> Path | None
         model, tuned_from = Path(recorded["model"]), recorded["base"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return model if tuned_from == str(base) and (model / "modules.json").is_file() else None
+    if tuned_from != str(base) or not (model / "modules.json").is_file():
+        return None
+    used(model)
+    return model
 
 
 def record_active(index_path: Path, collection: str, base: Path, model: Path) -> None:
@@ -161,6 +165,8 @@ class EncoderTuner:
         embedder.load()  # the ONNX export, once per tuned model
         self._index.adopt(embedder, self._closing.is_set)
         self._record(result.model)
+        for old in prune(self._cache_dir, KEEP_TUNED, embedder.exports_of):
+            log.info("deleted the tuned encoder %s (not among the %d used last)", old.name, KEEP_TUNED)
         tuned = "reused" if result.reused else f"tuned in {result.seconds:.0f}s"
         self._status = replace(self._status, switches=self._status.switches + 1)
         self._finish(f"serving {result.model.name} ({tuned} on {result.pairs} pairs, switched in "

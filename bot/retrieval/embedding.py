@@ -25,6 +25,7 @@ from bot.retrieval.onnx_encoder import (
     OnnxEncoder,
     UnsupportedModel,
     default_cache_dir,
+    export_target,
     model_digest,
     prepare_onnx,
 )
@@ -110,6 +111,14 @@ class Embedder:
     def with_model(self, model_path: Path) -> Embedder:
         """An embedder like this one (runtime, threads, cache) for another model folder (a tuned encoder)."""
         return Embedder(model_path, self.threads, self.batch_size, self.requested, self.cache_dir, self.workers)
+
+    def exports_of(self, model_path: Path) -> list[Path]:
+        """The ONNX exports this embedder's runtimes would keep for `model_path` (to delete with the model)."""
+        digest = model_digest(model_path)
+        return [
+            export_target(model_path, self.cache_dir, True, INT8_KEEP_FP32, digest),
+            export_target(model_path, self.cache_dir, False, None, digest),
+        ]
 
     @property
     def model_name(self) -> str:

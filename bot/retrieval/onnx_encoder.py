@@ -120,12 +120,8 @@ def prepare_onnx(
     `keep_fp32`: a regular expression over MatMul node names left unquantised (for models where plain
     int8 breaks some layers); None quantises every MatMul.
     """
-    import onnxruntime
-
     layout = ModelLayout.read(model_path)
-    recipe = f"v{RECIPE_VERSION}-ort{onnxruntime.__version__}-{'int8' if int8 else 'fp32'}-{keep_fp32 or ''}"
-    key = hashlib.sha256(f"{digest or model_digest(model_path)}|{recipe}".encode()).hexdigest()[:20]
-    target = cache_dir / f"encoder-{key}.onnx"
+    target, recipe = _export_target(model_path, cache_dir, int8, keep_fp32, digest)
     if target.is_file():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -141,6 +137,21 @@ def prepare_onnx(
         os.replace(built, target)  # atomic: a process starting meanwhile sees no file or the whole file
     log.info("ONNX encoder ready after %.1fs: %s", time.perf_counter() - started, target)
     return target
+
+
+def export_target(model_path: Path, cache_dir: Path, int8: bool, keep_fp32: str | None, digest: str) -> Path:
+    """Where `prepare_onnx` keeps (or would keep) the export of the model whose `model_digest` is `digest`."""
+    return _export_target(model_path, cache_dir, int8, keep_fp32, digest)[0]
+
+
+def _export_target(
+    model_path: Path, cache_dir: Path, int8: bool, keep_fp32: str | None, digest: str | None
+) -> tuple[Path, str]:
+    import onnxruntime
+
+    recipe = f"v{RECIPE_VERSION}-ort{onnxruntime.__version__}-{'int8' if int8 else 'fp32'}-{keep_fp32 or ''}"
+    key = hashlib.sha256(f"{digest or model_digest(model_path)}|{recipe}".encode()).hexdigest()[:20]
+    return cache_dir / f"encoder-{key}.onnx", recipe
 
 
 def _export(layout: ModelLayout, out: Path) -> None:

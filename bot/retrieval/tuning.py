@@ -20,11 +20,13 @@ phrasings (`bot.retrieval.autotune`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import random
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -70,6 +72,25 @@ def tuned_folder(
     for item in sorted(items):
         digest.update(json.dumps([item, sorted(items[item])]).encode())
     return cache_dir / "tuned" / f"{name}-tuned-{digest.hexdigest()[:16]}"
+
+
+def used(model: Path) -> None:
+    """Mark a tuned encoder as just used (its folder's time), so `prune` keeps it."""
+    with contextlib.suppress(OSError):
+        os.utime(model)
+
+
+def prune(cache_dir: Path, keep: int, exports_of: Callable[[Path], list[Path]]) -> list[Path]:
+    """Delete the tuned encoders in `cache_dir` beyond the `keep` used last (every phrasing edit makes a new
+    one, about 120 MB with its ONNX export), each with the files `exports_of` names; the folders deleted.
+    A process still serving one keeps it loaded; restarted, it tunes again."""
+    tuned = sorted((p for p in (cache_dir / "tuned").glob("*-tuned-*") if p.is_dir()),
+                   key=lambda p: p.stat().st_mtime, reverse=True)  # fmt: skip
+    for old in tuned[keep:]:
+        for export in exports_of(old):
+            export.unlink(missing_ok=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return tuned[keep:]
 
 
 def pairs_of(items: Mapping[str, Sequence[str]], rng: random.Random) -> list[tuple[str, str, str]]:
@@ -129,6 +150,7 @@ def tune(
     batches = batches_of(pairs_of(items, rng), BATCH_PAIRS, rng)
     pairs = sum(len(b) for b in batches)
     if (target / "modules.json").is_file():
+        used(target)
         return TuningResult(target, pairs, 0.0, reused=True)
     if not batches:
         raise NothingToTune("no item has two different phrasings, so there is nothing to tune the encoder on")
