@@ -8,6 +8,7 @@ tuning takes is measured in docs/BENCHMARKS.md, not here.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -27,6 +28,8 @@ from bot.retrieval.index import KnowledgeIndex
 from bot.retrieval.ranking.calibration import Cancelled
 from bot.retrieval.tuning import tune
 from serving.cli import app
+from serving.runtime import build_engine
+from tests.chroma_server import NEEDS_CHROMA, ChromaServer
 from tests.conftest import LiveServer
 
 TUNING_S = 300.0  # tuning and switching a tiny knowledge base, on a busy two-core machine
@@ -224,3 +227,16 @@ def test_training_runs_below_the_threads_that_answer_and_the_switch_is_recorded(
     assert tuner.status.batches[0] == tuner.status.batches[1] == len(seen)
     assert not tuner.run_once() and tuner.status.last.startswith("already serving")
     index.close()
+
+
+@NEEDS_CHROMA
+def test_the_shared_index_keeps_its_encoder_and_the_log_says_so(
+    tmp_path: Path, embedder: Embedder, chroma_server: ChromaServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = tuned_config(tmp_path)
+    index = config.index.model_copy(update={"server_url": chroma_server.url, "collection": "autotune-shared"})
+    with caplog.at_level(logging.WARNING, logger="serving.runtime"):
+        engine = build_engine(config.model_copy(update={"index": index}), embedder)
+    assert engine.tuner is None and engine.index.shared
+    assert any("tunes the embedded index only" in record.getMessage() for record in caplog.records)
+    engine.index.close()
