@@ -125,8 +125,13 @@ def test_only_the_tuned_encoders_used_last_are_kept_with_their_exports(tmp_path:
         (tmp_path / f"export-{age}.onnx").write_bytes(b"onnx")
         os.utime(folder, (1_000_000 - age * 60, 1_000_000 - age * 60))
         folders.append(folder)
+    abandoned, training = tmp_path / "tuned" / ".tuning-killed", tmp_path / "tuned" / ".tuning-running"
+    abandoned.mkdir()
+    training.mkdir()
+    os.utime(abandoned, (1_000_000, 1_000_000))  # a process killed mid-training left it long ago
     used(folders[4])  # the oldest is used again: it is kept, the next oldest goes instead
     deleted = prune(tmp_path, 3, lambda folder: [tmp_path / f"export-{int(folder.name[-16:], 16)}.onnx"])
     assert sorted(deleted) == sorted([folders[2], folders[3]])
     assert [f.exists() for f in folders] == [True, True, False, False, True]
+    assert not abandoned.exists() and training.exists()
     assert sorted(p.name for p in tmp_path.glob("export-*")) == ["export-0.onnx", "export-1.onnx", "export-4.onnx"]

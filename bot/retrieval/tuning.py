@@ -42,6 +42,7 @@ LEARNING_RATE = 2e-5
 BATCH_PAIRS = 16
 WARMUP_SHARE = 0.1
 SEED = 0
+ABANDONED_S = 86_400.0  # a training folder this old belongs to no running training (10,000 phrasings: 40 min)
 
 Progress = Callable[[int, int], None]  # (batches done, batches in all)
 
@@ -82,7 +83,8 @@ def used(model: Path) -> None:
 
 def prune(cache_dir: Path, keep: int, exports_of: Callable[[Path], list[Path]]) -> list[Path]:
     """Delete the tuned encoders in `cache_dir` beyond the `keep` used last (every phrasing edit makes a new
-    one, about 120 MB with its ONNX export), each with the files `exports_of` names; the folders deleted.
+    one, about 120 MB with its ONNX export), each with the files `exports_of` names, and training folders a
+    killed process left a day ago or more; the tuned folders deleted.
     A process still serving one keeps it loaded; restarted, it tunes again."""
     tuned = sorted((p for p in (cache_dir / "tuned").glob("*-tuned-*") if p.is_dir()),
                    key=lambda p: p.stat().st_mtime, reverse=True)  # fmt: skip
@@ -90,6 +92,10 @@ def prune(cache_dir: Path, keep: int, exports_of: Callable[[Path], list[Path]]) 
         for export in exports_of(old):
             export.unlink(missing_ok=True)
         shutil.rmtree(old, ignore_errors=True)
+    for work in (cache_dir / "tuned").glob(".tuning-*"):  # left by a process killed while training
+        with contextlib.suppress(OSError):
+            if time.time() - work.stat().st_mtime > ABANDONED_S:
+                shutil.rmtree(work, ignore_errors=True)
     return tuned[keep:]
 
 
