@@ -114,11 +114,9 @@ class ChromaHome:
         )
 
     @classmethod
-    def embedded(cls, path: Path, name: str, embedder: Embedder, collection: str | None = None) -> ChromaHome:
-        """Embedded Chroma in `path`; the collection `name`, or `collection` of its family."""
+    def embedded(cls, path: Path, name: str, embedder: Embedder) -> ChromaHome:
         path.mkdir(parents=True, exist_ok=True)
-        client = chromadb.PersistentClient(path=str(path), settings=_settings())
-        return cls(client, collection or name, embedder, str(path), False, family=name)
+        return cls(chromadb.PersistentClient(path=str(path), settings=_settings()), name, embedder, str(path), False)
 
     @property
     def name(self) -> str:
@@ -130,7 +128,8 @@ class ChromaHome:
                           self.family)  # fmt: skip
 
     def drop_siblings(self, keep: set[str]) -> list[str]:
-        """Delete the family's other collections (`family.<hash>`), but `keep` and the family's own; their names."""
+        """Delete the family's other collections (`family.<hash>`), but `keep`, the one in use and the family's
+        own; their names."""
         pattern = re.compile(re.escape(self.family[: _MAX_NAME - _VARIANT - 1]) + rf"\.[0-9a-f]{{{_VARIANT}}}")
         names = [c.name for c in self.guard(self._client.list_collections)]
         dropped = [n for n in names if pattern.fullmatch(n) and n not in keep and n != self._name]

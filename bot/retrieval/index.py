@@ -251,7 +251,7 @@ class KnowledgeIndex:
 
         with self._sync_lock:
             wanted = self._records()
-            self._home.drop_siblings(keep={self._home.name, variant(self._home.family, embedder.identity)})
+            self._home.drop_siblings(keep={variant(self._home.family, embedder.identity)})
         encoding = reencoding.encode(self._home, embedder, wanted, self._clarify, stop)
         answers = AnswerVectors(embedder)
         calibrated = reencoding.calibrated(encoding, answers, self._clarify, stop)
@@ -267,9 +267,7 @@ class KnowledgeIndex:
                 self._generation += 1
                 self._ranking = Ranking.of(self._metadata, self._texts, encoding.scorer, calibrated)
             if caught_up == wanted:
-                self._mark(
-                    **{snapshot.CALIBRATION_KEY: encoding.key, snapshot.CALIBRATION: json.dumps(calibrated.to_dict())}
-                )
+                self._store_calibration(encoding.key, calibrated)
             else:  # what was calibrated is for the knowledge of a moment ago: it serves until this is done
                 self._calibrate_for(encoding.key, in_background=True)
         log.info("now serving through encoder %s (collection %s)", embedder.identity, encoding.home.name)

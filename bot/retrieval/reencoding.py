@@ -89,7 +89,7 @@ def encode(
             raise Cancelled
 
     home = home.sibling(embedder)
-    collection = home.guard(lambda: home.open(embedder.identity))
+    collection = home.open(embedder.identity)  # guarded there
     held = mirror(collection, embedder, wanted, read(collection), step)
     return _ranked(home, collection, embedder, held, clarify)
 
