@@ -13,8 +13,9 @@ Each message gets one of:
 - declined (not sure, out of scope; a person may follow).
 
 Runs the real engine (embedding model, Chroma index of the demo knowledge in a temporary folder, the
-answer policy at its default settings, so `answering.clarify: auto`), once with asking back and once with
-`clarify: off`, side by side. --list prints every message with its outcome.
+answer policy of config.yml), once with asking back turned on (`answering.clarify: auto`, whatever
+config.yml says; it ships `off`) and once with `clarify: off`, side by side, on the encoder as shipped
+(`index.tune: off`: no tuning runs here). --list prints every message with its outcome.
 
 Usage:
   python bench/clarify.py [--knowledge knowledge] [--list]
@@ -82,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     vague = [(r["text"], set(r["plausible_a"].split("|")) | set(r["plausible_b"].split("|"))) for r in read(args.vague)]
     vague_b = [(t, right) for (t, right), r in zip(vague, read(args.vague), strict=True) if r["vague_b"] == "yes"]
     clear = [(r["text"], {r["expected"], r["expected_b"]}) for r in read(args.clear)]
-    config = load_config(REPO / "config.yml")
+    shipped = load_config(REPO / "config.yml")
+    asking = shipped.answering.model_copy(update={"clarify": "auto"})
+    frozen = shipped.index.model_copy(update={"tune": "off"})  # the shipped encoder, untuned
+    config = shipped.model_copy(update={"answering": asking, "index": frozen})
     with tempfile.TemporaryDirectory() as work:
         engine = build_engine(config, knowledge_dir=args.knowledge, index_path=Path(work) / "chroma")
         engine.index.embedder.load()
