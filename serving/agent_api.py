@@ -23,7 +23,7 @@ from bot.conversation.state import Event, EventKind, Owner, Ownership, Ownership
 from bot.storage.approvals import ApprovalError
 from bot.storage.turns import Turn
 from bot.types import AnsweredBy
-from serving.agents import AgentDirectory, AgentPresence, InboxFeed
+from serving.agents import FEED_CLOSED, AgentDirectory, AgentPresence, InboxFeed
 
 log = logging.getLogger(__name__)
 
@@ -191,18 +191,20 @@ class AgentApi:
 
     async def _stream(self, agent: str) -> AsyncIterator[str]:
         """Server-sent events: one `data:` line per change; a comment line every FEED_PING_S keeps proxies
-        from closing it. While it is open the agent counts as online."""
+        from closing it. While it is open the agent counts as online. It ends when the process stops."""
         queue = self._feed.subscribe()
         self._presence.open_feeds[agent] = self._presence.open_feeds.get(agent, 0) + 1
         try:
             yield ": connected\n\n"
-            while True:
+            while not self._feed.closed:
                 try:
                     event = await asyncio.wait_for(queue.get(), FEED_PING_S)
                 except TimeoutError:
                     self._presence.seen(agent)
                     yield ": ping\n\n"
                     continue
+                if event["kind"] == FEED_CLOSED:
+                    break
                 yield f"data: {json.dumps(event)}\n\n"
         finally:
             self._feed.unsubscribe(queue)

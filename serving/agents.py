@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 TOKENS_ENV = "SUPPORTBOT_AGENT_TOKENS"
 MIN_TOKEN_CHARS = 16
 FEED_QUEUE = 1000  # events kept for a slow inbox before it is told to reload
+FEED_CLOSED = "feed-closed"  # the kind that ends an open inbox's feed (the process is stopping)
 
 
 class AgentTokenError(ValueError):
@@ -103,6 +104,7 @@ class InboxFeed:
 
     subscribers: set[asyncio.Queue[dict[str, str]]] = field(default_factory=set)
     from_here: set[asyncio.Queue[dict[str, str]]] = field(default_factory=set)
+    closed: bool = False
 
     def publish(self, conversation_id: str, kind: str, here: bool = True) -> None:
         event = {"conversation_id": conversation_id, "kind": kind}
@@ -121,3 +123,12 @@ class InboxFeed:
     def unsubscribe(self, queue: asyncio.Queue[dict[str, str]]) -> None:
         self.subscribers.discard(queue)
         self.from_here.discard(queue)
+
+    def close(self) -> None:
+        """Ends every open inbox's feed: the process is stopping, and the server waits for open responses
+        to finish. Each inbox's EventSource reconnects (to another process, or to this one restarted)."""
+        self.closed = True
+        for queue in list(self.subscribers):
+            while queue.full():
+                queue.get_nowait()
+            queue.put_nowait({"conversation_id": "", "kind": FEED_CLOSED})

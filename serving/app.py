@@ -107,6 +107,7 @@ def create_app(
                 await app.state.channels.stop()
 
     app = FastAPI(title=config.bot_name, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.end_streams = feed.close  # serving.server.BotServer calls it first when asked to stop
 
     def current_pipeline() -> Pipeline:
         bot: Bot = app.state.bot

@@ -49,10 +49,9 @@ def serve(
     watch: Annotated[bool | None, typer.Option("--watch/--no-watch", help="Apply knowledge edits live.")] = None,
 ) -> None:
     """Index the knowledge base and serve the HTTP API, applying knowledge edits live."""
-    import uvicorn
-
     from serving.app import create_app
     from serving.runtime import Bot, encoder_model
+    from serving.server import serve as serve_http
 
     setup_logging("info")
     settings = load_settings(config)
@@ -81,7 +80,7 @@ def serve(
         )
 
     application = create_app(settings, watch=watch, on_ready=announce)
-    uvicorn.run(
+    serve_http(
         application, host=bind_host, port=bind_port, log_level="warning", proxy_headers=True,
         forwarded_allow_ips=settings.server.forwarded_allow_ips,
     )  # fmt: skip

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -26,6 +25,7 @@ from bot.retrieval.embedding import Embedder
 from bot.retrieval.index import KnowledgeIndex
 from bot.storage.store import ConversationStore
 from serving.app import create_app
+from serving.server import BotServer
 from tests.chroma_server import CHROMA, ChromaServer
 from tests.model_server import ModelServer, RecordingProxy
 from tests.postgres_server import NEEDS_POSTGRES, PostgresServer
@@ -207,9 +207,7 @@ class LiveServer:
         self.ws_url = f"ws://127.0.0.1:{self.port}/api/ws"
         app = create_app(config, embedder=embedder, watch=watch, responder=responder, environ=environ or {})
         self.app = app
-        self._server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
-        )
+        self._server = BotServer(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     def __enter__(self) -> LiveServer:
