@@ -221,8 +221,6 @@ class DiscordSettings(_Section):
     enabled: bool = False
     # Channel ids where the bot answers when mentioned; direct messages are always answered.
     allowed_channels: list[int] = Field(default_factory=list)
-    # REST API root; only for tests and proxies. None = Discord's own.
-    api_base: str | None = None
 
 
 class ChannelsSettings(_Section):

@@ -13,6 +13,7 @@ import httpx
 from bot.config import Config, load_config
 from bot.retrieval.embedding import Embedder
 from connectors.discord_channel import DiscordConnector, discord_connector
+from connectors.discord_channel.stand_in import StandIn
 from serving.runtime import Bot, running_bot
 from tests.botprocess import wait_until as wait_for
 from tests.conftest import ConfigFactory, LiveServer
@@ -73,13 +74,13 @@ def test_one_process_holds_the_discord_gateway_and_another_can_post(
         fake = FakeDiscord(DISCORD_TOKEN)
         await fake.start()
         config = load_config(write_config(
-            channels={"discord": {"enabled": True, "api_base": fake.api_base}},
+            channels={"discord": {"enabled": True}},
             coordination={"redis_url": redis_server.url, "role_lease_s": 2.0},
         ))  # fmt: skip
         environ = {"DISCORD_BOT_TOKEN": DISCORD_TOKEN}
         try:
             async with running_bot(config, embedder) as one, running_bot(config, embedder) as two:
-                connectors = [connector_for(bot, config, environ, fake.gateway_url) for bot in (one, two)]
+                connectors = [connector_for(bot, config, environ, fake.stand_in) for bot in (one, two)]
                 for connector in connectors:
                     await connector.start()
                 await wait_async(lambda: len(fake.identifies) == 1, "one gateway session")
@@ -98,7 +99,6 @@ def test_one_process_holds_the_discord_gateway_and_another_can_post(
                 await other.client.get_partial_messageable(user + 100_000).send(content="An agent here.")
                 await wait_async(lambda: len(fake.created) == 2, "the other process's post")
                 assert len(fake.identifies) == 1  # still one session
-                # Stopped in this order: each restores what discord.py's endpoints were before it started.
                 await other.stop()
                 await leader.stop()
         finally:
@@ -107,8 +107,8 @@ def test_one_process_holds_the_discord_gateway_and_another_can_post(
     asyncio.run(main())
 
 
-def connector_for(bot: Bot, config: Config, environ: dict[str, str], gateway_url: str) -> DiscordConnector:
-    return discord_connector(lambda: bot.pipeline, config.channels.discord, environ, gateway_url=gateway_url)
+def connector_for(bot: Bot, config: Config, environ: dict[str, str], stand_in: StandIn) -> DiscordConnector:
+    return discord_connector(lambda: bot.pipeline, config.channels.discord, environ, stand_in=stand_in)
 
 
 async def wait_async(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:

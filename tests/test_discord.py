@@ -18,6 +18,7 @@ import logging
 import re
 import shutil
 import sqlite3
+import ssl
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 
 import discord
 import pytest
+import trustme
 import yaml
 import yarl
 from aiohttp import WSMsgType, web
@@ -49,6 +51,7 @@ from connectors.discord_channel import (
 )
 from connectors.discord_channel import connector as discord_connector_module
 from connectors.discord_channel import gateway as discord_gateway
+from connectors.discord_channel.stand_in import StandIn
 from serving.channels import RunningChannels
 from serving.runtime import Bot, running_bot
 from tests.action_server import ActionServer
@@ -194,11 +197,17 @@ class Call:
     query: dict[str, str]
     body: Any
     authorization: str | None
+    host: str  # the Host header: discord.com, as with Discord itself
+
+
+GATEWAY_HOST = "gateway.discord.gg"
 
 
 @dataclass
 class FakeDiscord:
-    """The REST routes and the gateway the connector uses, recording every request."""
+    """The REST routes and the gateway the connector uses, recording every request. It serves HTTPS and WSS
+    for Discord's own host names, with a certificate from a throwaway CA; a connector reaches it through
+    `stand_in`, which resolves those names to it and trusts that CA. discord.py's URLs stay Discord's."""
 
     token: str
     calls: list[Call] = field(default_factory=list)
@@ -206,6 +215,7 @@ class FakeDiscord:
     reject_next_identify: int | None = None  # a gateway close code to answer the next IDENTIFY with
     created: list[dict[str, Any]] = field(default_factory=list)  # messages the bot posted, as Discord stores them
     port: int = 0
+    ca: trustme.CA = field(default_factory=trustme.CA)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -215,12 +225,10 @@ class FakeDiscord:
         self._runner: web.AppRunner | None = None
 
     @property
-    def api_base(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api/v10"
-
-    @property
-    def gateway_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/gateway"
+    def stand_in(self) -> StandIn:
+        trust = ssl.create_default_context()
+        self.ca.configure_trust(trust)
+        return StandIn("127.0.0.1", self.port, trust)
 
     def snowflake(self) -> int:
         return next(self._ids)
@@ -246,11 +254,13 @@ class FakeDiscord:
         app.router.add_post(f"{api}/channels/{{channel_id}}/typing", self._typing)
         app.router.add_post(f"{api}/interactions/{{interaction_id}}/{{token}}/callback", self._callback)
         app.router.add_post(f"{api}/webhooks/{{app_id}}/{{token}}", self._followup)
-        app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/", self._gateway)  # wss://gateway.discord.gg/?v=10&encoding=json...
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ca.issue_cert("discord.com", GATEWAY_HOST).configure_cert(tls)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=tls)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
@@ -260,13 +270,15 @@ class FakeDiscord:
 
     @web.middleware
     async def _record(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
-        if request.path != "/gateway":
+        if request.host != GATEWAY_HOST:
             raw = await request.read()
             body = json.loads(raw) if raw else None
+            call = Call(
+                request.method, request.path, dict(request.query), body, request.headers.get("Authorization"),
+                request.host,
+            )  # fmt: skip
             with self._lock:
-                self.calls.append(
-                    Call(request.method, request.path, dict(request.query), body, request.headers.get("Authorization"))
-                )
+                self.calls.append(call)
         response: web.StreamResponse = await handler(request)
         return response
 
@@ -376,7 +388,9 @@ class FakeDiscord:
 
     # -- gateway --------------------------------------------------------------------------------------
 
-    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+    async def _gateway(self, request: web.Request) -> web.StreamResponse:
+        if request.host != GATEWAY_HOST:
+            return await self._unknown(request)
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         await ws.send_json({"op": 10, "d": {"heartbeat_interval": 41250}, "s": None, "t": None})
@@ -408,7 +422,7 @@ class FakeDiscord:
             "user": {**BOT_USER, "verified": True, "mfa_enabled": False, "flags": 0},
             "guilds": [{"id": str(GUILD_ID), "unavailable": True}],
             "session_id": "loopback-session",
-            "resume_gateway_url": self.gateway_url,
+            "resume_gateway_url": f"wss://{GATEWAY_HOST}",
             "shard": [0, 1],
             "application": {"id": str(APP_ID), "flags": 1 << 19},
             "private_channels": [],
@@ -552,9 +566,7 @@ class Harness:
             "index": {"path": str(index)},
             "store": {"path": str(self.root / "data" / "conversations.sqlite3")},
             "eval": {"cases": str(DEMO_CASES)},
-            "channels": {
-                "discord": {"enabled": True, "allowed_channels": [ALLOWED_CHANNEL], "api_base": self.fake.api_base}
-            },
+            "channels": {"discord": {"enabled": True, "allowed_channels": [ALLOWED_CHANNEL]}},
         }
         if self.actions_url is not None:
             data["actions"] = {"url": self.actions_url, "start": False}
@@ -583,20 +595,18 @@ class Harness:
                 started.set_exception(err)
             raise
 
-    def new_connector(
-        self, pipeline: Callable[[], Pipeline], token: str = TOKEN, host: str = "127.0.0.1"
-    ) -> DiscordConnector:
-        """A connector for the fake Discord; another `host` ("localhost") reaches the same server by another
-        name, so that its endpoints can be told apart from the running connector's."""
+    def new_connector(self, pipeline: Callable[[], Pipeline], token: str = TOKEN) -> DiscordConnector:
+        """A connector for the fake Discord, made in a running event loop (its aiohttp connector needs one)."""
         settings = self.config.channels.discord
-        if host != "127.0.0.1":
-            settings = settings.model_copy(update={"api_base": self.fake.api_base.replace("127.0.0.1", host)})
-        return discord_connector(
-            pipeline,
-            settings,
-            {"DISCORD_BOT_TOKEN": token},
-            gateway_url=self.fake.gateway_url.replace("127.0.0.1", host),
-        )
+        return discord_connector(pipeline, settings, {"DISCORD_BOT_TOKEN": token}, stand_in=self.fake.stand_in)
+
+    def another_connector(self, token: str = TOKEN) -> DiscordConnector:
+        """From a test: a second connector for the same bot and fake Discord, made in the harness's loop."""
+
+        async def make() -> DiscordConnector:
+            return self.new_connector(lambda: self.bot.pipeline, token)
+
+        return self.call(make())
 
     # -- synthetic users and events -------------------------------------------------------------------
 
@@ -753,21 +763,20 @@ class Harness:
 def harness(
     tmp_path_factory: pytest.TempPathFactory, embedder: Embedder, demo_index_template: Path
 ) -> Iterator[Harness]:
-    default_base, default_gateway = Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
     root = tmp_path_factory.mktemp("discord")
     with (
         ActionServer("actions", root / "actions-work") as actions,
         Harness(root, embedder, demo_index_template, actions.url) as running,
     ):
-        assert running.fake.api_base == Route.BASE
         yield running
-    # The connector points discord.py at the loopback server only while it runs.
-    assert (default_base, default_gateway) == (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
 
 
 def test_start_logs_in_connects_the_gateway_and_publishes_ask(harness: Harness) -> None:
     me = harness.fake.recorded(lambda c: c.path == "/api/v10/users/@me")
     assert me and me[0].authorization == f"Bot {TOKEN}"
+    # Over HTTPS to discord.com, as with Discord itself: only the address it resolves to is the stand-in's.
+    assert {c.host for c in harness.fake.recorded()} == {"discord.com"}
+    assert_discord_py_untouched()
     identify = harness.fake.identifies[0]
     # Guild and direct messages, and no privileged intent: nothing the bot answers needs MESSAGE CONTENT.
     assert identify["token"] == TOKEN and identify["intents"] == GUILDS | GUILD_MESSAGES | DIRECT_MESSAGES
@@ -1065,23 +1074,21 @@ def test_a_missing_token_is_a_channel_error_naming_discord(harness: Harness) -> 
             discord_connector(lambda: harness.bot.pipeline, DiscordSettings(enabled=True), environ)
 
 
-def running_endpoints(harness: Harness) -> tuple[str, yarl.URL]:
-    """Where discord.py is pointed while the module's connector runs."""
-    return harness.fake.api_base, yarl.URL(harness.fake.gateway_url)
+def assert_discord_py_untouched() -> None:
+    """The stand-in is reached through each client's own connector: discord.py's endpoints stay Discord's."""
+    assert Route.BASE == "https://discord.com/api/v10"
+    assert yarl.URL(f"wss://{GATEWAY_HOST}/") == DiscordWebSocket.DEFAULT_GATEWAY
 
 
 def test_a_rejected_token_is_a_channel_error_naming_discord(harness: Harness) -> None:
-    rejected = harness.new_connector(lambda: harness.bot.pipeline, token="not-the-token", host="localhost")
+    rejected = harness.another_connector(token="not-the-token")
     with pytest.raises(ChannelError, match=r"^discord: the token was rejected \(401\)") as raised:
         harness.call(rejected.start())
     assert "not-the-token" not in str(raised.value)
-    # It was pointed at the fake as "localhost": it gave back what it changed, and the running connector
-    # still talks to the loopback server as 127.0.0.1.
     assert harness.fake.recorded(lambda c: c.authorization == "Bot not-the-token")  # it did reach the fake
-    assert running_endpoints(harness) == (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
-    harness.call(rejected.stop())  # stopping again is harmless: it does not raise, and changes nothing
-    assert running_endpoints(harness) == (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
+    harness.call(rejected.stop())  # stopping again is harmless: it does not raise
     assert rejected.client.is_closed()
+    assert_discord_py_untouched()
 
 
 @pytest.mark.parametrize(
@@ -1093,11 +1100,11 @@ def test_a_rejected_token_is_a_channel_error_naming_discord(harness: Harness) ->
 )
 def test_a_gateway_that_refuses_the_session_is_a_channel_error(harness: Harness, close_code: int, says: str) -> None:
     harness.fake.reject_next_identify = close_code
-    refused = harness.new_connector(lambda: harness.bot.pipeline, host="localhost")
+    refused = harness.another_connector()
     with pytest.raises(ChannelError, match=says):
         harness.call(refused.start())
     assert refused.client.is_closed()
-    assert running_endpoints(harness) == (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
+    assert_discord_py_untouched()
     # The running connector is unaffected.
     user = harness.new_user()
     harness.send("MESSAGE_CREATE", harness.dm(user, "How can I track my order?"))

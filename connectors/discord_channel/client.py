@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Protocol
 
+import aiohttp
 import discord
 from discord import app_commands
 
@@ -30,9 +31,10 @@ class Events(Protocol):
 class SupportClient(discord.Client):
     """discord.py calls the client's on_* methods for events; these hand them to the connector."""
 
-    def __init__(self, events: Events) -> None:
+    def __init__(self, events: Events, connector: aiohttp.BaseConnector | None = None) -> None:
         # No message cache: edits and deletions are not answered, so cached messages would only cost memory.
-        super().__init__(intents=intents(), max_messages=None)
+        # connector: None for Discord itself; a stand-in's (connectors.discord_channel.stand_in) otherwise.
+        super().__init__(intents=intents(), max_messages=None, connector=connector)
         self.events = events
         self.tree: app_commands.CommandTree[SupportClient] = app_commands.CommandTree(self)
 

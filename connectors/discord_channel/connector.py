@@ -27,6 +27,7 @@ from connectors.discord_channel.gateway import Gateway
 from connectors.discord_channel.inbound import CHANNEL, Inbound
 from connectors.discord_channel.interactions import Interactions
 from connectors.discord_channel.sending import build_view, post
+from connectors.discord_channel.stand_in import StandIn
 from connectors.inflight import InFlight
 
 log = logging.getLogger(__name__)
@@ -47,12 +48,12 @@ class DiscordConnector:
         settings: DiscordSettings,
         token: str,
         *,
-        gateway_url: str | None = None,  # only for tests and proxies; None = Discord's own gateway
+        stand_in: StandIn | None = None,  # None: Discord itself; else a stand-in for it (tests)
     ) -> None:
         self._pipeline = pipeline
-        self.client = SupportClient(self)
+        self.client = SupportClient(self, stand_in.connector() if stand_in is not None else None)
         self.inbound = Inbound(lambda: self.client.user, settings.allowed_channels)
-        self._gateway = Gateway(self.client, token, settings.api_base, gateway_url)
+        self._gateway = Gateway(self.client, token)
         self._in_flight = InFlight()  # event handlers answering right now
         self._interactions = Interactions(pipeline, self.client, self.inbound, self._in_flight)
         self._resumed = False  # whether this run has looked for what an earlier one left unanswered
@@ -196,10 +197,10 @@ def discord_connector(
     settings: DiscordSettings,
     environ: Mapping[str, str],
     *,
-    gateway_url: str | None = None,
+    stand_in: StandIn | None = None,
 ) -> DiscordConnector:
     """The connector with its token from DISCORD_BOT_TOKEN; ChannelError when it is not set."""
     token = environ.get(TOKEN_ENV, "").strip()
     if not token:
         raise ChannelError(f"discord: {TOKEN_ENV} is not set")
-    return DiscordConnector(pipeline, settings, token, gateway_url=gateway_url)
+    return DiscordConnector(pipeline, settings, token, stand_in=stand_in)

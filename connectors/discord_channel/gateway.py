@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import aiohttp
 import discord
-import yarl
-from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from connectors.base import ChannelError
@@ -25,28 +23,13 @@ READY_TIMEOUT_SECONDS = 15.0
 Elect = Callable[[Callable[[], Awaitable[None]]], Coroutine[Any, Any, None]]
 
 
-@contextlib.contextmanager
-def _class_attribute(owner: type, name: str, value: object) -> Iterator[None]:
-    previous = owner.__dict__[name]
-    setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        setattr(owner, name, previous)
-
-
 class Gateway:
     """One client's session: REST login (the token checked), then the gateway in a background task."""
 
-    def __init__(
-        self, client: discord.Client, token: str, api_base: str | None = None, gateway_url: str | None = None
-    ) -> None:
+    def __init__(self, client: discord.Client, token: str) -> None:
         self._client = client
         self._token = token  # never logged, never part of an error message
-        self._api_base = api_base
-        self._gateway_url = gateway_url
         self._task: asyncio.Task[None] | None = None
-        self._overrides = contextlib.ExitStack()
         self._closing = False
         self.failure: str | None = None  # why Discord stopped after starting (the gateway gave up), if it did
 
@@ -56,16 +39,6 @@ class Gateway:
 
         With `elect` (several processes on one bot account), every process logs in and can post over REST,
         and only the one elected connects the gateway: open returns after the login."""
-        # discord.py builds every REST URL (interaction callbacks and webhooks included) from the class
-        # attribute Route.BASE, and opens the gateway at DiscordWebSocket.DEFAULT_GATEWAY: there is no
-        # per-client setting. They are set for this connector's lifetime only and restored by close(), so
-        # other clients in the process (and later tests) see Discord's own endpoints again.
-        if self._api_base:
-            self._overrides.enter_context(_class_attribute(Route, "BASE", self._api_base.rstrip("/")))
-        if self._gateway_url:
-            self._overrides.enter_context(
-                _class_attribute(DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(self._gateway_url))
-            )
         await self._login()
         if elect is None:
             await self._connect()
@@ -120,18 +93,15 @@ class Gateway:
         log.error("%s", self.failure)
 
     async def close(self) -> None:
-        """Close the gateway and the HTTP session, and restore discord.py's endpoints; idempotent."""
+        """Close the gateway and the HTTP session; idempotent."""
         self._closing = True
-        try:
-            if not self._client.is_closed():
-                await self._client.close()
-            if self._task is not None and not self._task.done():
-                try:
-                    await asyncio.wait_for(self._task, 10)
-                except (Exception, asyncio.CancelledError):
-                    log.debug("discord: gateway task ended while stopping", exc_info=True)
-        finally:
-            self._overrides.close()
+        if not self._client.is_closed():
+            await self._client.close()
+        if self._task is not None and not self._task.done():
+            try:
+                await asyncio.wait_for(self._task, 10)
+            except (Exception, asyncio.CancelledError):
+                log.debug("discord: gateway task ended while stopping", exc_info=True)
 
 
 def gateway_error(task: asyncio.Task[None]) -> ChannelError:
