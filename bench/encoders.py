@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from banking77 import DEFAULT_DATA  # bench/banking77.py (scripts run from bench/)
+from banking77_data import DEFAULT_DATA  # bench/banking77_data.py (scripts run from bench/)
 from machine import machine, machine_line
 
 REPO = Path(__file__).resolve().parent.parent

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from banking77 import DEFAULT_DATA, held_out_intents, load_data  # bench/banking77.py (scripts run from bench/)
+from banking77_data import DEFAULT_DATA, held_out_intents, load_data  # bench/banking77_data.py (run from bench/)
 from machine import machine, machine_line
 from scipy.special import logsumexp
 from sklearn.linear_model import LogisticRegression

@@ -79,7 +79,7 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import banking77  # bench/banking77.py: the same knowledge base and cases as the BANKING77 benchmark
+import banking77_data  # bench/banking77_data.py: the same knowledge base and cases as the BANKING77 benchmark
 from langchain_core.embeddings import Embeddings
 from machine import machine, machine_line
 
@@ -280,14 +280,14 @@ def prepare(dataset: str, data: Path, work: Path) -> tuple[Path, Path]:
     """Knowledge directory and case file for a data set (BANKING77 ones written as bench/banking77.py does)."""
     if dataset in DEMO_CASES:
         return REPO / "knowledge", REPO / "evals" / DEMO_CASES[dataset]
-    categories, train, test = banking77.load_data(data)
-    ids = banking77.faq_ids(categories)
+    categories, train, test = banking77_data.load_data(data)
+    ids = banking77_data.faq_ids(categories)
     setting, seed = ("10shot", 0) if dataset == "b77-10shot" else ("oos", None)
     knowledge = work / dataset / "knowledge"
-    banking77.write_knowledge(knowledge, banking77.examples_for(setting, seed, categories, train), ids)
+    banking77_data.write_knowledge(knowledge, banking77_data.examples_for(setting, seed, categories, train), ids)
     cases = work / dataset / "cases.csv"
-    held_out = frozenset(banking77.held_out_intents(categories)) if setting == "oos" else frozenset()
-    banking77.write_cases(cases, test, ids, held_out)
+    held_out = frozenset(banking77_data.held_out_intents(categories)) if setting == "oos" else frozenset()
+    banking77_data.write_cases(cases, test, ids, held_out)
     return knowledge, cases
 
 
@@ -422,7 +422,7 @@ def table(results: list[dict[str, object]]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default=",".join(DATASETS))
-    parser.add_argument("--data", type=Path, default=banking77.DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, default=banking77_data.DEFAULT_DATA)
     parser.add_argument("--work", type=Path, default=REPO / ".data" / "bench" / "vs-langchain")
     args = parser.parse_args()
     datasets = [d for d in args.datasets.split(",") if d]
