@@ -17,11 +17,11 @@ from connectors.discord_channel.stand_in import StandIn
 from serving.runtime import Bot, running_bot
 from tests.botprocess import wait_until as wait_for
 from tests.conftest import ConfigFactory, LiveServer
+from tests.discord_api import TOKEN as DISCORD_TOKEN
+from tests.discord_api import FakeDiscord, message_payload, user_payload
 from tests.redis_server import NEEDS_REDIS, RedisServer
 from tests.telegram_api import FakeBotApi
 from tests.telegram_fixtures import env, user_turns
-from tests.test_discord import TOKEN as DISCORD_TOKEN
-from tests.test_discord import FakeDiscord, message_payload, user_payload
 
 pytestmark = NEEDS_REDIS
 

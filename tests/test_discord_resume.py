@@ -11,8 +11,9 @@ import anyio
 from bot.retrieval.embedding import Embedder
 from bot.storage.store import ConversationStore
 from bot.types import AnsweredBy, Message, Reply
+from tests.discord_api import ALLOWED_CHANNEL
+from tests.discord_harness import Harness, recorded_logs
 from tests.polling import wait_for_count
-from tests.test_discord import ALLOWED_CHANNEL, Harness, recorded_logs
 
 USER = 1400000000000000777
 
