@@ -13,7 +13,7 @@ import logging
 import shutil
 import sqlite3
 import threading
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -97,8 +97,17 @@ class HoldingResponder:
 class Harness:
     """One event loop in a thread that owns the fake Discord, the bot and the connector."""
 
-    def __init__(self, root: Path, embedder: Embedder, demo_index: Path, actions_url: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        embedder: Embedder,
+        demo_index: Path,
+        actions_url: str | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        """`environ`: what the connector reads besides its token (HTTPS_PROXY, say)."""
         self.root = root
+        self.environ = dict(environ or {})
         self.embedder = embedder
         self.demo_index = demo_index
         self.actions_url = actions_url  # the demo's rasa-sdk action server, when the test module runs one
@@ -199,7 +208,8 @@ class Harness:
     def new_connector(self, pipeline: Callable[[], Pipeline], token: str = TOKEN) -> DiscordConnector:
         """A connector for the fake Discord, made in a running event loop (its aiohttp connector needs one)."""
         settings = self.config.channels.discord
-        return discord_connector(pipeline, settings, {"DISCORD_BOT_TOKEN": token}, stand_in=self.fake.stand_in)
+        environ = {**self.environ, "DISCORD_BOT_TOKEN": token}
+        return discord_connector(pipeline, settings, environ, stand_in=self.fake.stand_in)
 
     def another_connector(self, token: str = TOKEN) -> DiscordConnector:
         """From a test: a second connector for the same bot and fake Discord, made in the harness's loop."""

@@ -4,6 +4,8 @@ stopping with answers in progress, a session Discord ends; each against the loop
 from __future__ import annotations
 
 import asyncio
+import base64
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +16,10 @@ from bot.retrieval.embedding import Embedder
 from connectors.base import ChannelError
 from connectors.discord_channel import connector as discord_connector_module
 from connectors.discord_channel import discord_connector
+from connectors.proxies import https_proxy, where
 from serving.channels import RunningChannels
-from tests.discord_api import TOKEN, TRACK_ORDER_ANSWER, assert_discord_py_untouched
+from tests.connect_proxy import ConnectProxy
+from tests.discord_api import GATEWAY_HOST, TOKEN, TRACK_ORDER_ANSWER, assert_discord_py_untouched
 from tests.discord_harness import Harness
 from tests.polling import wait_for_count
 
@@ -107,3 +111,54 @@ def test_a_session_discord_ends_after_start_shows_as_failed_in_health(own_harnes
     assert status["failed"] == {"discord": harness.connector.failure}
     assert "token was rejected by the gateway (4004)" in str(harness.connector.failure)
     assert TOKEN not in str(harness.connector.failure)
+
+
+PROXY_SECRET = "proxy-password-not-for-logs"
+
+
+def test_with_https_proxy_set_discord_is_reached_through_it(
+    tmp_path: Path, embedder: Embedder, demo_index_template: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An egress proxy: the API and the gateway both go through HTTP CONNECT, with the URL's credentials,
+    and the credentials are never logged."""
+    caplog.set_level(logging.DEBUG)
+    with ConnectProxy() as proxy:
+        environ = {"HTTPS_PROXY": f"http://egress:{PROXY_SECRET}@127.0.0.1:{proxy.port}", "NO_PROXY": "localhost"}
+        running = Harness(tmp_path, embedder, demo_index_template, environ=environ)
+        proxy.upstream = lambda: running.fake.port  # every tunnel leads to the stand-in
+        with running:
+            user = running.new_user()
+            running.send("MESSAGE_CREATE", running.dm(user, "How can I track my order?"))
+            (post,) = running.fake.wait_for(running.posts_to(running.dm_channel(user)))
+            assert TRACK_ORDER_ANSWER in post.body["content"]
+    assert proxy.targets() == {"discord.com:443", f"{GATEWAY_HOST}:443"}
+    credentials = base64.b64encode(f"egress:{PROXY_SECRET}".encode()).decode()
+    assert {tunnel.authorization for tunnel in proxy.tunnels} == {f"Basic {credentials}"}
+    assert f"discord: connecting through the proxy at http://127.0.0.1:{proxy.port}" in caplog.messages
+    assert PROXY_SECRET not in caplog.text and credentials not in caplog.text
+
+
+def test_which_proxy_the_environment_names() -> None:
+    """As httpx reads it for Telegram: lower-case names first, ALL_PROXY as the fallback, NO_PROXY wins."""
+    assert https_proxy({}, "discord.com") is None
+    assert https_proxy({"HTTPS_PROXY": "http://a:3128"}, "discord.com") == "http://a:3128"
+    assert (
+        https_proxy({"HTTPS_PROXY": "http://a:3128", "https_proxy": "http://b:3128"}, "discord.com") == "http://b:3128"
+    )
+    assert https_proxy({"ALL_PROXY": "http://c:3128"}, "discord.com") == "http://c:3128"
+    assert https_proxy({"HTTP_PROXY": "http://d:3128"}, "discord.com") is None  # HTTPS only
+    for no_proxy in ("discord.com", ".discord.com", "example.org, discord.com:443", "*"):
+        assert https_proxy({"HTTPS_PROXY": "http://a:3128", "NO_PROXY": no_proxy}, "discord.com") is None, no_proxy
+    for no_proxy in ("notdiscord.com", "example.org", ""):
+        assert https_proxy({"HTTPS_PROXY": "http://a:3128", "NO_PROXY": no_proxy}, "discord.com"), no_proxy
+    assert where(f"http://egress:{PROXY_SECRET}@proxy.internal:3128") == "http://proxy.internal:3128"
+
+
+def test_a_proxy_discord_py_cannot_use_is_a_channel_error_naming_it() -> None:
+    for proxy in (f"socks5://egress:{PROXY_SECRET}@127.0.0.1:1080", "proxy.internal:3128"):
+        environ = {"DISCORD_BOT_TOKEN": TOKEN, "HTTPS_PROXY": proxy}
+        with pytest.raises(
+            ChannelError, match=r"^discord: the proxy at .* is not an http:// or https:// URL"
+        ) as raised:
+            discord_connector(lambda: None, DiscordSettings(enabled=True), environ)  # type: ignore[arg-type,return-value]
+        assert PROXY_SECRET not in str(raised.value)

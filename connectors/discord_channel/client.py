@@ -31,10 +31,13 @@ class Events(Protocol):
 class SupportClient(discord.Client):
     """discord.py calls the client's on_* methods for events; these hand them to the connector."""
 
-    def __init__(self, events: Events, connector: aiohttp.BaseConnector | None = None) -> None:
+    def __init__(
+        self, events: Events, connector: aiohttp.BaseConnector | None = None, proxy: str | None = None
+    ) -> None:
         # No message cache: edits and deletions are not answered, so cached messages would only cost memory.
         # connector: None for Discord itself; a stand-in's (connectors.discord_channel.stand_in) otherwise.
-        super().__init__(intents=intents(), max_messages=None, connector=connector)
+        # proxy: every request and the gateway go through it (aiohttp's HTTP CONNECT), credentials included.
+        super().__init__(intents=intents(), max_messages=None, connector=connector, proxy=proxy)
         self.events = events
         self.tree: app_commands.CommandTree[SupportClient] = app_commands.CommandTree(self)
 

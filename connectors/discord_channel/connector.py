@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from functools import partial
 
@@ -29,6 +30,7 @@ from connectors.discord_channel.interactions import Interactions
 from connectors.discord_channel.sending import build_view, post
 from connectors.discord_channel.stand_in import StandIn
 from connectors.inflight import InFlight
+from connectors.proxies import https_proxy, where
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +51,10 @@ class DiscordConnector:
         token: str,
         *,
         stand_in: StandIn | None = None,  # None: Discord itself; else a stand-in for it (tests)
+        proxy: str | None = None,  # an http(s):// proxy for the API and the gateway; None: direct
     ) -> None:
         self._pipeline = pipeline
-        self.client = SupportClient(self, stand_in.connector() if stand_in is not None else None)
+        self.client = SupportClient(self, stand_in.connector() if stand_in is not None else None, proxy)
         self.inbound = Inbound(lambda: self.client.user, settings.allowed_channels)
         self._gateway = Gateway(self.client, token)
         self._in_flight = InFlight()  # event handlers answering right now
@@ -199,8 +202,20 @@ def discord_connector(
     *,
     stand_in: StandIn | None = None,
 ) -> DiscordConnector:
-    """The connector with its token from DISCORD_BOT_TOKEN; ChannelError when it is not set."""
+    """The connector with its token from DISCORD_BOT_TOKEN, through the proxy HTTPS_PROXY names unless
+    NO_PROXY lists discord.com (as for Telegram); ChannelError when the token is not set or the proxy is not
+    one discord.py can use."""
     token = environ.get(TOKEN_ENV, "").strip()
     if not token:
         raise ChannelError(f"discord: {TOKEN_ENV} is not set")
-    return DiscordConnector(pipeline, settings, token, stand_in=stand_in)
+    proxy = https_proxy(environ, "discord.com")
+    if proxy is not None:
+        parts = urllib.parse.urlsplit(proxy)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ChannelError(
+                f"discord: the proxy at {where(proxy)} (HTTPS_PROXY or ALL_PROXY) is not an http:// or https:// URL; "
+                "discord.py cannot use others (SOCKS). Add discord.com to NO_PROXY to connect "
+                "Discord directly"
+            )
+        log.info("discord: connecting through the proxy at %s", where(proxy))
+    return DiscordConnector(pipeline, settings, token, stand_in=stand_in, proxy=proxy)
